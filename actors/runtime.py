@@ -1,0 +1,347 @@
+"""The actor runtime: long-lived trio tasks with bounded mailboxes.
+
+An :class:`Actor` is a trio task that receives messages one at a time from a
+bounded mailbox (``trio.open_memory_channel(mailbox_size)``). It is started
+with ``nursery.start(actor.run)``: its :meth:`Actor.on_start` runs first, and
+an error there raises to whoever started it (OTP's synchronous
+``start_link``); then it reports its :class:`ActorRef` and enters its receive
+loop.
+
+The :class:`ActorRef` is the actor's address, and it stays valid across
+restarts (like a registered name in OTP): a supervisor that restarts the actor
+re-binds the same ref to the new mailbox. It offers
+
+- ``send(message)``: waits while the mailbox is full (backpressure);
+- ``send_nowait(message)``: raises ``trio.WouldBlock`` when it is full (shed load);
+- ``call(request)``: request/reply through a one-shot reply channel carried in
+  the message; bound it with a cancel scope (``with trio.fail_after(…)``).
+
+Errors, as httpx draws them::
+
+    ActorError                 base of the runtime's errors
+    ├── ActorUnavailable       the actor is not running (stopped, crashed, restarting)
+    └── ActorCrashed           the actor crashed while handling this call
+
+An exception raised by a handler that subclasses :class:`Rejection` is a
+*reply*: it is re-raised in the caller and the actor keeps running (invalid
+input is a reply, not a crash). Any other exception crashes the actor; the
+caller of the message being handled gets :class:`ActorCrashed`, callers still
+queued get :class:`ActorUnavailable`, and the supervisor decides what next.
+
+Graceful stop (:meth:`Actor.request_stop`) closes the mailbox: messages
+already queued are handled, then the actor exits. A supervisor bounds that
+with the child's shutdown timeout and then cancels ("graceful always precedes
+brutal").
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import trio
+
+MessageT = TypeVar("MessageT")
+
+DEFAULT_MAILBOX_SIZE = 64
+
+
+class ActorError(Exception):
+    """Base class of the actor runtime's errors."""
+
+
+class ActorUnavailable(ActorError):
+    """The actor is not running: never started, stopped, crashed or restarting."""
+
+
+class ActorCrashed(ActorError):
+    """The actor crashed while handling this call; ``__cause__`` is the crash."""
+
+
+class Rejection(Exception):
+    """Base class of exceptions that are replies, not crashes.
+
+    A handler raises a subclass (say, ``NotFound``) to answer a call with an
+    error; the runtime re-raises it in the caller and keeps the actor running.
+    """
+
+
+class ActorState(enum.Enum):
+    """Where an actor is in its life."""
+
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ActorStatistics:
+    """A snapshot of an actor, as returned by :meth:`Actor.statistics`.
+
+    Attributes:
+        name: the actor's name.
+        state: its :class:`ActorState` value.
+        messages_handled: messages handled since the actor object was made (all incarnations).
+        mailbox_used: messages waiting now.
+        mailbox_size: the mailbox's capacity.
+        mailbox_peak: most messages ever waiting at once.
+        last_error: ``"Type: message"`` of the last crash, or ``None``.
+    """
+
+    name: str
+    state: str
+    messages_handled: int
+    mailbox_used: int
+    mailbox_size: int
+    mailbox_peak: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[MessageT]):
+    """A request envelope: the request and the one-shot channel for its reply."""
+
+    request: MessageT
+    reply_to: trio.MemorySendChannel[_Reply]
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    value: Any = None
+    error: BaseException | None = None
+
+
+class ActorRef(Generic[MessageT]):
+    """The address of an actor; valid across the actor's restarts."""
+
+    __slots__ = ("_actor",)
+
+    def __init__(self, actor: Actor[MessageT]) -> None:
+        self._actor = actor
+
+    @property
+    def name(self) -> str:
+        """The actor's name."""
+        return self._actor.name
+
+    async def send(self, message: MessageT) -> None:
+        """Put ``message`` in the mailbox, waiting while it is full (backpressure).
+
+        Raises:
+            ActorUnavailable: the actor is not running.
+        """
+        channel = self._actor._mailbox()
+        try:
+            await channel.send(message)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ActorUnavailable(self.name) from None
+        self._actor._note_queued()
+
+    def send_nowait(self, message: MessageT) -> None:
+        """Put ``message`` in the mailbox without waiting.
+
+        Raises:
+            trio.WouldBlock: the mailbox is full; the caller should shed load.
+            ActorUnavailable: the actor is not running.
+        """
+        channel = self._actor._mailbox()
+        try:
+            channel.send_nowait(message)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ActorUnavailable(self.name) from None
+        self._actor._note_queued()
+
+    async def call(self, request: MessageT) -> Any:
+        """Send ``request`` and wait for the reply.
+
+        Bound the wait with a cancel scope; cancelling abandons the reply.
+
+        Returns:
+            What the actor's :meth:`Actor.handle` returned.
+
+        Raises:
+            Rejection: the handler's error reply (re-raised as is).
+            ActorCrashed: the actor crashed while handling it.
+            ActorUnavailable: the actor is not running, or stopped before replying.
+        """
+        reply_send, reply_receive = trio.open_memory_channel[_Reply](1)
+        with reply_receive:
+            await self.send(Call(request, reply_send))  # type: ignore[arg-type]
+            try:
+                reply = await reply_receive.receive()
+            except trio.EndOfChannel:
+                raise ActorUnavailable(self.name) from None
+        if reply.error is not None:
+            raise reply.error
+        return reply.value
+
+    def statistics(self) -> ActorStatistics:
+        """The actor's statistics snapshot."""
+        return self._actor.statistics()
+
+    def request_stop(self) -> None:
+        """Ask the actor to stop gracefully (see :meth:`Actor.request_stop`)."""
+        self._actor.request_stop()
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self.name}>"
+
+
+class Actor(Generic[MessageT]):
+    """Base class of long-lived actors.
+
+    Subclasses override :meth:`handle` and optionally :meth:`on_start` and
+    :meth:`on_stop`. One actor object may be run many times in a row (each a
+    restart); it keeps its :class:`ActorRef` and counters across runs.
+
+    Args:
+        name: unique within its supervisor; shown in health and metrics.
+        mailbox_size: capacity of the bounded mailbox, in messages (>= 1).
+    """
+
+    def __init__(self, name: str, *, mailbox_size: int = DEFAULT_MAILBOX_SIZE) -> None:
+        if mailbox_size < 1 or mailbox_size == math.inf:
+            raise ValueError(f"mailbox_size must be a finite count >= 1, got {mailbox_size}")
+        self.name = name
+        self.mailbox_size = mailbox_size
+        self.ref: ActorRef[MessageT] = ActorRef(self)
+        self._send: trio.MemorySendChannel[MessageT] | None = None
+        self._receive: trio.MemoryReceiveChannel[MessageT] | None = None
+        self._state = ActorState.NEW
+        self._handled = 0
+        self._peak = 0
+        self._last_error: str | None = None
+
+    # -- hooks -------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Initialise before the ref is handed out; an error here fails the start."""
+
+    async def handle(self, message: MessageT) -> Any:
+        """Handle one message; for a :class:`Call`, the return value is the reply.
+
+        Raise a :class:`Rejection` to answer with an error; any other
+        exception crashes the actor.
+        """
+        raise NotImplementedError
+
+    async def on_stop(self) -> None:
+        """Clean up after the receive loop ends (normally or not). Runs shielded,
+        so keep it short."""
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[ActorRef[MessageT]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run one incarnation of the actor: init, report the ref, receive until stopped.
+
+        Raises:
+            Exception: whatever :meth:`on_start` raised (before ``started``),
+                or the crash of a handler.
+        """
+        send, receive = trio.open_memory_channel[MessageT](self.mailbox_size)
+        self._state = ActorState.STARTING
+        try:
+            await self.on_start()
+            self._send, self._receive = send, receive
+            self._state = ActorState.RUNNING
+            task_status.started(self.ref)
+            await self._receive_loop(receive)
+        except BaseException as exc:
+            if not isinstance(exc, trio.Cancelled):
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                self._state = ActorState.FAILED
+            raise
+        finally:
+            send.close()
+            self._fail_queued(receive)
+            receive.close()
+            if self._state is not ActorState.FAILED:
+                self._state = ActorState.STOPPED
+            with trio.CancelScope(shield=True):
+                await self.on_stop()
+
+    async def _receive_loop(self, receive: trio.MemoryReceiveChannel[MessageT]) -> None:
+        async for message in receive:
+            if isinstance(message, Call):
+                await self._handle_call(message)
+            else:
+                await self.handle(message)
+            self._handled += 1
+
+    async def _handle_call(self, call: Call[Any]) -> None:
+        with call.reply_to:
+            try:
+                value = await self.handle(call.request)
+            except Rejection as rejection:
+                _reply(call, _Reply(error=rejection))
+            except Exception as exc:
+                crashed = ActorCrashed(f"{self.name} crashed: {type(exc).__name__}: {exc}")
+                crashed.__cause__ = exc
+                _reply(call, _Reply(error=crashed))
+                raise
+            else:
+                _reply(call, _Reply(value=value))
+
+    def _fail_queued(self, receive: trio.MemoryReceiveChannel[MessageT]) -> None:
+        """Close the reply channel of every call still queued: callers get ActorUnavailable."""
+        while True:
+            try:
+                message = receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            if isinstance(message, Call):
+                message.reply_to.close()
+
+    def request_stop(self) -> None:
+        """Close the mailbox: queued messages are handled, then the actor exits.
+
+        Senders get :class:`ActorUnavailable` from then on. Idempotent.
+        """
+        if self._send is not None:
+            if self._state is ActorState.RUNNING:
+                self._state = ActorState.STOPPING
+            self._send.close()
+
+    # -- introspection -----------------------------------------------------
+
+    def _mailbox(self) -> trio.MemorySendChannel[MessageT]:
+        if self._send is None:
+            raise ActorUnavailable(self.name)
+        return self._send
+
+    def _note_queued(self) -> None:
+        if self._receive is not None:
+            used = self._receive.statistics().current_buffer_used
+            self._peak = max(self._peak, used)
+
+    def statistics(self) -> ActorStatistics:
+        """A frozen snapshot: state, messages handled, mailbox use and peak."""
+        used = 0
+        if self._receive is not None and self._state in (ActorState.RUNNING, ActorState.STOPPING):
+            used = self._receive.statistics().current_buffer_used
+        return ActorStatistics(
+            name=self.name,
+            state=self._state.value,
+            messages_handled=self._handled,
+            mailbox_used=used,
+            mailbox_size=self.mailbox_size,
+            mailbox_peak=self._peak,
+            last_error=self._last_error,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self._state.value}>"
+
+
+def _reply(call: Call[Any], reply: _Reply) -> None:
+    try:
+        call.reply_to.send_nowait(reply)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the caller gave up (cancelled); nobody is waiting for this reply

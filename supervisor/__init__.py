@@ -1,0 +1,29 @@
+"""OTP supervision over trio: child specs, strategies, restart intensity, dynamic children.
+
+Imports nothing of Starling's: a generic layer over trio.
+"""
+
+from supervisor.backoff import Backoff
+from supervisor.spec import ChildKind, ChildSpec, RestartType, Stoppable, Strategy
+from supervisor.statistics import ChildStatistics, SupervisorStatistics
+from supervisor.supervisor import (
+    ChildStartError,
+    Supervisor,
+    SupervisorError,
+    TooManyRestarts,
+)
+
+__all__ = [
+    "Backoff",
+    "ChildKind",
+    "ChildSpec",
+    "ChildStartError",
+    "ChildStatistics",
+    "RestartType",
+    "Stoppable",
+    "Strategy",
+    "Supervisor",
+    "SupervisorError",
+    "SupervisorStatistics",
+    "TooManyRestarts",
+]

@@ -1,0 +1,98 @@
+"""Shared fixtures: real Neo4j and real Redis for the backend tests.
+
+Testing policy (after trio-websocket's): every adapter is tested against the
+real service it adapts. The test session starts a real Neo4j 5.26 (embedded,
+Bolt enabled, see ``tests/neo4j_server``) and a real ``redis-server`` on free
+loopback ports the first time a test asks for them, and stops what it
+started. ``STARLING_TEST_NEO4J_URL`` / ``STARLING_TEST_REDIS_URL`` point the
+tests at services already running instead. With ``CI=true`` a service that
+cannot be started fails the run; elsewhere its tests are skipped with one
+loud line saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, ExitStack
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import structlog
+
+# Plain one-line logs in tests: no colour, no rich tracebacks in captured output.
+structlog.configure(
+    processors=[
+        structlog.processors.add_log_level,
+        structlog.processors.format_exc_info,
+        structlog.processors.KeyValueRenderer(key_order=["level", "event"]),
+    ]
+)
+
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _service(
+    name: str,
+    env_var: str,
+    start_name: str,
+    stack: ExitStack,
+    workdir: Path,
+) -> str:
+    if url := os.environ.get(env_var):
+        return url
+    try:
+        from tests import services  # imported lazily: only backend tests need it
+
+        start: Callable[[Path], AbstractContextManager[str]] = getattr(services, start_name)
+        return stack.enter_context(start(workdir))
+    except Exception as exc:
+        message = f"{name} could not be started ({type(exc).__name__}: {exc}); set {env_var}"
+        if _in_ci():
+            pytest.fail(f"CI=true and {message}", pytrace=False)
+        sys.stderr.write(f"\n!!!!! SKIPPING {name} TESTS: {message}\n")
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def _service_stack() -> Iterator[ExitStack]:
+    with ExitStack() as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def neo4j_url(_service_stack: ExitStack, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Bolt URL of a real Neo4j 5.26 (auth disabled)."""
+    return _service(
+        "Neo4j",
+        "STARLING_TEST_NEO4J_URL",
+        "neo4j_server",
+        _service_stack,
+        tmp_path_factory.mktemp("neo4j"),
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_url(_service_stack: ExitStack, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``redis://`` URL of a real redis-server."""
+    return _service(
+        "Redis",
+        "STARLING_TEST_REDIS_URL",
+        "redis_server",
+        _service_stack,
+        tmp_path_factory.mktemp("redis"),
+    )
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared real data sets (``../shared/data``)."""
+    if not DATA_DIR.is_dir():
+        pytest.fail(f"real data not found at {DATA_DIR}", pytrace=False)
+    return DATA_DIR

@@ -1,0 +1,209 @@
+"""The actor runtime: start, mailbox, send/call, rejection vs crash, graceful stop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from actors import Actor, ActorCrashed, ActorRef, ActorUnavailable, Rejection
+
+
+class Invalid(Rejection):
+    pass
+
+
+@dataclass(frozen=True)
+class Add:
+    n: int
+
+
+@dataclass(frozen=True)
+class Boom:
+    pass
+
+
+@dataclass(frozen=True)
+class Refuse:
+    pass
+
+
+@dataclass(frozen=True)
+class Wait:
+    event: trio.Event
+
+
+class Counter(Actor[Any]):
+    def __init__(self, *, mailbox_size: int = 4, fail_start: bool = False) -> None:
+        super().__init__("counter", mailbox_size=mailbox_size)
+        self.total = 0
+        self.fail_start = fail_start
+        self.stopped = 0
+
+    async def on_start(self) -> None:
+        if self.fail_start:
+            raise OSError("cannot open the store")
+
+    async def handle(self, message: Any) -> Any:
+        match message:
+            case Add(n):
+                self.total += n
+                return self.total
+            case Boom():
+                raise RuntimeError("boom")
+            case Refuse():
+                raise Invalid("bad input")
+            case Wait(event):
+                await event.wait()
+                return "waited"
+
+    async def on_stop(self) -> None:
+        self.stopped += 1
+
+
+async def test_call_returns_the_handlers_value() -> None:
+    """A call is answered with what the handler returned."""
+    async with trio.open_nursery() as nursery:
+        ref: ActorRef[Any] = await nursery.start(Counter().run)
+        assert await ref.call(Add(2)) == 2
+        assert await ref.call(Add(3)) == 5
+        ref.request_stop()
+
+
+async def test_failed_init_raises_to_the_starter() -> None:
+    """An error in on_start raises out of nursery.start and the ref is never handed out."""
+    actor = Counter(fail_start=True)
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(OSError, match="cannot open the store"):
+            await nursery.start(actor.run)
+    with pytest.raises(ActorUnavailable):
+        actor.ref.send_nowait(Add(1))
+
+
+async def test_rejection_is_a_reply_and_the_actor_keeps_running() -> None:
+    """A Rejection raised by the handler reaches the caller and the actor stays up."""
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(Counter().run)
+        with pytest.raises(Invalid, match="bad input"):
+            await ref.call(Refuse())
+        assert await ref.call(Add(1)) == 1
+        assert ref.statistics().state == "running"
+        ref.request_stop()
+
+
+async def test_crash_fails_the_call_and_the_actor() -> None:
+    """Any other exception fails the pending call with ActorCrashed and crashes the actor."""
+    actor = Counter()
+    with pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="boom")):
+        async with trio.open_nursery() as nursery:
+            ref = await nursery.start(actor.run)
+            with pytest.raises(ActorCrashed) as info:
+                await ref.call(Boom())
+            assert isinstance(info.value.__cause__, RuntimeError)
+    stats = actor.statistics()
+    assert stats.state == "failed"
+    assert stats.last_error == "RuntimeError: boom"
+    assert actor.stopped == 1
+
+
+async def test_send_nowait_sheds_load_when_the_mailbox_is_full() -> None:
+    """send_nowait raises WouldBlock once the bounded mailbox is full, and the peak is recorded."""
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(Counter(mailbox_size=2).run)
+        gate = trio.Event()
+        await ref.send(Wait(gate))
+        await trio.testing.wait_all_tasks_blocked()
+        ref.send_nowait(Add(1))
+        ref.send_nowait(Add(1))
+        with pytest.raises(trio.WouldBlock):
+            ref.send_nowait(Add(1))
+        stats = ref.statistics()
+        assert (stats.mailbox_used, stats.mailbox_size, stats.mailbox_peak) == (2, 2, 2)
+        gate.set()
+        assert await ref.call(Add(0)) == 2
+        ref.request_stop()
+
+
+async def test_send_waits_while_the_mailbox_is_full() -> None:
+    """send blocks (backpressure) until the actor makes room."""
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(Counter(mailbox_size=1).run)
+        gate = trio.Event()
+        await ref.send(Wait(gate))
+        await trio.testing.wait_all_tasks_blocked()
+        await ref.send(Add(1))
+        sent = trio.Event()
+
+        async def sender() -> None:
+            await ref.send(Add(1))
+            sent.set()
+
+        nursery.start_soon(sender)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not sent.is_set()
+        gate.set()
+        await sent.wait()
+        ref.request_stop()
+
+
+async def test_graceful_stop_drains_queued_messages() -> None:
+    """request_stop lets queued messages be handled, then the actor exits and refuses sends."""
+    actor = Counter(mailbox_size=8)
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actor.run)
+        for _ in range(5):
+            ref.send_nowait(Add(1))
+        ref.request_stop()
+    assert actor.total == 5
+    assert actor.statistics().state == "stopped"
+    assert actor.statistics().messages_handled == 5
+    with pytest.raises(ActorUnavailable):
+        await ref.send(Add(1))
+
+
+async def test_calls_queued_behind_a_crash_get_unavailable() -> None:
+    """Callers still queued when the actor crashes get ActorUnavailable, not a hang."""
+    actor = Counter(mailbox_size=8)
+    outcomes: list[str] = []
+
+    async def caller(ref: ActorRef[Any]) -> None:
+        try:
+            await ref.call(Add(1))
+        except ActorUnavailable:
+            outcomes.append("unavailable")
+
+    with pytest.RaisesGroup(RuntimeError):
+        async with trio.open_nursery() as nursery:
+            ref = await nursery.start(actor.run)
+            gate = trio.Event()
+            await ref.send(Wait(gate))
+            await ref.send(Boom())
+            async with trio.open_nursery() as callers:
+                callers.start_soon(caller, ref)
+                callers.start_soon(caller, ref)
+                await trio.testing.wait_all_tasks_blocked()
+                gate.set()
+    assert outcomes == ["unavailable", "unavailable"]
+
+
+async def test_the_ref_survives_a_restart() -> None:
+    """Running the same actor again re-binds its ref to the new mailbox."""
+    actor = Counter()
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actor.run)
+        await ref.call(Add(1))
+        ref.request_stop()
+    async with trio.open_nursery() as nursery:
+        again = await nursery.start(actor.run)
+        assert again is ref
+        assert await ref.call(Add(1)) == 2
+        ref.request_stop()
+
+
+def test_mailbox_must_be_bounded() -> None:
+    """An unbounded or empty mailbox is refused."""
+    with pytest.raises(ValueError, match="mailbox_size"):
+        Counter(mailbox_size=0)

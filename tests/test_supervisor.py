@@ -1,0 +1,363 @@
+"""OTP supervisor semantics, each rule checked on trio's autojump clock."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from supervisor import (
+    Backoff,
+    ChildSpec,
+    ChildStartError,
+    RestartType,
+    Strategy,
+    Supervisor,
+    TooManyRestarts,
+)
+
+
+class Worker:
+    """A child that logs its starts and stops and crashes or exits on command."""
+
+    def __init__(
+        self,
+        name: str,
+        log: list[tuple[str, str]],
+        *,
+        ignore_stop: bool = False,
+        fail_start: bool = False,
+    ) -> None:
+        self.name = name
+        self.log = log
+        self.ignore_stop = ignore_stop
+        self.fail_start = fail_start
+        self._command: str | None = None
+        self._wake = trio.Event()
+
+    def spec(self, **kwargs: Any) -> ChildSpec:
+        return ChildSpec(self.name, self.run, **kwargs)
+
+    async def run(self, *, task_status: trio.TaskStatus[Worker] = trio.TASK_STATUS_IGNORED) -> None:
+        self.log.append(("start", self.name))
+        if self.fail_start:
+            raise OSError(f"{self.name} cannot start")
+        self._command, self._wake = None, trio.Event()
+        task_status.started(self)
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                if self._command == "crash":
+                    raise RuntimeError(f"{self.name} crashed")
+                if self._command in ("exit", "stop"):
+                    return
+        finally:
+            self.log.append(("stop", self.name))
+
+    def _send(self, command: str) -> None:
+        self._command = command
+        self._wake.set()
+
+    def crash(self) -> None:
+        self._send("crash")
+
+    def exit(self) -> None:
+        self._send("exit")
+
+    def request_stop(self) -> None:
+        if not self.ignore_stop:
+            self._send("stop")
+
+    def statistics(self) -> dict[str, str]:
+        return {"name": self.name}
+
+
+def workers(log: list[tuple[str, str]], *names: str) -> list[Worker]:
+    return [Worker(name, log) for name in names]
+
+
+async def settle() -> None:
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_children_start_in_order_and_stop_in_reverse() -> None:
+    """Static children start in spec order and a graceful stop stops them in reverse."""
+    log: list[tuple[str, str]] = []
+    a, b, c = workers(log, "a", "b", "c")
+    sup = Supervisor("root", [a.spec(), b.spec(), c.spec()])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        sup.request_stop()
+    assert log == [("start", "a"), ("start", "b"), ("start", "c"),
+                   ("stop", "c"), ("stop", "b"), ("stop", "a")]  # fmt: skip
+    assert sup.statistics().state == "stopped"
+
+
+async def test_start_failure_stops_started_children_and_raises() -> None:
+    """A child that fails to start makes the supervisor stop the others in reverse and raise."""
+    log: list[tuple[str, str]] = []
+    a, b = workers(log, "a", "b")
+    c = Worker("c", log, fail_start=True)
+    sup = Supervisor("root", [a.spec(), b.spec(), c.spec()])
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(OSError, match="c cannot start"):
+            await nursery.start(sup.run)
+    assert log == [("start", "a"), ("start", "b"), ("start", "c"), ("stop", "b"), ("stop", "a")]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        (Strategy.ONE_FOR_ONE, [("stop", "b"), ("start", "b")]),
+        (
+            Strategy.ONE_FOR_ALL,
+            [("stop", "b"), ("stop", "c"), ("stop", "a"),
+             ("start", "a"), ("start", "b"), ("start", "c")],
+        ),
+        (Strategy.REST_FOR_ONE, [("stop", "b"), ("stop", "c"), ("start", "b"), ("start", "c")]),
+    ],
+)  # fmt: skip
+async def test_strategy_decides_which_siblings_restart(
+    strategy: Strategy, expected: list[tuple[str, str]]
+) -> None:
+    """A crash of the middle child restarts exactly the children its strategy names."""
+    log: list[tuple[str, str]] = []
+    a, b, c = workers(log, "a", "b", "c")
+    sup = Supervisor("root", [a.spec(), b.spec(), c.spec()], strategy=strategy)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        log.clear()
+        b.crash()
+        await settle()
+        assert log == expected
+        stats = sup.statistics()
+        assert [child.state for child in stats.children] == ["running"] * 3
+        assert stats.restarts_total == 1
+        assert stats.last_error == "b: RuntimeError: b crashed"
+        sup.request_stop()
+
+
+@pytest.mark.parametrize(
+    ("restart", "command", "restarted"),
+    [
+        (RestartType.PERMANENT, "exit", True),
+        (RestartType.PERMANENT, "crash", True),
+        (RestartType.TRANSIENT, "exit", False),
+        (RestartType.TRANSIENT, "crash", True),
+        (RestartType.TEMPORARY, "exit", False),
+        (RestartType.TEMPORARY, "crash", False),
+    ],
+)
+async def test_restart_type_decides_whether_a_child_restarts(
+    restart: RestartType, command: str, restarted: bool
+) -> None:
+    """Permanent always restarts, transient only after a crash, temporary never (and is removed)."""
+    log: list[tuple[str, str]] = []
+    (a,) = workers(log, "a")
+    sup = Supervisor("root", [a.spec(restart=restart)], intensity=5)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        getattr(a, command)()
+        await settle()
+        assert log.count(("start", "a")) == (2 if restarted else 1)
+        ids = [child.id for child in sup.statistics().children]
+        assert ids == ([] if restart is RestartType.TEMPORARY else ["a"])
+        sup.request_stop()
+
+
+async def test_intensity_exceeded_stops_children_and_escalates(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """More than `intensity` restarts within `period` stops all children in reverse and raises."""
+    log: list[tuple[str, str]] = []
+    a, b = workers(log, "a", "b")
+    sup = Supervisor("root", [a.spec(), b.spec()], intensity=2, period=10)
+    escalated = pytest.RaisesExc(TooManyRestarts, match="more than 2 restarts in 10")
+    with pytest.RaisesGroup(escalated) as info:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            for _ in range(3):
+                await trio.sleep(1)
+                b.crash()
+                await settle()
+    assert isinstance(info.value.exceptions[0].__cause__, RuntimeError)
+    assert log[-3:] == [("stop", "b"), ("start", "b"), ("stop", "a")] or log[-1] == ("stop", "a")
+    assert sup.statistics().state == "failed"
+
+
+async def test_restarts_outside_the_window_are_forgotten(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Crashes spaced further apart than `period` never exceed the intensity."""
+    log: list[tuple[str, str]] = []
+    (a,) = workers(log, "a")
+    sup = Supervisor("root", [a.spec()], intensity=1, period=5)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        for _ in range(4):
+            a.crash()
+            await settle()
+            await trio.sleep(6)
+        stats = sup.statistics()
+        assert (stats.restarts_total, stats.restarts_in_window, stats.state) == (4, 0, "running")
+        sup.request_stop()
+
+
+async def test_escalation_through_two_levels(autojump_clock: trio.testing.MockClock) -> None:
+    """A leaf that keeps crashing exhausts its supervisor, then the parent's, which raises."""
+    log: list[tuple[str, str]] = []
+    leaf = Worker("leaf", log)
+    middle = Supervisor("middle", [leaf.spec()], intensity=1, period=60)
+    root = Supervisor(
+        "root", [ChildSpec.supervisor("middle", middle.run)], intensity=1, period=60
+    )
+    with pytest.RaisesGroup(pytest.RaisesExc(TooManyRestarts, match="'root'")) as info:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(root.run)
+            for _ in range(6):
+                leaf.crash()
+                await settle()
+    cause = info.value.exceptions[0].__cause__
+    assert isinstance(cause, TooManyRestarts)
+    assert "'middle'" in str(cause)
+    # middle restarted once by root; each middle incarnation restarted leaf once.
+    assert log.count(("start", "leaf")) == 4
+
+
+async def test_backoff_delays_restarts_exponentially(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With backoff, the n-th restart in a window waits initial * factor**(n-1) seconds."""
+    log: list[tuple[str, str]] = []
+    (a,) = workers(log, "a")
+    backoff = Backoff(initial=1.0, factor=2.0, maximum=60.0, jitter=0.0)
+    sup = Supervisor("root", [a.spec()], intensity=10, period=1000, backoff=backoff)
+    started_at: list[float] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        for _ in range(4):
+            crashed_at = trio.current_time()
+            starts = log.count(("start", "a"))
+            a.crash()
+            while log.count(("start", "a")) == starts:
+                await trio.sleep(0.001)
+            started_at.append(trio.current_time() - crashed_at)
+        sup.request_stop()
+    assert [round(delay) for delay in started_at] == [1, 2, 4, 8]
+
+
+def test_backoff_jitter_stays_within_bounds() -> None:
+    """Jitter only shortens the delay, by at most the jitter fraction, and honours the cap."""
+    backoff = Backoff(initial=1.0, factor=3.0, maximum=5.0, jitter=0.5, rng=random.Random(7))
+    for attempt in range(1, 10):
+        base = min(5.0, 3.0 ** (attempt - 1))
+        assert base * 0.5 <= backoff.delay(attempt) <= base
+
+
+async def test_shutdown_timeout_cancels_a_child_that_ignores_stop(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A child that ignores request_stop is cancelled after exactly its shutdown timeout."""
+    log: list[tuple[str, str]] = []
+    stubborn = Worker("stubborn", log, ignore_stop=True)
+    polite = Worker("polite", log)
+    sup = Supervisor("root", [polite.spec(), stubborn.spec(shutdown=7.0)])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        begin = trio.current_time()
+        sup.request_stop()
+    assert trio.current_time() - begin == pytest.approx(7.0)
+    assert log[-2:] == [("stop", "stubborn"), ("stop", "polite")]
+
+
+async def test_brutal_kill_does_not_wait(autojump_clock: trio.testing.MockClock) -> None:
+    """shutdown=0 cancels the child at once, without asking it."""
+    log: list[tuple[str, str]] = []
+    stubborn = Worker("stubborn", log, ignore_stop=True)
+    sup = Supervisor("root", [stubborn.spec(shutdown=0)])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        begin = trio.current_time()
+        sup.request_stop()
+    assert trio.current_time() == begin
+
+
+async def test_dynamic_children() -> None:
+    """Dynamic children are added, restarted alone, capped by max_children and terminated."""
+    log: list[tuple[str, str]] = []
+    sup = Supervisor("feeds", intensity=5, max_children=2)
+    u1, u2, u3 = workers(log, "u1", "u2", "u3")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        assert await sup.start_child(u1.spec()) is u1
+        await sup.start_child(u2.spec())
+        with pytest.raises(ChildStartError, match="already has a child 'u1'"):
+            await sup.start_child(Worker("u1", log).spec())
+        with pytest.raises(ChildStartError, match="max_children=2"):
+            await sup.start_child(u3.spec())
+        u1.crash()
+        await settle()
+        assert log.count(("start", "u1")) == 2
+        assert log.count(("start", "u2")) == 1
+        await sup.terminate_child("u1")
+        assert [child_id for child_id, _ in sup.which_children()] == ["u2"]
+        await sup.start_child(u3.spec())
+        with pytest.raises(KeyError):
+            await sup.terminate_child("nobody")
+        sup.request_stop()
+    with pytest.raises(ChildStartError, match="not running"):
+        await sup.start_child(Worker("late", log).spec())
+
+
+async def test_failed_dynamic_start_raises_to_the_caller() -> None:
+    """A dynamic child that fails to start raises to start_child and is not added."""
+    log: list[tuple[str, str]] = []
+    sup = Supervisor("feeds")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        with pytest.raises(OSError, match="cannot start"):
+            await sup.start_child(Worker("bad", log, fail_start=True).spec())
+        assert sup.which_children() == []
+        sup.request_stop()
+
+
+async def test_statistics_describe_the_tree() -> None:
+    """statistics() nests child supervisors and the handles' own statistics; health follows states."""
+    log: list[tuple[str, str]] = []
+    leaf = Worker("leaf", log)
+    optional = Worker("optional", log)
+    inner = Supervisor("inner", [leaf.spec(), optional.spec(restart=RestartType.TRANSIENT)])
+    root = Supervisor("root", [ChildSpec.supervisor("inner", inner.run)])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        stats = root.statistics()
+        assert stats.is_healthy()
+        paths = [path for path, _ in stats.walk()]
+        assert paths == ["inner", "inner/leaf", "inner/optional"]
+        (inner_stats,) = stats.children
+        assert inner_stats.kind == "supervisor"
+        assert inner_stats.detail.children[0].detail == {"name": "leaf"}
+        optional.exit()
+        await settle()
+        assert root.statistics().is_healthy(), "a transient child that exited normally is fine"
+        root.request_stop()
+    assert not root.statistics().is_healthy()
+
+
+def test_child_spec_validation() -> None:
+    """Child specs refuse empty ids and negative shutdowns; supervisors get infinite shutdown."""
+    async def start(*, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+
+    with pytest.raises(ValueError, match="non-empty id"):
+        ChildSpec("", start)
+    with pytest.raises(ValueError, match="shutdown"):
+        ChildSpec("x", start, shutdown=-1)
+    assert ChildSpec.supervisor("s", start).shutdown == math.inf
+    with pytest.raises(ValueError, match="duplicate child ids"):
+        Supervisor("root", [ChildSpec("x", start), ChildSpec("x", start)])
