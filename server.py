@@ -1,0 +1,410 @@
+"""Starling's composition root and command line.
+
+``server.py`` is the one place that knows every concrete class: it reads the
+settings, opens the backends, builds the supervision tree and serves the app::
+
+    root                      one_for_one
+    ├── stores                one_for_all   backend monitors (graph, cache/stream/pubsub)
+    ├── social                one_for_one   graph_reader × N
+    ├── feeds                 one_for_one   (ranked feeds: not built yet)
+    ├── realtime              rest_for_one  (realtime pipeline: not built yet)
+    └── api                                 hypercorn (trio worker) serving the ASGI app
+
+Settings come from the command line, then ``STARLING_*`` environment
+variables, then the embedded defaults (Ladybug under the data directory,
+in-process cache/stream/pubsub).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import structlog
+import trio
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from actors.monitor import BackendMonitor
+from actors.social import GraphReader, ReaderPool
+from protocols.api import Services
+from protocols.app import AppConfig, create_app
+from protocols.http import HttpServer
+from stores.backends import KeyValueBackend, default_graph_url, open_graph, open_key_value, redact
+from stores.errors import StoreError
+from stores.graph import GraphStore
+from stores.importers import MalformedInput, import_edge_list, read_edge_list
+from supervisor import Backoff, ChildSpec, Strategy, Supervisor, SupervisorStatistics
+
+log = structlog.get_logger("starling")
+
+SECONDS = 1.0
+SHUTDOWN_GRACE = 10 * SECONDS
+DEFAULT_DATA_DIR = Path("./starling-data")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a command needs to reach the backends.
+
+    Attributes:
+        data_dir: where embedded data lives (the Ladybug graph, the token secret).
+        graph_url: ``ladybug://PATH`` | ``neo4j://…`` | ``bolt://…``.
+        redis_url: ``memory://`` | ``redis://…``.
+        neo4j_user, neo4j_password: Neo4j credentials (``STARLING_NEO4J_USER`` /
+            ``STARLING_NEO4J_PASSWORD``).
+        api_key: bearer key for ``/rpc`` (``STARLING_API_KEY``); ``None``: loopback only.
+    """
+
+    data_dir: Path
+    graph_url: str
+    redis_url: str
+    neo4j_user: str | None = None
+    neo4j_password: str | None = None
+    api_key: str | None = None
+
+    @classmethod
+    def resolve(cls, data_dir: Path | None, graph_url: str | None, redis_url: str | None) -> Settings:
+        """Flags first, then the environment, then the embedded defaults."""
+        directory = Path(data_dir or os.environ.get("STARLING_DATA_DIR") or DEFAULT_DATA_DIR)
+        return cls(
+            data_dir=directory,
+            graph_url=graph_url or os.environ.get("STARLING_GRAPH_URL") or default_graph_url(directory),
+            redis_url=redis_url or os.environ.get("STARLING_REDIS_URL") or "memory://",
+            neo4j_user=os.environ.get("STARLING_NEO4J_USER"),
+            neo4j_password=os.environ.get("STARLING_NEO4J_PASSWORD"),
+            api_key=os.environ.get("STARLING_API_KEY") or None,
+        )
+
+    async def open_graph(self, *, max_connections: int = 8) -> GraphStore:
+        """Open the graph store, creating the data directory for the embedded one."""
+        if self.graph_url.startswith("ladybug://"):
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        graph = await open_graph(
+            self.graph_url,
+            user=self.neo4j_user,
+            password=self.neo4j_password,
+            max_connections=max_connections,
+        )
+        await graph.ensure_schema()
+        return graph
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """``starling serve`` options."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    readers: int = 4
+    max_body_bytes: int = 1 << 20
+
+
+def build_tree(
+    settings: Settings,
+    options: ServeOptions,
+    graph: GraphStore,
+    key_value: KeyValueBackend,
+) -> Supervisor:
+    """The supervision tree, with the HTTP server as its last child."""
+    stores = Supervisor(
+        "stores",
+        [
+            ChildSpec("graph", BackendMonitor(redact(settings.graph_url), graph.ping).run),
+            ChildSpec("cache", BackendMonitor(key_value.url, key_value.ping).run),
+        ],
+        strategy=Strategy.ONE_FOR_ALL,
+        intensity=20,
+        period=60,
+        backoff=Backoff(initial=0.5, factor=2, maximum=15),
+    )
+    readers = [GraphReader(f"graph_reader-{i}", graph) for i in range(options.readers)]
+    social = Supervisor(
+        "social",
+        [ChildSpec(reader.name, reader.run) for reader in readers],
+        intensity=10,
+        period=10,
+        backoff=Backoff(initial=0.05, factor=2, maximum=5),
+    )
+    feeds = Supervisor("feeds")
+    realtime = Supervisor("realtime", strategy=Strategy.REST_FOR_ONE)
+
+    def tree() -> SupervisorStatistics:
+        return root.statistics()
+
+    services = Services(tree=tree, readers=ReaderPool([reader.ref for reader in readers]))
+    app = create_app(
+        services, AppConfig(api_key=settings.api_key, max_body_bytes=options.max_body_bytes)
+    )
+    http = HttpServer(app, host=options.host, port=options.port)
+    root = Supervisor(
+        "root",
+        [
+            ChildSpec.supervisor("stores", stores.run),
+            ChildSpec.supervisor("social", social.run),
+            ChildSpec.supervisor("feeds", feeds.run),
+            ChildSpec.supervisor("realtime", realtime.run),
+            ChildSpec("api", http.run, shutdown=5 * SECONDS),
+        ],
+        intensity=3,
+        period=30,
+    )
+    return root
+
+
+async def serve(
+    settings: Settings,
+    options: ServeOptions,
+    *,
+    task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Open the backends, run the tree until SIGINT/SIGTERM, then stop it in reverse.
+
+    The shutdown is graceful (stop accepting, drain, stop children in reverse
+    order) and bounded by :data:`SHUTDOWN_GRACE` seconds, then cancelled.
+    """
+    graph = await settings.open_graph(max_connections=options.readers + 2)
+    key_value = open_key_value(settings.redis_url)
+    try:
+        root = build_tree(settings, options, graph, key_value)
+        if settings.api_key is None:
+            log.warning("STARLING_API_KEY is not set: /rpc answers loopback clients only")
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def run_root(*, task_status: trio.TaskStatus[None]) -> None:
+                    await root.run(task_status=task_status)
+                    nursery.cancel_scope.cancel()  # the tree stopped: stop listening
+
+                await nursery.start(run_root)
+                log.info(
+                    "starling is serving",
+                    url=f"http://{options.host}:{options.port}",
+                    graph=redact(settings.graph_url),
+                    cache=key_value.url,
+                )
+                task_status.started(root)
+                async for signum in signals:
+                    log.info("stopping", signal=signal.Signals(signum).name)
+                    root.request_stop()
+                    nursery.cancel_scope.deadline = trio.current_time() + SHUTDOWN_GRACE
+                    break
+    finally:
+        with trio.CancelScope(shield=True):
+            await key_value.aclose()
+            await graph.aclose()
+    log.info("stopped")
+
+
+# -- command line ------------------------------------------------------------
+
+
+def configure_logging(debug: bool) -> None:
+    """Human-readable logs on a terminal, JSON lines otherwise."""
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer()
+        if sys.stderr.isatty()
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.format_exc_info if not sys.stderr.isatty() else lambda *a: a[2],
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.DEBUG if debug else logging.INFO
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def backend_options(command: F) -> F:
+    """``--data-dir``, ``--graph-url``, ``--redis-url`` and ``--debug``, on every command."""
+    options = [
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Embedded data directory [env STARLING_DATA_DIR; default ./starling-data].",
+        ),
+        click.option(
+            "--graph-url", help="ladybug://PATH | neo4j://… | bolt://… [env STARLING_GRAPH_URL]."
+        ),
+        click.option("--redis-url", help="memory:// | redis://… [env STARLING_REDIS_URL]."),
+        click.option("--debug", is_flag=True, help="Show tracebacks and debug logs."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def run_command(debug: bool, main: Callable[[], Any]) -> Any:
+    """Run ``main`` and turn expected failures into one clear line (traceback with --debug)."""
+    configure_logging(debug)
+    try:
+        return main()
+    except (StoreError, MalformedInput, OSError) as error:
+        if debug:
+            raise
+        hint = {
+            "BackendUnavailable": "is the backend running and the URL right?",
+            "QueryError": "run with --debug for the query and traceback",
+            "ConfigError": "see `starling --help` for the URL forms",
+            "MalformedInput": "fix the line, or drop --strict to skip malformed lines",
+        }.get(type(error).__name__, "run with --debug for details")
+        click.echo(f"error: {error} ({hint})", err=True)
+        sys.exit(1)
+
+
+@click.group()
+def main() -> None:
+    """Starling: a social graph, ranked feeds and realtime delivery in one trio server."""
+
+
+@main.command("serve")
+@backend_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, help="Port to listen on.")
+@click.option("--readers", default=4, show_default=True, help="Graph reader actors.")
+@click.option(
+    "--max-body-bytes", default=1 << 20, show_default=True, help="Largest /rpc request body."
+)
+def serve_command(
+    data_dir: Path | None,
+    graph_url: str | None,
+    redis_url: str | None,
+    debug: bool,
+    host: str,
+    port: int,
+    readers: int,
+    max_body_bytes: int,
+) -> None:
+    """Serve JSON-RPC, /health and /metrics until Ctrl-C.
+
+    \b
+    Examples:
+      starling serve
+      starling serve --port 9000 --data-dir /var/lib/starling
+      STARLING_GRAPH_URL=bolt://localhost:7687 starling serve
+    """
+    settings = Settings.resolve(data_dir, graph_url, redis_url)
+    options = ServeOptions(host=host, port=port, readers=readers, max_body_bytes=max_body_bytes)
+    run_command(debug, lambda: trio.run(functools.partial(serve, settings, options)))
+
+
+@main.group("load")
+def load_group() -> None:
+    """Import real data into the graph store."""
+
+
+@load_group.command("graph")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@backend_options
+@click.option("--undirected", is_flag=True, help="Store each edge in both directions.")
+@click.option("--strict", is_flag=True, help="Stop at the first malformed line.")
+@click.option("--if-empty", is_flag=True, help="Do nothing if the graph already has users.")
+def load_graph_command(
+    file: Path,
+    data_dir: Path | None,
+    graph_url: str | None,
+    redis_url: str | None,
+    debug: bool,
+    undirected: bool,
+    strict: bool,
+    if_empty: bool,
+) -> None:
+    """Import an edge list: users and FOLLOWS edges.
+
+    One edge per line, source then target, separated by whitespace or a comma;
+    '#' and '%' lines are comments; self-loops are skipped and counted.
+    Loading the same file twice gives the same graph.
+
+    \b
+    Example:
+      starling load graph ../shared/data/soc-Slashdot0902.txt
+    """
+    settings = Settings.resolve(data_dir, graph_url, redis_url)
+    run_command(
+        debug,
+        lambda: trio.run(
+            functools.partial(load_graph, settings, file, undirected, strict, if_empty)
+        ),
+    )
+
+
+async def load_graph(
+    settings: Settings, file: Path, undirected: bool, strict: bool, if_empty: bool
+) -> None:
+    """Read ``file`` with a progress bar, bulk-import it, print a summary."""
+    console = Console(stderr=True)
+    graph = await settings.open_graph()
+    try:
+        if if_empty and await graph.session().read("MATCH (u:User) RETURN u.id AS id LIMIT 1"):
+            console.print(f"[green]graph already loaded[/] in {redact(settings.graph_url)}")
+            return
+        started = time.perf_counter()
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
+            reading = progress.add_task(f"reading {file.name}", total=file.stat().st_size)
+            edges = await trio.to_thread.run_sync(
+                functools.partial(
+                    read_edge_list,
+                    file,
+                    undirected=undirected,
+                    strict=strict,
+                    on_progress=lambda n: progress.advance(reading, n),
+                )
+            )
+        with console.status(f"writing {edges.report.users:,} users and {len(edges.pairs):,} follows"):
+            result = await import_edge_list(graph, edges)
+        report = edges.report
+        table = Table(title=f"{file.name} → {redact(settings.graph_url)}")
+        table.add_column("what")
+        table.add_column("count", justify="right")
+        for label, value in (
+            ("lines read", report.lines),
+            ("users created", result.users.created),
+            ("users already present", result.users.existing),
+            ("follows created", result.follows.created),
+            ("follows already present", result.follows.existing),
+            ("self-loops skipped", report.self_loops),
+            ("duplicate edges skipped", report.duplicates),
+            ("malformed lines skipped", report.malformed),
+            ("seconds", round(time.perf_counter() - started, 1)),
+        ):
+            table.add_row(label, f"{value:,}")
+        console.print(table)
+        for number, reason in report.examples:
+            console.print(f"[yellow]{file}:{number}: {reason}[/]")
+    finally:
+        await graph.aclose()
+
+
+if __name__ == "__main__":
+    main()

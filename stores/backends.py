@@ -1,0 +1,121 @@
+"""Choosing backends by URL.
+
+=====================  ==========================================  ===========================
+port                   URL                                         adapter
+=====================  ==========================================  ===========================
+graph                  ``ladybug://PATH`` (the default, embedded)  :class:`stores.ladybug.LadybugGraph`
+graph                  ``neo4j://…``, ``bolt://…`` (+ ``s``)       :class:`stores.neo4j.Neo4jGraph`
+cache, stream, pubsub  ``memory://`` (the default, in-process)     :mod:`stores.memory`
+cache, stream, pubsub  ``redis://…``, ``rediss://…``               :mod:`stores.redis`
+=====================  ==========================================  ===========================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from stores.cache import Cache
+from stores.errors import ConfigError
+from stores.graph import GraphStore
+from stores.pubsub import PubSub
+from stores.stream import Stream
+
+NEO4J_SCHEMES = {"neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"}
+REDIS_SCHEMES = {"redis", "rediss", "unix"}
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for logs and health output."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def default_graph_url(data_dir: Path) -> str:
+    """The embedded default: a Ladybug database under the data directory."""
+    return f"ladybug://{(data_dir / 'graph').resolve()}"
+
+
+async def open_graph(
+    url: str,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    max_connections: int = 8,
+) -> GraphStore:
+    """Open the graph store named by ``url``.
+
+    Raises:
+        ConfigError: an unknown scheme or an unusable URL.
+        stores.errors.StoreError: the database cannot be opened.
+    """
+    scheme = urlsplit(url).scheme
+    if scheme == "ladybug":
+        from stores.ladybug import LadybugGraph
+
+        path = url.removeprefix("ladybug://")
+        if not path:
+            raise ConfigError("ladybug:// needs a path, e.g. ladybug:///var/lib/starling/graph")
+        return await LadybugGraph.open(Path(path), max_threads=max_connections)
+    if scheme in NEO4J_SCHEMES:
+        from stores.neo4j import Neo4jGraph
+
+        return await Neo4jGraph.open(
+            url, user=user, password=password, max_connections=max_connections
+        )
+    raise ConfigError(
+        f"unknown graph URL scheme {scheme!r} in {redact(url)!r}: "
+        "use ladybug://PATH, neo4j://HOST or bolt://HOST"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValueBackend:
+    """The cache, stream and pub/sub ports on one backend, and how to check and close it."""
+
+    url: str
+    cache: Cache
+    stream: Stream
+    pubsub: PubSub
+    ping: Callable[[], Awaitable[None]]
+    aclose: Callable[[], Awaitable[None]]
+
+
+async def _nothing() -> None:
+    return None
+
+
+def open_key_value(url: str, *, max_connections: int = 16) -> KeyValueBackend:
+    """Open the cache/stream/pubsub backend named by ``url`` (no I/O yet).
+
+    Raises:
+        ConfigError: an unknown scheme or an unusable URL.
+    """
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from stores.memory import MemoryCache, MemoryPubSub, MemoryStream
+
+        return KeyValueBackend(
+            url, MemoryCache(), MemoryStream(), MemoryPubSub(), _nothing, _nothing
+        )
+    if scheme in REDIS_SCHEMES:
+        from stores.redis import RedisBackend, RedisCache, RedisPubSub, RedisStream
+
+        backend = RedisBackend.from_url(url, max_connections=max_connections)
+        return KeyValueBackend(
+            redact(url),
+            RedisCache(backend),
+            RedisStream(backend),
+            RedisPubSub(backend),
+            backend.ping,
+            backend.aclose,
+        )
+    raise ConfigError(
+        f"unknown cache URL scheme {scheme!r} in {redact(url)!r}: use memory:// or redis://HOST"
+    )
