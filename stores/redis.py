@@ -1,0 +1,571 @@
+"""Redis adapters of the cache, stream and pub/sub ports (redis-py, blocking driver).
+
+Threading rules (DESIGN.md, "Backends"):
+
+- Every driver call is one unit of work: one ``trio.to_thread.run_sync`` call
+  under :attr:`RedisBackend.limiter`, a ``CapacityLimiter`` as large as the
+  connection pool, so a worker thread always finds a free connection.
+  Pipelines are created, executed and closed inside that one call.
+- Socket timeouts bound every call. A cancelled caller waits for its command
+  to finish (at most the socket timeout) so that no connection is left
+  mid-reply. A blocking ``XREADGROUP`` blocks server-side for at most
+  :attr:`RedisBackend.max_block` per call (1 s, and at most half the socket
+  timeout, so its reply always beats the timeout and a cancelled reader
+  returns within a second); longer waits are a loop of such calls.
+- A subscription is one long-lived thread call that owns its ``PubSub``
+  object *and its own connection* (not one of the pool's), under a separate
+  limiter, :attr:`RedisBackend.subscription_limiter`: subscribers never starve
+  the commands of the shared pool.
+- Replies have redis-py's RESP2 shapes (``protocol=2``) with ``bytes``
+  values; stream field names and values are decoded as UTF-8 here.
+- Driver errors are translated: connection errors and timeouts become
+  :class:`~stores.errors.BackendUnavailable`, rejected commands (``NOGROUP``,
+  a bad id) :class:`~stores.errors.QueryError`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, NoReturn, TypeVar, cast
+
+import redis
+import trio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.typing import EncodableT, FieldT
+
+from stores.errors import BackendUnavailable, ConfigError, QueryError, StoreError
+from stores.memory import DEFAULT_SUBSCRIPTION_BUFFER, Subscription
+from stores.pubsub import Message
+from stores.stream import StreamEntry
+
+DEFAULT_MAX_CONNECTIONS = 16
+DEFAULT_MAX_SUBSCRIPTIONS = 64
+SOCKET_TIMEOUT = 5.0  # seconds, for any reply
+SOCKET_CONNECT_TIMEOUT = 2.0  # seconds
+MAX_BLOCK = 1.0  # seconds one XREADGROUP may block: how long a cancelled reader waits at most
+HEALTH_CHECK_INTERVAL = 30  # seconds a pooled connection may idle before a PING on reuse
+SUBSCRIPTION_POLL = 0.2  # seconds a subscription thread waits for a message between stop checks
+SUBSCRIPTION_BATCH = 256  # most messages handed to trio in one hop
+
+T = TypeVar("T")
+
+
+def _store_error(exc: redis.RedisError) -> StoreError:
+    """The port's error for a driver error."""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return BackendUnavailable(str(exc))
+    if isinstance(exc, (redis.ResponseError, redis.DataError)):
+        return QueryError(str(exc))
+    return StoreError(f"{type(exc).__name__}: {exc}")
+
+
+def _translated(work: Callable[[redis.Redis], T], client: redis.Redis) -> T:
+    try:
+        return work(client)
+    except redis.RedisError as exc:
+        raise _store_error(exc) from exc
+
+
+class RedisBackend:
+    """One Redis server: a connection pool and the limiter sized to it.
+
+    Build it with :meth:`from_url`; close it with :meth:`aclose`.
+
+    Args:
+        pool: the shared connection pool; its ``max_connections`` sizes
+            :attr:`limiter`, and its ``socket_timeout`` must be set.
+        max_subscriptions: most concurrent subscriptions (each holds one
+            thread and one connection of its own); more wait for a slot.
+
+    Raises:
+        stores.errors.ConfigError: the pool has no connection cap or no socket
+            timeout, or asks for RESP3.
+    """
+
+    def __init__(
+        self, pool: redis.ConnectionPool, *, max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
+    ) -> None:
+        options = pool.connection_kwargs
+        socket_timeout = options.get("socket_timeout")
+        if not isinstance(socket_timeout, (int, float)) or socket_timeout <= 0:
+            raise ConfigError(f"Redis needs a positive socket_timeout, got {socket_timeout!r}")
+        if options.get("protocol") not in (None, 2, "2"):
+            raise ConfigError("Redis adapters parse RESP2 replies; drop protocol=3 from the URL")
+        if pool.max_connections >= 2**31:
+            raise ConfigError("the Redis connection pool needs max_connections")
+        self.pool = pool
+        self.socket_timeout = float(socket_timeout)
+        self.max_block = min(self.socket_timeout / 2, MAX_BLOCK)
+        """Longest server-side block of one XREADGROUP, in seconds."""
+        self.limiter = trio.CapacityLimiter(pool.max_connections)
+        self.subscription_limiter = trio.CapacityLimiter(max_subscriptions)
+        self._client = redis.Redis(connection_pool=pool)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
+        socket_timeout: float = SOCKET_TIMEOUT,
+        socket_connect_timeout: float = SOCKET_CONNECT_TIMEOUT,
+        health_check_interval: int = HEALTH_CHECK_INTERVAL,
+    ) -> RedisBackend:
+        """Open a backend on ``redis://`` (or ``rediss://``, ``unix://``) ``url``.
+
+        No connection is made until the first command. Query parameters of
+        ``url`` override the keyword arguments.
+
+        Args:
+            url: the server, e.g. ``redis://localhost:6379/0``.
+            max_connections: pool size, and so the most concurrent commands.
+            max_subscriptions: most concurrent subscriptions.
+            socket_timeout: seconds to wait for any reply.
+            socket_connect_timeout: seconds to wait for a connection.
+            health_check_interval: seconds a connection may idle before it is
+                checked with a PING on reuse.
+
+        Raises:
+            stores.errors.ConfigError: ``url`` or a setting cannot be used.
+        """
+        if max_connections < 1 or max_subscriptions < 1:
+            raise ConfigError("max_connections and max_subscriptions must be >= 1")
+        try:
+            pool = redis.ConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_connect_timeout,
+                health_check_interval=health_check_interval,
+                protocol=2,
+                # One immediate retry on a dropped connection (a pooled socket the
+                # server closed); timeouts are not retried, so none is doubled.
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"unusable Redis URL: {exc}") from exc
+        return cls(pool, max_subscriptions=max_subscriptions)
+
+    async def run(self, work: Callable[[redis.Redis], T]) -> T:
+        """Run ``work(client)`` as one unit of work in a worker thread under :attr:`limiter`.
+
+        ``work`` must not let driver objects (pipelines, PubSub) escape.
+
+        Raises:
+            stores.errors.BackendUnavailable: the server cannot be reached or timed out.
+            stores.errors.QueryError: the server rejected a command.
+        """
+        return await trio.to_thread.run_sync(_translated, work, self._client, limiter=self.limiter)
+
+    def subscription_pool(self) -> redis.ConnectionPool:
+        """A one-connection pool with the shared pool's settings, for one subscription."""
+        return redis.ConnectionPool(
+            connection_class=self.pool.connection_class,
+            max_connections=1,
+            **self.pool.connection_kwargs,
+        )
+
+    async def ping(self) -> None:
+        """Check the server answers.
+
+        Raises:
+            stores.errors.BackendUnavailable: it does not.
+        """
+        await self.run(lambda client: client.ping())
+
+    async def aclose(self) -> None:
+        """Close the pool's connections (idempotent)."""
+        await trio.to_thread.run_sync(self.pool.disconnect, limiter=self.limiter)
+
+
+class RedisCache:
+    """The cache port on Redis strings (``GET``/``MGET``/``SET PX``/``DEL``)."""
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self._backend = backend
+
+    async def get(self, key: str) -> bytes | None:
+        """Return the value under ``key``, or ``None`` when absent or expired."""
+        return await self._backend.run(lambda client: cast("bytes | None", client.get(key)))
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Return the values under ``keys``, in order, ``None`` for each miss."""
+        if not keys:
+            await trio.lowlevel.checkpoint()
+            return []
+        return await self._backend.run(lambda client: cast("list[bytes | None]", client.mget(keys)))
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key``.
+
+        Args:
+            key: the key.
+            value: the value.
+            ttl: time to live in seconds (``None``: no expiry), rounded up to
+                whole milliseconds. Must be > 0.
+
+        Raises:
+            ValueError: ``ttl`` is not positive.
+        """
+        if ttl is not None and ttl <= 0:
+            raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
+        px = None if ttl is None else math.ceil(ttl * 1000)
+        await self._backend.run(lambda client: client.set(key, value, px=px))
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``; return whether it existed."""
+        removed: int = await self._backend.run(lambda client: client.delete(key))
+        return removed == 1
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry(entry_id: bytes, fields: Mapping[bytes, bytes], deliveries: int = 1) -> StreamEntry:
+    decoded = {_text(name): _text(value) for name, value in fields.items()}
+    return StreamEntry(_text(entry_id), decoded, deliveries)
+
+
+def _check_count(count: int) -> None:
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+
+
+class RedisStream:
+    """The stream port on Redis Streams.
+
+    Args:
+        backend: the server.
+        max_length: approximate cap on entries per stream (``XADD MAXLEN ~``;
+            ``None``: unbounded).
+    """
+
+    def __init__(self, backend: RedisBackend, *, max_length: int | None = None) -> None:
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        self._backend = backend
+        self._max_length = max_length
+
+    async def append(self, stream: str, fields: Mapping[str, str]) -> str:
+        """Append an entry and return its id.
+
+        Raises:
+            ValueError: ``fields`` is empty.
+        """
+        if not fields:
+            raise ValueError("a stream entry needs at least one field")
+        payload: dict[FieldT, EncodableT] = {name: value for name, value in fields.items()}
+        entry_id = await self._backend.run(
+            lambda client: client.xadd(stream, payload, maxlen=self._max_length, approximate=True)
+        )
+        return _text(entry_id)
+
+    async def ensure_group(self, stream: str, group: str) -> None:
+        """Create consumer group ``group`` at the start of ``stream`` if missing
+        (creating the stream too): ``XGROUP CREATE … 0 MKSTREAM``, ignoring ``BUSYGROUP``."""
+
+        def create(client: redis.Redis) -> None:
+            try:
+                client.xgroup_create(stream, group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if not str(exc).startswith("BUSYGROUP"):
+                    raise
+
+        await self._backend.run(create)
+
+    async def read_group(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        count: int,
+        block: float,
+    ) -> list[StreamEntry]:
+        """Read up to ``count`` new entries for ``consumer``, waiting at most ``block`` seconds.
+
+        Waits longer than :attr:`RedisBackend.max_block` are split into several
+        ``XREADGROUP … BLOCK`` calls, each bounded by the socket timeout.
+
+        Args:
+            stream: the stream name.
+            group: an existing consumer group.
+            consumer: the reader's name within the group.
+            count: most entries returned, >= 1.
+            block: longest wait in seconds for a first entry; <= 0 does not wait.
+
+        Returns:
+            The entries, oldest first, each with ``deliveries == 1``; empty when
+            nothing arrived in time. They are pending for ``consumer`` until :meth:`ack`.
+
+        Raises:
+            ValueError: ``count`` < 1.
+            stores.errors.QueryError: the group does not exist.
+        """
+        _check_count(count)
+        deadline = trio.current_time() + block
+        while True:
+            wait = min(deadline - trio.current_time(), self._backend.max_block)
+            block_ms = int(wait * 1000) if wait >= 0.001 else None  # None: don't block
+
+            def read(client: redis.Redis, block_ms: int | None = block_ms) -> list[StreamEntry]:
+                reply = client.xreadgroup(
+                    group, consumer, {stream: ">"}, count=count, block=block_ms
+                )
+                streams = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]", reply)
+                return [_entry(i, f) for _name, entries in streams or () for i, f in entries]
+
+            entries = await self._backend.run(read)
+            if entries or block_ms is None:
+                return entries
+
+    async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
+        """Acknowledge entries; return how many were pending (0 for a missing group).
+
+        Raises:
+            stores.errors.QueryError: an id is malformed.
+        """
+        if not ids:
+            await trio.lowlevel.checkpoint()
+            return 0
+        acked: int = await self._backend.run(lambda client: client.xack(stream, group, *ids))
+        return acked
+
+    async def reclaim(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        min_idle: float,
+        count: int,
+    ) -> list[StreamEntry]:
+        """Move to ``consumer`` up to ``count`` entries pending on any consumer
+        for at least ``min_idle`` seconds, and return them (XAUTOCLAIM).
+
+        The delivery counts come from ``XPENDING`` in one pipeline after the
+        claim, in the same unit of work.
+
+        Raises:
+            ValueError: ``count`` < 1.
+            stores.errors.QueryError: the group does not exist.
+        """
+        _check_count(count)
+        min_idle_ms = max(0, math.ceil(min_idle * 1000))
+
+        def claim(client: redis.Redis) -> list[StreamEntry]:
+            _cursor, claimed, _deleted = client.xautoclaim(
+                stream, group, consumer, min_idle_ms, count=count
+            )
+            claimed = [(i, f) for i, f in claimed if f is not None]  # Redis < 7: trimmed
+            if not claimed:
+                return []
+            with client.pipeline(transaction=False) as pipe:
+                for entry_id, _fields in claimed:
+                    pipe.xpending_range(stream, group, entry_id, entry_id, 1, consumer)
+                replies = pipe.execute()
+            deliveries = {row["message_id"]: row["times_delivered"] for r in replies for row in r}
+            # An entry acknowledged between the two commands has no row left; a
+            # claimed entry has been delivered at least twice.
+            return [_entry(i, f, deliveries.get(i, 2)) for i, f in claimed]
+
+        return await self._backend.run(claim)
+
+    async def pending(self, stream: str, group: str) -> int:
+        """Number of delivered but unacknowledged entries in ``group`` (``XPENDING`` summary).
+
+        Raises:
+            stores.errors.QueryError: the group does not exist.
+        """
+        summary: dict[str, Any] = await self._backend.run(
+            lambda client: client.xpending(stream, group)
+        )
+        return int(summary["pending"])
+
+    async def length(self, stream: str) -> int:
+        """Number of entries in ``stream`` (0 when it does not exist)."""
+        length: int = await self._backend.run(lambda client: client.xlen(stream))
+        return length
+
+
+def _deliver_all(subscription: Subscription, messages: list[Message]) -> None:
+    for message in messages:
+        subscription.deliver(message)
+
+
+def _listen(
+    pool: redis.ConnectionPool,
+    topics: Sequence[str],
+    subscription: Subscription,
+    stop: threading.Event,
+    on_subscribed: Callable[[], None],
+) -> None:
+    """Own one ``PubSub`` for a subscription's life (runs in its worker thread).
+
+    Subscribes, waits for every confirmation (at most the socket timeout),
+    calls ``on_subscribed`` in trio, then hands messages to ``subscription`` in
+    batches until ``stop`` is set (then unsubscribes, confirmed) or the calling
+    task is cancelled.
+
+    Raises:
+        redis.TimeoutError: the subscription was not confirmed in time.
+        redis.ConnectionError: the connection failed.
+        trio.Cancelled: the calling task was cancelled.
+    """
+    pubsub = redis.client.PubSub(pool)
+    try:
+        pubsub.subscribe(*topics)
+        confirmed: set[str] = set()
+        timeout: float = pool.connection_kwargs["socket_timeout"]
+        deadline = time.monotonic() + timeout
+        while len(confirmed) < len(topics):
+            if time.monotonic() >= deadline:
+                raise redis.TimeoutError(f"SUBSCRIBE not confirmed within {timeout} s")
+            trio.from_thread.check_cancelled()
+            reply = pubsub.get_message(timeout=SUBSCRIPTION_POLL)
+            if reply is not None and reply["type"] == "subscribe":
+                confirmed.add(_text(reply["channel"]))
+        trio.from_thread.run_sync(on_subscribed)
+        while not stop.is_set():
+            trio.from_thread.check_cancelled()
+            batch: list[Message] = []
+            reply = pubsub.get_message(timeout=SUBSCRIPTION_POLL)
+            while reply is not None:
+                if reply["type"] == "message":
+                    batch.append(Message(_text(reply["channel"]), reply["data"]))
+                if len(batch) == SUBSCRIPTION_BATCH:
+                    break
+                reply = pubsub.get_message(timeout=0.0)
+            if batch:
+                trio.from_thread.run_sync(_deliver_all, subscription, batch)
+        _unsubscribe(pubsub, timeout)
+    finally:
+        pubsub.close()
+        pool.disconnect()
+
+
+def _unsubscribe(pubsub: redis.client.PubSub, timeout: float) -> None:
+    """Unsubscribe from everything and wait (at most ``timeout`` seconds) for Redis to confirm,
+    so that a publish made after the subscription's context exits reaches no one."""
+    pubsub.unsubscribe()  # type: ignore[no-untyped-call]  # unannotated in redis-py 8.1
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reply = pubsub.get_message(timeout=SUBSCRIPTION_POLL)
+        if reply is not None and reply["type"] == "unsubscribe" and reply["data"] == 0:
+            return
+
+
+def _reraise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Re-raise the one real exception a nursery wrapped (else the first Cancelled, else the group).
+
+    The same unwrapping as ``trio.as_safe_channel``: a context manager that
+    opens a nursery should raise what its body raised, not a group.
+    """
+    errors = [exc for exc in group.exceptions if not isinstance(exc, trio.Cancelled)]
+    if len(errors) > 1:
+        raise group
+    error = errors[0] if errors else group.exceptions[0]
+    context = error.__context__
+    try:
+        raise error
+    finally:
+        error.__context__ = context
+        del error, context
+
+
+class RedisPubSub:
+    """The pub/sub port on Redis Pub/Sub.
+
+    Args:
+        backend: the server.
+        buffer_size: messages buffered per subscription before the oldest is
+            dropped (see :class:`stores.memory.Subscription`).
+    """
+
+    def __init__(
+        self, backend: RedisBackend, *, buffer_size: int = DEFAULT_SUBSCRIPTION_BUFFER
+    ) -> None:
+        if buffer_size < 1:
+            raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
+        self._backend = backend
+        self._buffer_size = buffer_size
+
+    async def publish(self, topic: str, data: bytes) -> int:
+        """Send ``data`` to the current subscribers of ``topic``; return how many
+        connections got it, across processes."""
+        receivers: int = await self._backend.run(lambda client: client.publish(topic, data))
+        return receivers
+
+    @asynccontextmanager
+    async def subscribe(self, *topics: str) -> AsyncIterator[Subscription]:
+        """Subscribe to ``topics`` for the life of the context.
+
+        Entry returns once Redis has confirmed every ``SUBSCRIBE``; it waits
+        for a slot of :attr:`RedisBackend.subscription_limiter` first. Exit
+        stops the subscription thread within :data:`SUBSCRIPTION_POLL` seconds.
+
+        Yields:
+            A :class:`~stores.memory.Subscription`. Its iteration ends when
+            the context exits, or raises
+            :class:`~stores.errors.BackendUnavailable` if the connection is lost.
+
+        Raises:
+            ValueError: no topics.
+            stores.errors.BackendUnavailable: Redis cannot be reached or did not
+                confirm in time.
+        """
+        if not topics:
+            raise ValueError("subscribe needs at least one topic")
+        subscription = Subscription(self._buffer_size)
+        stop = threading.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    await nursery.start(
+                        self._run_listener, tuple(dict.fromkeys(topics)), subscription, stop
+                    )
+                    yield subscription
+                finally:
+                    stop.set()
+        except BaseExceptionGroup as group:
+            _reraise_single(group)
+        finally:
+            subscription.close()
+
+    async def _run_listener(
+        self,
+        topics: tuple[str, ...],
+        subscription: Subscription,
+        stop: threading.Event,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run :func:`_listen` in a thread; after start-up its failures end the subscription."""
+        started = False
+
+        def on_subscribed() -> None:
+            nonlocal started
+            started = True
+            task_status.started()
+
+        def listen() -> None:
+            try:
+                _listen(
+                    self._backend.subscription_pool(), topics, subscription, stop, on_subscribed
+                )
+            except redis.RedisError as exc:
+                raise _store_error(exc) from exc
+
+        try:
+            await trio.to_thread.run_sync(listen, limiter=self._backend.subscription_limiter)
+        except StoreError as exc:
+            if not started:
+                raise
+            subscription.close(exc)
