@@ -219,6 +219,9 @@ async def serve(
 
 def configure_logging(debug: bool) -> None:
     """Human-readable logs on a terminal, JSON lines otherwise."""
+    # The Neo4j driver logs each retry of a transaction as a warning; the
+    # final failure reaches us as an exception and is reported once.
+    logging.getLogger("neo4j").setLevel(logging.DEBUG if debug else logging.ERROR)
     renderer: Any = (
         structlog.dev.ConsoleRenderer()
         if sys.stderr.isatty()
@@ -271,7 +274,8 @@ def run_command(debug: bool, main: Callable[[], Any]) -> Any:
             "ConfigError": "see `starling --help` for the URL forms",
             "MalformedInput": "fix the line, or drop --strict to skip malformed lines",
         }.get(type(error).__name__, "run with --debug for details")
-        click.echo(f"error: {error} ({hint})", err=True)
+        message = " ".join(str(error).split())  # one line, whatever the driver said
+        click.echo(f"error: {message} ({hint})", err=True)
         sys.exit(1)
 
 

@@ -96,3 +96,18 @@ def data_dir() -> Path:
     if not DATA_DIR.is_dir():
         pytest.fail(f"real data not found at {DATA_DIR}", pytrace=False)
     return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def slashdot_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory whose embedded graph holds SNAP Slashdot, loaded by the CLI once."""
+    from click.testing import CliRunner
+
+    from server import main
+
+    directory = tmp_path_factory.mktemp("slashdot")
+    source = data_dir / "soc-Slashdot0902.txt"
+    result = CliRunner().invoke(main, ["load", "graph", str(source), "--data-dir", str(directory)])
+    assert result.exit_code == 0, result.output
+    assert "870,161" in result.output and "78,303" in result.output, result.output
+    return directory

@@ -1,0 +1,42 @@
+# Starling: the two commands of the README, and their parts.
+#
+#   make run    install, load the real Slashdot graph once, serve on the embedded default
+#   make test   install everything (redis-server, the Neo4j test server, Python packages)
+#               and run lint, types and the whole test suite against real services
+
+PYTHON ?= python3
+VENV   ?= .venv
+DATA   ?= ../shared/data
+BIN     = $(VENV)/bin
+
+.PHONY: run test install install-test lint typecheck pytest bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+
+install-test: $(BIN)/python
+	bash scripts/install-test-deps.sh
+	$(BIN)/python -m pip install -q -e '.[test]'
+
+run: install
+	$(BIN)/starling load graph $(DATA)/soc-Slashdot0902.txt --if-empty
+	$(BIN)/starling serve
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/python -m pytest
+
+test: install-test lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) starling-data tests/neo4j_server/target
