@@ -82,12 +82,16 @@ class Settings:
     api_key: str | None = None
 
     @classmethod
-    def resolve(cls, data_dir: Path | None, graph_url: str | None, redis_url: str | None) -> Settings:
+    def resolve(
+        cls, data_dir: Path | None, graph_url: str | None, redis_url: str | None
+    ) -> Settings:
         """Flags first, then the environment, then the embedded defaults."""
         directory = Path(data_dir or os.environ.get("STARLING_DATA_DIR") or DEFAULT_DATA_DIR)
         return cls(
             data_dir=directory,
-            graph_url=graph_url or os.environ.get("STARLING_GRAPH_URL") or default_graph_url(directory),
+            graph_url=graph_url
+            or os.environ.get("STARLING_GRAPH_URL")
+            or default_graph_url(directory),
             redis_url=redis_url or os.environ.get("STARLING_REDIS_URL") or "memory://",
             neo4j_user=os.environ.get("STARLING_NEO4J_USER"),
             neo4j_password=os.environ.get("STARLING_NEO4J_PASSWORD"),
@@ -190,7 +194,7 @@ async def serve(
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
 
-                async def run_root(*, task_status: trio.TaskStatus[None]) -> None:
+                async def run_root(*, task_status: trio.TaskStatus[Supervisor]) -> None:
                     await root.run(task_status=task_status)
                     nursery.cancel_scope.cancel()  # the tree stopped: stop listening
 
@@ -375,7 +379,8 @@ async def load_graph(
             console=console,
             transient=False,
         ) as progress:
-            reading = progress.add_task(f"reading {file.name}", total=file.stat().st_size)
+            size = (await trio.Path(file).stat()).st_size
+            reading = progress.add_task(f"reading {file.name}", total=size)
             edges = await trio.to_thread.run_sync(
                 functools.partial(
                     read_edge_list,
@@ -385,7 +390,9 @@ async def load_graph(
                     on_progress=lambda n: progress.advance(reading, n),
                 )
             )
-        with console.status(f"writing {edges.report.users:,} users and {len(edges.pairs):,} follows"):
+        with console.status(
+            f"writing {edges.report.users:,} users and {len(edges.pairs):,} follows"
+        ):
             result = await import_edge_list(graph, edges)
         report = edges.report
         table = Table(title=f"{file.name} → {redact(settings.graph_url)}")

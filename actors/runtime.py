@@ -36,6 +36,7 @@ brutal").
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 from dataclasses import dataclass
@@ -341,7 +342,6 @@ class Actor(Generic[MessageT]):
 
 
 def _reply(call: Call[Any], reply: _Reply) -> None:
-    try:
+    # A closed reply channel means the caller gave up (cancelled): nobody is waiting.
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         call.reply_to.send_nowait(reply)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass  # the caller gave up (cancelled); nobody is waiting for this reply

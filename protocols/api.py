@@ -110,9 +110,7 @@ async def call_actor(services: Services, call: Callable[[], Any]) -> Any:
         with trio.fail_after(services.call_timeout):
             return await call()
     except trio.TooSlowError:
-        raise JsonRpcError(
-            TIMEOUT, "timeout", {"timeout_seconds": services.call_timeout}
-        ) from None
+        raise JsonRpcError(TIMEOUT, "timeout", {"timeout_seconds": services.call_timeout}) from None
     except NotFound as missing:
         raise not_found(missing.kind, missing.id) from None
     except ActorUnavailable as down:

@@ -50,7 +50,9 @@ class HttpServer:
         self._shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(
-                functools.partial(serve, self.app, self.config, shutdown_trigger=self._shutdown.wait)
+                functools.partial(
+                    serve, self.app, self.config, shutdown_trigger=self._shutdown.wait
+                )
             )
             self.binds = tuple(binds)
             task_status.started(self)

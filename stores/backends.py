@@ -1,13 +1,9 @@
 """Choosing backends by URL.
 
-=====================  ==========================================  ===========================
-port                   URL                                         adapter
-=====================  ==========================================  ===========================
-graph                  ``ladybug://PATH`` (the default, embedded)  :class:`stores.ladybug.LadybugGraph`
-graph                  ``neo4j://…``, ``bolt://…`` (+ ``s``)       :class:`stores.neo4j.Neo4jGraph`
-cache, stream, pubsub  ``memory://`` (the default, in-process)     :mod:`stores.memory`
-cache, stream, pubsub  ``redis://…``, ``rediss://…``               :mod:`stores.redis`
-=====================  ==========================================  ===========================
+- graph: ``ladybug://PATH`` (the embedded default) → :class:`stores.ladybug.LadybugGraph`;
+  ``neo4j://…``, ``bolt://…`` (and their ``+s`` forms) → :class:`stores.neo4j.Neo4jGraph`.
+- cache, stream, pub/sub: ``memory://`` (the in-process default) → :mod:`stores.memory`;
+  ``redis://…``, ``rediss://…``, ``unix://…`` → :mod:`stores.redis`.
 """
 
 from __future__ import annotations

@@ -92,6 +92,14 @@ class GraphStore(Protocol):
         Args:
             label: a node label declared in :attr:`schema`.
             keys: primary-key values; duplicates are ignored.
+
+        Returns:
+            ``created + existing`` is the number of distinct keys.
+
+        Raises:
+            KeyError: ``label`` is not declared in the schema.
+            ValueError: a key is empty or not a string.
+            trio.ClosedResourceError: the store is closed.
         """
         ...
 
@@ -101,10 +109,30 @@ class GraphStore(Protocol):
         """Create the relationships ``(source)-[:type_]->(target)`` that are missing.
 
         Both end nodes must exist. Duplicates (in ``pairs`` or already stored)
-        are skipped, so importing twice gives the same graph.
+        are skipped, so importing twice gives the same graph; ``created +
+        existing`` is the number of distinct pairs. Relationship properties
+        are left null.
+
+        Raises:
+            KeyError: ``type_`` is not declared in the schema.
+            ValueError: a key is empty or not a string.
+            stores.errors.QueryError: an end node is missing (nothing is written).
+            trio.ClosedResourceError: the store is closed.
         """
         ...
 
     async def aclose(self) -> None:
         """Close the driver or database (idempotent)."""
         ...
+
+
+def check_keys(keys: Iterable[object]) -> None:
+    """Raise ValueError unless every key is a non-empty string (shared by the adapters)."""
+    for key in keys:
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"graph keys must be non-empty strings, got {key!r}")
+
+
+def quote_name(name: str) -> str:
+    """A schema name as a Cypher identifier in backquotes (both dialects accept it)."""
+    return "`" + name.replace("`", "``") + "`"

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import structlog
@@ -109,5 +108,6 @@ def slashdot_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     source = data_dir / "soc-Slashdot0902.txt"
     result = CliRunner().invoke(main, ["load", "graph", str(source), "--data-dir", str(directory)])
     assert result.exit_code == 0, result.output
-    assert "870,161" in result.output and "78,303" in result.output, result.output
+    assert "870,161" in result.output, result.output
+    assert "78,303" in result.output, result.output
     return directory

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -65,8 +64,10 @@ def test_progress_reports_every_byte(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-async def test_slashdot_loads_completely_and_idempotently(slashdot_dir: Path, data_dir: Path) -> None:
-    """The real SNAP Slashdot graph loads every edge but the self-loops, and a reload adds nothing."""
+async def test_slashdot_loads_completely_and_idempotently(
+    slashdot_dir: Path, data_dir: Path
+) -> None:
+    """Real SNAP Slashdot loads every edge but the self-loops, and a reload adds nothing."""
     edges = read_edge_list(data_dir / "soc-Slashdot0902.txt")
     assert (edges.report.users, edges.report.edges, edges.report.self_loops) == (
         82_168,

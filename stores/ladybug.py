@@ -1,0 +1,526 @@
+"""Ladybug adapter of the graph port: an embedded Cypher database on disk.
+
+Ladybug is the maintained fork of Kùzu. Its tables are typed, so
+:meth:`LadybugGraph.ensure_schema` creates one node table per
+:class:`~stores.schema.NodeType` (keyed by its string primary key) and one
+relationship table per :class:`~stores.schema.RelationshipType`.
+
+Threads: the engine blocks, so every unit of work is one
+``trio.to_thread.run_sync`` call under the store's ``CapacityLimiter``. A
+:class:`LadybugSession` owns one ``ladybug.Connection``, created lazily inside
+its first thread call and used by one call at a time. Successive calls may
+land on different worker threads: a connection keeps no thread-local state
+(checked against ladybug 0.22 by creating nodes through one connection from
+three threads in turn), so that is safe as long as calls never overlap, which
+the session's lock guarantees. Store-level work (schema, ping, imports) opens
+a short-lived connection inside its thread call and closes it there. trio
+does not abandon a worker thread, so a cancelled caller waits for its query to
+end: the query timeout bounds that wait.
+
+Transactions: each query runs in its own auto-committed transaction, under the
+server-side timeout set with ``Connection.set_query_timeout``. The engine
+allows one write transaction at a time and fails a second one at once
+("Only one write transaction at a time is allowed"), so the store serializes
+its writes with a ``trio.Lock``: concurrent writers wait instead. Reads run
+beside a write on their own snapshot. ``COPY`` is atomic: a failed bulk load
+leaves the table as it was.
+
+Dialect notes (what differs from :mod:`stores.neo4j`):
+
+* A node returned whole becomes the dict of its non-null properties, as the
+  Neo4j driver's ``Record.data()`` gives it; the engine's internal ``_ID`` /
+  ``_LABEL`` / ``_SRC`` / ``_DST`` entries are dropped. A relationship returned
+  whole becomes the dict of its properties, but Neo4j gives a
+  ``(start, type, end)`` tuple: return relationship properties instead.
+* Unaliased columns are named differently (``COUNT_STAR()`` here,
+  ``count(*)`` there): alias every returned column.
+* :meth:`LadybugSession.read` does not enforce read-only access (Neo4j does).
+* Several statements separated by ``;`` run here, and the rows of the last one
+  are returned; Neo4j rejects them. Send one statement per call.
+"""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from collections.abc import Callable, Container, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import ladybug
+import trio
+
+from stores.errors import BackendUnavailable, ConfigError, QueryError
+from stores.graph import ImportSummary, Params, Row, check_keys, quote_name
+from stores.schema import SOCIAL_SCHEMA, GraphSchema, NodeType, PropertyType, RelationshipType
+
+__all__ = ["LadybugGraph", "LadybugSession"]
+
+T = TypeVar("T")
+
+SECONDS_TO_MS = 1000
+
+# Schema property types → Ladybug column types (the names happen to agree today;
+# the table keeps the mapping in one place if either side changes).
+COLUMN_TYPES: dict[PropertyType, str] = {
+    "STRING": "STRING",
+    "INT64": "INT64",
+    "DOUBLE": "DOUBLE",
+    "STRING[]": "STRING[]",
+    "TIMESTAMP": "TIMESTAMP",
+}
+
+PAIR_BASE = 2**32
+"""Packs the table offsets of a relationship's two ends into one INT64 (tables < 2**32 nodes)."""
+
+# Keys of the dicts the engine returns for node and relationship values that
+# are not properties.
+_INTERNAL_KEYS = frozenset({"_ID", "_LABEL", "_SRC", "_DST"})
+
+
+class LadybugGraph:
+    """A graph store in a Ladybug database file; implements ``GraphStore``.
+
+    Open it with :meth:`open`; close it with :meth:`aclose`.
+
+    Attributes:
+        schema: the node and relationship types of this graph.
+    """
+
+    def __init__(
+        self,
+        database: ladybug.Database,
+        path: Path,
+        *,
+        schema: GraphSchema,
+        max_threads: int,
+        query_timeout: float,
+    ) -> None:
+        """Wrap an open database; use :meth:`open` instead."""
+        self.schema = schema
+        self._database = database
+        self._path = path.absolute()
+        self._limiter = trio.CapacityLimiter(max_threads)
+        self._write_lock = trio.Lock()
+        self._query_timeout = query_timeout
+        self._sessions: set[LadybugSession] = set()
+        self._in_flight = 0
+        self._idle = trio.Event()
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        *,
+        schema: GraphSchema = SOCIAL_SCHEMA,
+        max_threads: int = 4,
+        query_timeout: float = 30.0,
+    ) -> LadybugGraph:
+        """Open (or create) the database at ``path`` in a worker thread.
+
+        Args:
+            path: the database file (with ``.wal`` beside it); created if
+                missing, its directory must exist.
+            schema: the graph's node and relationship types.
+            max_threads: how many queries may run at once (worker threads).
+            query_timeout: server-side limit of each query, in seconds.
+
+        Raises:
+            BackendUnavailable: another process holds the database lock.
+            ConfigError: ``path`` cannot be used as a database.
+        """
+        if max_threads < 1 or query_timeout <= 0:
+            raise ConfigError("max_threads must be >= 1 and query_timeout > 0")
+        try:
+            database = await trio.to_thread.run_sync(ladybug.Database, str(path))
+        except RuntimeError as exc:
+            if "lock" in str(exc).lower():
+                raise BackendUnavailable(f"{path}: {exc}") from exc
+            raise ConfigError(f"{path}: {exc}") from exc
+        return cls(
+            database,
+            path,
+            schema=schema,
+            max_threads=max_threads,
+            query_timeout=query_timeout,
+        )
+
+    @property
+    def url(self) -> str:
+        """``ladybug://`` followed by the absolute database path."""
+        return f"ladybug://{self._path.resolve()}"
+
+    def session(self) -> LadybugSession:
+        """Open a session (one connection, created on first use) for one actor.
+
+        Raises:
+            trio.ClosedResourceError: the store is closed.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("graph store is closed")
+        session = LadybugSession(self)
+        self._sessions.add(session)
+        return session
+
+    async def ensure_schema(self) -> None:
+        """Create the node and relationship tables that are missing.
+
+        Existing tables are left as they are, even if their columns differ.
+
+        Raises:
+            QueryError: the engine rejected a table definition.
+        """
+        statements = [_node_table(node) for node in self.schema.nodes]
+        statements += [_rel_table(rel) for rel in self.schema.relationships]
+
+        def create(conn: ladybug.Connection) -> None:
+            for statement in statements:
+                _rows(conn, statement)
+
+        await self._with_connection(create, write=True)
+
+    async def ping(self) -> None:
+        """Run ``RETURN 1`` on a fresh connection.
+
+        Raises:
+            BackendUnavailable: the database does not answer.
+        """
+        try:
+            await self._with_connection(lambda conn: _rows(conn, "RETURN 1 AS ok"), write=False)
+        except QueryError as exc:
+            raise BackendUnavailable(str(exc)) from exc
+
+    async def import_nodes(self, label: str, keys: Iterable[str]) -> ImportSummary:
+        """Create the nodes of ``label`` whose keys are missing, with one ``COPY``.
+
+        Reads the label's stored keys, writes the missing ones to a temporary
+        CSV file and copies it in; other properties are null. Reads every key
+        of the label, so it is meant for bulk loads, not for a few nodes. The
+        whole import, deduplication included, runs in one worker thread.
+
+        Args:
+            label: a node label declared in :attr:`schema`.
+            keys: primary-key values, non-empty strings; duplicates are ignored.
+
+        Returns:
+            ``created + existing`` is the number of distinct keys.
+
+        Raises:
+            KeyError: ``label`` is not declared in the schema.
+            ValueError: a key is not a non-empty string.
+            QueryError: the engine rejected the load; nothing was written.
+        """
+        node = self.schema.node(label)
+
+        def load(conn: ladybug.Connection) -> ImportSummary:
+            wanted = list(dict.fromkeys(keys))
+            check_keys(wanted)
+            stored = set(
+                _single(
+                    conn,
+                    f"MATCH (n:{quote_name(node.label)}) RETURN collect(n.{quote_name(node.key)})",
+                )
+            )
+            missing = [key for key in wanted if key not in stored]
+            _copy(
+                conn,
+                f"{quote_name(node.label)}({quote_name(node.key)})",
+                ([key] for key in missing),
+            )
+            return ImportSummary(created=len(missing), existing=len(wanted) - len(missing))
+
+        return await self._with_connection(load, write=True)
+
+    async def import_relationships(
+        self, type_: str, pairs: Sequence[tuple[str, str]]
+    ) -> ImportSummary:
+        """Create the missing relationships ``(source)-[:type_]->(target)``, with one ``COPY``.
+
+        Checks every end node first, reads the pairs already stored for
+        ``type_``, and copies in the missing ones from a temporary CSV file;
+        relationship properties are null. Reads every node of both end labels
+        and every relationship of ``type_``, so it is meant for bulk loads.
+
+        Args:
+            type_: a relationship type declared in :attr:`schema`.
+            pairs: ``(source key, target key)``; duplicates are ignored.
+
+        Returns:
+            ``created + existing`` is the number of distinct pairs.
+
+        Raises:
+            KeyError: ``type_`` is not declared in the schema.
+            ValueError: a key is not a non-empty string.
+            QueryError: an end node is missing (the message names it), or the
+                engine rejected the load; either way nothing was written.
+        """
+        rel = self.schema.relationship(type_)
+        source, target = self.schema.node(rel.source), self.schema.node(rel.target)
+        padding = [""] * len(rel.properties)  # empty CSV fields load as null
+
+        def load(conn: ladybug.Connection) -> ImportSummary:
+            wanted = list(dict.fromkeys(pairs))
+            check_keys(key for pair in wanted for key in pair)
+            sources = _offsets_of(conn, source)
+            targets = sources if target == source else _offsets_of(conn, target)
+            _check_endpoints(rel, wanted, sources, targets)
+            stored = set(
+                _single(
+                    conn,
+                    f"MATCH (a:{quote_name(source.label)})-[:{quote_name(rel.type)}]->"
+                    f"(b:{quote_name(target.label)}) "
+                    f"RETURN collect(offset(id(a)) * {PAIR_BASE} + offset(id(b)))",
+                )
+            )
+            missing = [
+                (a, b) for a, b in wanted if sources[a] * PAIR_BASE + targets[b] not in stored
+            ]
+            _copy(conn, quote_name(rel.type), ([a, b, *padding] for a, b in missing))
+            return ImportSummary(created=len(missing), existing=len(wanted) - len(missing))
+
+        return await self._with_connection(load, write=True)
+
+    async def aclose(self) -> None:
+        """Wait for the calls in flight, then close every session and the database.
+
+        Idempotent. Calls made after it starts raise ``trio.ClosedResourceError``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._in_flight:
+            await self._idle.wait()
+        connections = [s._take_connection() for s in self._sessions]
+        self._sessions.clear()
+
+        def close() -> None:
+            for conn in connections:
+                if conn is not None:
+                    conn.close()
+            self._database.close()
+
+        await trio.to_thread.run_sync(close)
+
+    # -- internals -------------------------------------------------------
+
+    def _connect(self) -> ladybug.Connection:
+        """Open a connection with the query timeout set (in a worker thread)."""
+        conn = ladybug.Connection(self._database)
+        conn.set_query_timeout(round(self._query_timeout * SECONDS_TO_MS))
+        return conn
+
+    async def _with_connection(self, work: Callable[[ladybug.Connection], T], *, write: bool) -> T:
+        """Run ``work`` on a connection opened and closed inside one thread call."""
+
+        def call() -> T:
+            with self._connect() as conn:
+                return work(conn)
+
+        return await self._run(call, write=write)
+
+    async def _run(self, call: Callable[[], T], *, write: bool) -> T:
+        """Run ``call`` in a worker thread: the one way into the engine.
+
+        Raises:
+            trio.ClosedResourceError: the store is closed.
+            QueryError: the engine raised (its message, plus the timeout when
+                the query was interrupted).
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("graph store is closed")
+        if not self._in_flight:
+            self._idle = trio.Event()
+        self._in_flight += 1
+        try:
+            if write:
+                async with self._write_lock:
+                    return await trio.to_thread.run_sync(call, limiter=self._limiter)
+            return await trio.to_thread.run_sync(call, limiter=self._limiter)
+        except RuntimeError as exc:
+            message = str(exc)
+            if message.startswith("Interrupted"):
+                message = f"{message} (query timeout {self._query_timeout:g} s)"
+            raise QueryError(message) from exc
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+
+class LadybugSession:
+    """One actor's connection to a :class:`LadybugGraph`; implements ``GraphSession``."""
+
+    def __init__(self, graph: LadybugGraph) -> None:
+        """Bind to ``graph``; use :meth:`LadybugGraph.session` instead."""
+        self._graph = graph
+        self._conn: ladybug.Connection | None = None
+        self._lock = trio.Lock()  # one call at a time on the connection
+        self._closed = False
+
+    async def read(self, cypher: str, params: Params | None = None) -> list[Row]:
+        """Run a query and return its rows as dicts keyed by column name.
+
+        Raises:
+            trio.ClosedResourceError: the session or its store is closed.
+            QueryError: the engine rejected the query or it ran past the timeout.
+        """
+        return await self._call(cypher, params, write=False)
+
+    async def write(self, cypher: str, params: Params | None = None) -> list[Row]:
+        """Run a query in one write transaction and return its rows.
+
+        Waits while another write of the same store runs.
+
+        Raises:
+            trio.ClosedResourceError: the session or its store is closed.
+            QueryError: the engine rejected the query or it ran past the timeout.
+        """
+        return await self._call(cypher, params, write=True)
+
+    def close(self) -> None:
+        """Release the connection (idempotent); a call in flight releases it when done."""
+        self._closed = True
+        if not self._lock.locked():
+            self._release()
+
+    async def _call(self, cypher: str, params: Params | None, *, write: bool) -> list[Row]:
+        async with self._lock:
+            if self._closed:
+                raise trio.ClosedResourceError("graph session is closed")
+            arguments = dict(params or {})
+
+            def call() -> list[Row]:
+                if self._conn is None:
+                    self._conn = self._graph._connect()
+                return _rows(self._conn, cypher, arguments)
+
+            try:
+                return await self._graph._run(call, write=write)
+            finally:
+                if self._closed:
+                    self._release()
+
+    def _take_connection(self) -> ladybug.Connection | None:
+        """Detach the connection for the store to close; the session is closed."""
+        self._closed = True
+        conn, self._conn = self._conn, None
+        return conn
+
+    def _release(self) -> None:
+        # No call is in flight, so closing only frees memory (about 0.1 ms).
+        conn = self._take_connection()
+        if conn is not None:
+            conn.close()
+        self._graph._sessions.discard(self)
+
+
+# -- queries and bulk loads (run in worker threads) ----------------------------
+
+
+def _fetch(
+    conn: ladybug.Connection, cypher: str, params: dict[str, Any] | None = None
+) -> tuple[list[str], list[list[Any]]]:
+    """Execute ``cypher``; return the column names and rows of its (last) result."""
+    results = conn.execute(cypher, params or {})
+    if not isinstance(results, list):
+        results = [results]
+    try:
+        last = results[-1]
+        return last.get_column_names(), cast("list[list[Any]]", last.get_all())
+    finally:
+        for result in results:
+            result.close()
+
+
+def _rows(conn: ladybug.Connection, cypher: str, params: dict[str, Any] | None = None) -> list[Row]:
+    """Execute ``cypher`` and return its rows as dicts keyed by column name."""
+    columns, rows = _fetch(conn, cypher, params)
+    return [
+        {column: _plain(value) for column, value in zip(columns, row, strict=True)} for row in rows
+    ]
+
+
+def _plain(value: Any) -> Any:
+    """A node or relationship value as the dict of its non-null properties."""
+    if isinstance(value, dict):
+        if "_LABEL" in value:
+            return {
+                key: _plain(item)
+                for key, item in value.items()
+                if key not in _INTERNAL_KEYS and item is not None
+            }
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _single(conn: ladybug.Connection, cypher: str) -> list[Any]:
+    """The one list value a ``RETURN collect(...)`` query returns.
+
+    Converting one list is several times faster than converting as many rows.
+    """
+    _, rows = _fetch(conn, cypher)
+    return cast("list[Any]", rows[0][0])
+
+
+def _offsets_of(conn: ladybug.Connection, node: NodeType) -> dict[str, int]:
+    """Primary key → offset of every node of ``node``'s table.
+
+    Offsets name nodes inside the engine; they hold still while no write
+    runs, and the store's write lock is held through an import.
+    """
+    _, rows = _fetch(
+        conn, f"MATCH (n:{quote_name(node.label)}) RETURN n.{quote_name(node.key)}, offset(id(n))"
+    )
+    return {key: offset for key, offset in rows}
+
+
+def _copy(conn: ladybug.Connection, table: str, records: Iterable[list[str]]) -> None:
+    """``COPY table FROM`` a temporary CSV file holding ``records`` (if any).
+
+    ``parallel=false``: the parallel CSV reader splits quoted fields that
+    contain a newline.
+    """
+    with tempfile.TemporaryDirectory(prefix="starling-import-") as directory:
+        path = Path(directory) / "rows.csv"
+        with path.open("w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file, lineterminator="\n")
+            count = 0
+            for record in records:
+                writer.writerow(record)
+                count += 1
+        if count:
+            literal = str(path).replace("\\", "\\\\").replace("'", "\\'")
+            _rows(conn, f"COPY {table} FROM '{literal}' (header=false, parallel=false)")
+
+
+def _check_endpoints(
+    rel: RelationshipType,
+    pairs: Sequence[tuple[str, str]],
+    sources: Container[str],
+    targets: Container[str],
+) -> None:
+    """Raise QueryError naming the first missing end node, and how many are missing."""
+    missing = [(rel.source, a) for a, _ in pairs if a not in sources]
+    missing += [(rel.target, b) for _, b in pairs if b not in targets]
+    if missing:
+        label, key = missing[0]
+        raise QueryError(
+            f"cannot import {rel.type}: no {label} node with key {key!r}"
+            f" ({len(set(missing))} missing in all)"
+        )
+
+
+def _node_table(node: NodeType) -> str:
+    columns = [f"{quote_name(node.key)} STRING"]
+    columns += [f"{quote_name(name)} {COLUMN_TYPES[kind]}" for name, kind in node.properties]
+    columns.append(f"PRIMARY KEY({quote_name(node.key)})")
+    return f"CREATE NODE TABLE IF NOT EXISTS {quote_name(node.label)}({', '.join(columns)})"
+
+
+def _rel_table(rel: RelationshipType) -> str:
+    columns = [f"FROM {quote_name(rel.source)} TO {quote_name(rel.target)}"]
+    columns += [f"{quote_name(name)} {COLUMN_TYPES[kind]}" for name, kind in rel.properties]
+    return f"CREATE REL TABLE IF NOT EXISTS {quote_name(rel.type)}({', '.join(columns)})"
