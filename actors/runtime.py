@@ -203,13 +203,23 @@ class Actor(Generic[MessageT]):
     Args:
         name: unique within its supervisor; shown in health and metrics.
         mailbox_size: capacity of the bounded mailbox, in messages (>= 1).
+        concurrency: messages handled at once (>= 1). With 1 (the default) the
+            actor handles its messages one after another, in order; with more,
+            each message is handled in a task of the actor's own nursery, up to
+            ``concurrency`` at a time (a service fronting a pool of workers).
+            A crash in any handler crashes the actor.
     """
 
-    def __init__(self, name: str, *, mailbox_size: int = DEFAULT_MAILBOX_SIZE) -> None:
+    def __init__(
+        self, name: str, *, mailbox_size: int = DEFAULT_MAILBOX_SIZE, concurrency: int = 1
+    ) -> None:
         if mailbox_size < 1 or mailbox_size == math.inf:
             raise ValueError(f"mailbox_size must be a finite count >= 1, got {mailbox_size}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.name = name
         self.mailbox_size = mailbox_size
+        self.concurrency = concurrency
         self.ref: ActorRef[MessageT] = ActorRef(self)
         self._send: trio.MemorySendChannel[MessageT] | None = None
         self._receive: trio.MemoryReceiveChannel[MessageT] | None = None
@@ -269,12 +279,36 @@ class Actor(Generic[MessageT]):
                 await self.on_stop()
 
     async def _receive_loop(self, receive: trio.MemoryReceiveChannel[MessageT]) -> None:
-        async for message in receive:
-            if isinstance(message, Call):
-                await self._handle_call(message)
-            else:
-                await self.handle(message)
-            self._handled += 1
+        if self.concurrency == 1:
+            async for message in receive:
+                await self._handle_one(message)
+            return
+        slots = trio.Semaphore(self.concurrency)
+        try:
+            async with trio.open_nursery() as handlers:
+                async for message in receive:
+                    await slots.acquire()
+                    handlers.start_soon(self._handle_in_slot, message, slots)
+        except ExceptionGroup as group:
+            # The first crash cancels the other handlers; report it alone, as
+            # a one-at-a-time actor would.
+            crashes = [e for e in group.exceptions if not isinstance(e, trio.Cancelled)]
+            if len(crashes) == 1:
+                raise crashes[0] from None
+            raise
+
+    async def _handle_in_slot(self, message: MessageT, slots: trio.Semaphore) -> None:
+        try:
+            await self._handle_one(message)
+        finally:
+            slots.release()
+
+    async def _handle_one(self, message: MessageT) -> None:
+        if isinstance(message, Call):
+            await self._handle_call(message)
+        else:
+            await self.handle(message)
+        self._handled += 1
 
     async def _handle_call(self, call: Call[Any]) -> None:
         with call.reply_to:

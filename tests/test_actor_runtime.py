@@ -207,3 +207,48 @@ def test_mailbox_must_be_bounded() -> None:
     """An unbounded or empty mailbox is refused."""
     with pytest.raises(ValueError, match="mailbox_size"):
         Counter(mailbox_size=0)
+
+
+class Slow(Actor[Any]):
+    def __init__(self, concurrency: int) -> None:
+        super().__init__("slow", mailbox_size=8, concurrency=concurrency)
+        self.running = 0
+        self.peak = 0
+
+    async def handle(self, message: Any) -> Any:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        await trio.sleep(1)
+        self.running -= 1
+        if message == "boom":
+            raise RuntimeError("boom")
+        return message
+
+
+async def test_concurrency_bounds_handlers_in_flight(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With concurrency=3, up to three messages are handled at once, never more."""
+    actor = Slow(concurrency=3)
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actor.run)
+        began = trio.current_time()
+        async with trio.open_nursery() as callers:
+            for i in range(6):
+                callers.start_soon(ref.call, i)
+        assert trio.current_time() - began == pytest.approx(2.0)
+        assert actor.peak == 3
+        ref.request_stop()
+
+
+async def test_a_concurrent_handler_crash_crashes_the_actor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A crash in one of several concurrent handlers fails its call and crashes the actor."""
+    actor = Slow(concurrency=2)
+    with pytest.RaisesGroup(RuntimeError):
+        async with trio.open_nursery() as nursery:
+            ref = await nursery.start(actor.run)
+            with pytest.raises(ActorCrashed):
+                await ref.call("boom")
+    assert actor.statistics().state == "failed"
