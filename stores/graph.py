@@ -11,14 +11,20 @@ driver objects never cross threads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from stores.schema import GraphSchema
+from stores.schema import GraphSchema, PropertyType
+
+T = TypeVar("T")
 
 Row = dict[str, Any]
 Params = Mapping[str, Any]
+PropertyColumns = Mapping[str, Sequence[Any]]
+"""Property name → one value per imported key or pair, aligned with them (``None``: null)."""
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,36 +92,59 @@ class GraphStore(Protocol):
         """
         ...
 
-    async def import_nodes(self, label: str, keys: Iterable[str]) -> ImportSummary:
+    async def import_nodes(
+        self,
+        label: str,
+        keys: Iterable[str],
+        properties: PropertyColumns | None = None,
+    ) -> ImportSummary:
         """Create the nodes of ``label`` whose keys are missing (bulk path).
+
+        Nodes already stored are skipped and keep their properties: an import
+        never updates, so importing twice gives the same graph.
 
         Args:
             label: a node label declared in :attr:`schema`.
-            keys: primary-key values; duplicates are ignored.
+            keys: primary-key values; duplicates are ignored (the first one
+                and its properties win).
+            properties: optional columns of declared properties, each as long
+                as ``keys`` (see :func:`check_properties` for the types);
+                properties left out are null.
 
         Returns:
             ``created + existing`` is the number of distinct keys.
 
         Raises:
             KeyError: ``label`` is not declared in the schema.
-            ValueError: a key is empty or not a string.
+            ValueError: a key is empty or not a string, or a property column
+                is undeclared, of the wrong length or holds a wrongly typed value.
             trio.ClosedResourceError: the store is closed.
         """
         ...
 
     async def import_relationships(
-        self, type_: str, pairs: Sequence[tuple[str, str]]
+        self,
+        type_: str,
+        pairs: Sequence[tuple[str, str]],
+        properties: PropertyColumns | None = None,
     ) -> ImportSummary:
         """Create the relationships ``(source)-[:type_]->(target)`` that are missing.
 
         Both end nodes must exist. Duplicates (in ``pairs`` or already stored)
         are skipped, so importing twice gives the same graph; ``created +
-        existing`` is the number of distinct pairs. Relationship properties
-        are left null.
+        existing`` is the number of distinct pairs. A stored relationship keeps
+        its properties; in ``pairs``, the first of duplicates wins.
+
+        Args:
+            type_: a relationship type declared in :attr:`schema`.
+            pairs: ``(source key, target key)``.
+            properties: optional columns of declared properties, each as long
+                as ``pairs``; properties left out are null.
 
         Raises:
             KeyError: ``type_`` is not declared in the schema.
-            ValueError: a key is empty or not a string.
+            ValueError: a key is empty or not a string, or a property column
+                is undeclared, of the wrong length or holds a wrongly typed value.
             stores.errors.QueryError: an end node is missing (nothing is written).
             trio.ClosedResourceError: the store is closed.
         """
@@ -136,3 +165,99 @@ def check_keys(keys: Iterable[object]) -> None:
 def quote_name(name: str) -> str:
     """A schema name as a Cypher identifier in backquotes (both dialects accept it)."""
     return "`" + name.replace("`", "``") + "`"
+
+
+def first_indices(items: Iterable[T]) -> dict[T, int]:
+    """Each distinct item → the index of its first occurrence, in first-seen order."""
+    indices: dict[T, int] = {}
+    for index, item in enumerate(items):
+        indices.setdefault(item, index)
+    return indices
+
+
+def check_properties(
+    declared: Sequence[tuple[str, PropertyType]],
+    properties: PropertyColumns | None,
+    length: int,
+    owner: str,
+) -> dict[str, list[Any]]:
+    """Check bulk-import property columns against their declared types.
+
+    Accepted values per declared type (``None`` is null for every type):
+    ``STRING``: ``str``; ``INT64``: ``int`` (not ``bool``) in the signed
+    64-bit range; ``DOUBLE``: ``float`` or ``int`` (stored as a float, NaN and
+    infinities included); ``STRING[]``: a ``list`` or ``tuple`` of ``str``.
+    ``TIMESTAMP`` properties cannot be bulk-imported.
+
+    Args:
+        declared: the ``(name, type)`` properties of the node or relationship type.
+        properties: property name → one value per item, or ``None``.
+        length: how many items (keys or pairs) the columns must align with.
+        owner: the label or type, for error messages.
+
+    Returns:
+        The given columns as lists of normalized values (lists for
+        ``STRING[]``, floats for ``DOUBLE``), in declaration order.
+
+    Raises:
+        ValueError: a column is undeclared or of another length, or a value
+            does not fit its type (the message names the column and index).
+    """
+    if not properties:
+        return {}
+    kinds = dict(declared)
+    undeclared = sorted(set(properties) - set(kinds))
+    if undeclared:
+        raise ValueError(f"{owner} has no properties {undeclared}; declared: {sorted(kinds)}")
+    columns: dict[str, list[Any]] = {}
+    for name, kind in declared:
+        if name not in properties:
+            continue
+        values = properties[name]
+        if isinstance(values, str | bytes) or len(values) != length:
+            raise ValueError(f"{owner}.{name}: expected a column of {length} values")
+        convert = _CONVERTERS.get(kind)
+        if convert is None:
+            raise ValueError(f"{owner}.{name}: {kind} properties cannot be bulk-imported")
+        column: list[Any] = []
+        for index, value in enumerate(values):
+            try:
+                column.append(None if value is None else convert(value))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{owner}.{name}[{index}] = {value!r}: {exc}") from None
+        columns[name] = column
+    return columns
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a str")
+    return value
+
+
+def _int64(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("expected an int")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError("out of the INT64 range")
+    return value
+
+
+def _double(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError("expected a float")
+    return float(value)
+
+
+def _strings(value: object) -> list[str]:
+    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+        raise TypeError("expected a list of str")
+    return list(value)
+
+
+_CONVERTERS: dict[PropertyType, Callable[[object], Any]] = {
+    "STRING": _string,
+    "INT64": _int64,
+    "DOUBLE": _double,
+    "STRING[]": _strings,
+}

@@ -45,7 +45,16 @@ from neo4j.exceptions import (
 )
 
 from stores.errors import BackendUnavailable, ConfigError, QueryError
-from stores.graph import ImportSummary, Params, Row, check_keys, quote_name
+from stores.graph import (
+    ImportSummary,
+    Params,
+    PropertyColumns,
+    Row,
+    check_keys,
+    check_properties,
+    first_indices,
+    quote_name,
+)
 from stores.schema import SOCIAL_SCHEMA, GraphSchema, NodeType, RelationshipType
 
 __all__ = ["Neo4jGraph", "Neo4jSession"]
@@ -201,70 +210,95 @@ class Neo4jGraph:
 
         await self._run(call)
 
-    async def import_nodes(self, label: str, keys: Iterable[str]) -> ImportSummary:
+    async def import_nodes(
+        self,
+        label: str,
+        keys: Iterable[str],
+        properties: PropertyColumns | None = None,
+    ) -> ImportSummary:
         """``MERGE`` the nodes of ``label``, ``BATCH_SIZE`` keys per transaction.
 
+        Properties are set ``ON CREATE`` only: a stored node keeps its own.
         Call :meth:`ensure_schema` first: without the key constraint each
         ``MERGE`` scans the label. A failure part-way leaves the earlier
         batches written; importing again completes the load.
 
         Args:
             label: a node label declared in :attr:`schema`.
-            keys: primary-key values, non-empty strings; duplicates are ignored.
+            keys: primary-key values, non-empty strings; duplicates are ignored
+                (the first one and its properties win).
+            properties: columns of declared properties aligned with ``keys``
+                (see :func:`stores.graph.check_properties`); others are null.
 
         Returns:
             ``created + existing`` is the number of distinct keys.
 
         Raises:
             KeyError: ``label`` is not declared in the schema.
-            ValueError: a key is not a non-empty string.
+            ValueError: a key is not a non-empty string, or a property column
+                does not fit its declaration.
             QueryError: the server rejected a batch.
             BackendUnavailable: the server cannot be reached.
         """
         node = self.schema.node(label)
-        wanted = await trio.to_thread.run_sync(_distinct_keys, keys)
+        rows = await trio.to_thread.run_sync(_node_rows, node, keys, properties)
+        key = "r[0]" if properties else "r"  # rows: [key, {property: value}] or key
         cypher = (
-            f"UNWIND $rows AS r MERGE (n:{quote_name(node.label)} {{{quote_name(node.key)}: r}})"
+            f"UNWIND $rows AS r "
+            f"MERGE (n:{quote_name(node.label)} {{{quote_name(node.key)}: {key}}})"
         )
+        if properties:
+            cypher += " ON CREATE SET n += r[1]"
         created = 0
-        for batch in _batches(wanted):
+        for batch in _batches(rows):
             created += await self._count(cypher, batch, "nodes_created")
-        return ImportSummary(created=created, existing=len(wanted) - created)
+        return ImportSummary(created=created, existing=len(rows) - created)
 
     async def import_relationships(
-        self, type_: str, pairs: Sequence[tuple[str, str]]
+        self,
+        type_: str,
+        pairs: Sequence[tuple[str, str]],
+        properties: PropertyColumns | None = None,
     ) -> ImportSummary:
         """``MERGE`` the relationships ``(source)-[:type_]->(target)``, in batches.
 
         Every end node is checked before anything is written, so a missing
-        one fails the import as it does on Ladybug. A failure part-way
-        through the writes leaves the earlier batches written; importing
-        again completes the load.
+        one fails the import as it does on Ladybug. Properties are set ``ON
+        CREATE`` only. A failure part-way through the writes leaves the
+        earlier batches written; importing again completes the load.
 
         Args:
             type_: a relationship type declared in :attr:`schema`.
-            pairs: ``(source key, target key)``; duplicates are ignored.
+            pairs: ``(source key, target key)``; duplicates are ignored (the
+                first one and its properties win).
+            properties: columns of declared properties aligned with ``pairs``;
+                others are null.
 
         Returns:
             ``created + existing`` is the number of distinct pairs.
 
         Raises:
             KeyError: ``type_`` is not declared in the schema.
-            ValueError: a key is not a non-empty string.
+            ValueError: a key is not a non-empty string, or a property column
+                does not fit its declaration.
             QueryError: an end node is missing (the message names it), or the
                 server rejected a batch.
             BackendUnavailable: the server cannot be reached.
         """
         rel = self.schema.relationship(type_)
         source, target = self.schema.node(rel.source), self.schema.node(rel.target)
-        rows, sources, targets = await trio.to_thread.run_sync(_distinct_pairs, pairs)
+        rows, sources, targets = await trio.to_thread.run_sync(
+            _relationship_rows, rel, pairs, properties
+        )
         await self._check_endpoints(rel, ((source, sources), (target, targets)))
         cypher = (
             f"UNWIND $rows AS r "
             f"MATCH (a:{quote_name(source.label)} {{{quote_name(source.key)}: r[0]}}) "
             f"MATCH (b:{quote_name(target.label)} {{{quote_name(target.key)}: r[1]}}) "
-            f"MERGE (a)-[:{quote_name(rel.type)}]->(b)"
+            f"MERGE (a)-[x:{quote_name(rel.type)}]->(b)"
         )
+        if properties:
+            cypher += " ON CREATE SET x += r[2]"
         created = 0
         for batch in _batches(rows):
             created += await self._count(cypher, batch, "relationships_created")
@@ -420,29 +454,52 @@ def _batches(items: list[T]) -> Iterator[list[T]]:
         yield items[start : start + BATCH_SIZE]
 
 
-def _distinct_keys(keys: Iterable[str]) -> list[str]:
-    """The distinct keys in first-seen order (CPU-bound: run it in a thread).
-
-    Raises:
-        ValueError: a key is not a non-empty string.
-    """
-    wanted = list(dict.fromkeys(keys))
-    check_keys(wanted)
-    return wanted
-
-
-def _distinct_pairs(
-    pairs: Iterable[tuple[str, str]],
-) -> tuple[list[list[str]], list[str], list[str]]:
-    """The distinct pairs as ``[source, target]`` rows, and the distinct keys of each end.
+def _node_rows(
+    node: NodeType, keys: Iterable[str], properties: PropertyColumns | None
+) -> list[Any]:
+    """The distinct keys in first-seen order, as ``[key, {property: value}]`` with properties.
 
     CPU-bound: run it in a thread.
 
     Raises:
-        ValueError: a key is not a non-empty string.
+        ValueError: a key is not a non-empty string, or a property column does
+            not fit its declaration.
     """
-    wanted = list(dict.fromkeys(pairs))
+    given = list(keys)
+    wanted = first_indices(given)
+    check_keys(wanted)
+    columns = check_properties(node.properties, properties, len(given), node.label)
+    if not properties:
+        return list(wanted)
+    return [
+        [key, {name: column[index] for name, column in columns.items()}]
+        for key, index in wanted.items()
+    ]
+
+
+def _relationship_rows(
+    rel: RelationshipType,
+    pairs: Sequence[tuple[str, str]],
+    properties: PropertyColumns | None,
+) -> tuple[list[list[Any]], list[str], list[str]]:
+    """The distinct pairs as ``[source, target]`` rows (plus ``{property: value}``
+    with properties), and the distinct keys of each end.
+
+    CPU-bound: run it in a thread.
+
+    Raises:
+        ValueError: a key is not a non-empty string, or a property column does
+            not fit its declaration.
+    """
+    wanted = first_indices(pairs)
     check_keys(key for pair in wanted for key in pair)
+    columns = check_properties(rel.properties, properties, len(pairs), rel.type)
     sources = list(dict.fromkeys(a for a, _ in wanted))
     targets = list(dict.fromkeys(b for _, b in wanted))
-    return [[a, b] for a, b in wanted], sources, targets
+    if not properties:
+        return [[a, b] for a, b in wanted], sources, targets
+    rows: list[list[Any]] = [
+        [a, b, {name: column[index] for name, column in columns.items()}]
+        for (a, b), index in wanted.items()
+    ]
+    return rows, sources, targets

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -201,6 +202,132 @@ async def test_import_relationships_with_properties(graph: GraphStore, key: Keys
 
     assert summary == ImportSummary(created=1, existing=0)
     assert rows == [{"post": key("p"), "at": None}]
+
+
+POST_COLUMNS = {
+    "title": [TITLE, "", None],
+    "tags": [["a, b", 'say "hi"', "[x]", " padded ", "", "'q'", "back\\slash"], [], None],
+    "published_at": [-(2**63), 2**63 - 1, None],
+    "reading_time": [4, 0.1, None],
+    "claps": [0, 12, None],
+}
+
+
+async def test_import_nodes_with_properties_round_trips(graph: GraphStore, key: Keys) -> None:
+    """Typed property columns (tricky strings and lists, int extremes, nulls) read back exactly."""
+    posts = [key("p0"), key("p1"), key("p2")]
+
+    summary = await graph.import_nodes("Post", posts, POST_COLUMNS)
+    rows = await graph.session().read(
+        "MATCH (p:Post) WHERE p.id STARTS WITH $prefix RETURN p ORDER BY p.id", {"prefix": key("")}
+    )
+
+    assert summary == ImportSummary(created=3, existing=0)
+    assert [row["p"] for row in rows] == [
+        {
+            "id": posts[0],
+            "title": TITLE,
+            "tags": ["a, b", 'say "hi"', "[x]", " padded ", "", "'q'", "back\\slash"],
+            "published_at": -(2**63),
+            "reading_time": 4.0,
+            "claps": 0,
+        },
+        {
+            "id": posts[1],
+            "title": "",
+            "tags": [],
+            "published_at": 2**63 - 1,
+            "reading_time": 0.1,
+            "claps": 12,
+        },
+        {"id": posts[2]},
+    ]
+
+
+async def test_import_scalar_properties_and_odd_keys(graph: GraphStore, key: Keys) -> None:
+    """Scalar columns without lists, and keys holding commas, quotes and newlines, round-trip."""
+    odd = [key('a, "b"\n\\c'), key("plain")]
+
+    await graph.import_nodes("Topic", odd)
+    await graph.import_nodes("Post", [key("p")], {"title": ['x,"y"\r\nz\\'], "claps": [3]})
+    topics = await graph.session().read(
+        "MATCH (t:Topic) WHERE t.name STARTS WITH $prefix RETURN t.name AS name ORDER BY name",
+        {"prefix": key("")},
+    )
+    posts = await graph.session().read("MATCH (p:Post {id: $id}) RETURN p", {"id": key("p")})
+
+    assert [row["name"] for row in topics] == sorted(odd)
+    assert posts == [{"p": {"id": key("p"), "title": 'x,"y"\r\nz\\', "claps": 3}}]
+
+
+async def test_import_keeps_stored_properties(graph: GraphStore, key: Keys) -> None:
+    """Stored nodes and relationships keep their properties; the first of duplicates wins."""
+    user, post = key("u"), key("p")
+    await graph.import_nodes("User", [user])
+
+    first = await graph.import_nodes("Post", [post, post], {"title": ["first", "second"]})
+    again = await graph.import_nodes("Post", [post], {"title": ["changed"], "claps": [9]})
+    read = await graph.import_relationships("READ", [(user, post), (user, post)], {"at": [1, 2]})
+    reread = await graph.import_relationships("READ", [(user, post)], {"at": [3]})
+    rows = await graph.session().read(
+        "MATCH (u:User {id: $id})-[r:READ]->(p:Post) "
+        "RETURN p.title AS title, p.claps AS claps, r.at AS at",
+        {"id": user},
+    )
+
+    assert (first, again) == (ImportSummary(1, 0), ImportSummary(0, 1))
+    assert (read, reread) == (ImportSummary(1, 0), ImportSummary(0, 1))
+    assert rows == [{"title": "first", "claps": None, "at": 1}]
+
+
+async def test_import_relationship_property_columns(graph: GraphStore, key: Keys) -> None:
+    """A relationship property column is stored per pair, null where the value is None."""
+    users, posts = [key("u0"), key("u1")], [key("p0"), key("p1")]
+    await graph.import_nodes("User", users)
+    await graph.import_nodes("Post", posts)
+    pairs = [(users[0], posts[0]), (users[0], posts[1]), (users[1], posts[0])]
+
+    summary = await graph.import_relationships("RECOMMENDED", pairs, {"at": [10, None, -5]})
+    rows = await graph.session().read(
+        "MATCH (u:User)-[r:RECOMMENDED]->(p:Post) WHERE u.id STARTS WITH $prefix "
+        "RETURN u.id AS user, p.id AS post, r.at AS at ORDER BY user, post",
+        {"prefix": key("")},
+    )
+
+    assert summary == ImportSummary(created=3, existing=0)
+    assert [(row["user"], row["post"], row["at"]) for row in rows] == [
+        (users[0], posts[0], 10),
+        (users[0], posts[1], None),
+        (users[1], posts[0], -5),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("properties", "message"),
+    [
+        ({"votes": [1]}, "no properties"),
+        ({"claps": [1, 2]}, "column of 1"),
+        ({"claps": ["1"]}, "expected an int"),
+        ({"claps": [True]}, "expected an int"),
+        ({"claps": [2**63]}, "INT64"),
+        ({"reading_time": ["4"]}, "expected a float"),
+        ({"tags": ["ab"]}, "list of str"),
+        ({"tags": [["a", 1]]}, "list of str"),
+        ({"title": [b"x"]}, "expected a str"),
+        ({"title": "x"}, "column of 1"),
+    ],
+)
+async def test_import_rejects_bad_property_columns(
+    graph: GraphStore, key: Keys, properties: dict[str, Any], message: str
+) -> None:
+    """An undeclared, misaligned or mistyped property column raises ValueError, writing nothing."""
+    with pytest.raises(ValueError, match=message):
+        await graph.import_nodes("Post", [key("p")], properties)
+    rows = await graph.session().read(
+        "MATCH (p:Post {id: $id}) RETURN p.id AS id", {"id": key("p")}
+    )
+
+    assert rows == []
 
 
 async def test_import_relationships_requires_end_nodes(graph: GraphStore, key: Keys) -> None:
