@@ -9,7 +9,7 @@ VENV   ?= .venv
 DATA   ?= ../shared/data
 BIN     = $(VENV)/bin
 
-.PHONY: run test install install-test lint typecheck pytest bench clean
+.PHONY: run test install install-test lint typecheck pytest bench-social clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ install-test: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 
 run: install
-	$(BIN)/starling load graph $(DATA)/soc-Slashdot0902.txt --if-empty
+	$(BIN)/starling load demo --source $(DATA) --if-empty
 	$(BIN)/starling serve
 
 lint:
@@ -37,6 +37,11 @@ pytest:
 	$(BIN)/python -m pytest
 
 test: install-test lint typecheck pytest
+
+bench-social: install
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/starling load demo --source $(DATA) --if-empty
+	$(BIN)/starling bench social
 
 clean:
 	rm -rf $(VENV) starling-data tests/neo4j_server/target

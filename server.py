@@ -5,7 +5,7 @@ settings, opens the backends, builds the supervision tree and serves the app::
 
     root                      one_for_one
     ├── stores                one_for_all   backend monitors (graph, cache/stream/pubsub)
-    ├── social                one_for_one   graph_reader × N
+    ├── social                one_for_one   graph_reader × N, graph_writer, social service
     ├── feeds                 one_for_one   (ranked feeds: not built yet)
     ├── realtime              rest_for_one  (realtime pipeline: not built yet)
     └── api                                 hypercorn (trio worker) serving the ASGI app
@@ -37,20 +37,25 @@ from rich.progress import (
     DownloadColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
 
+from actors.bus import EventBus
 from actors.monitor import BackendMonitor
-from actors.social import GraphReader, ReaderPool
+from actors.social import GraphReader, GraphWriter, ReaderPool, SocialEvent, SocialService
 from protocols.api import Services
 from protocols.app import AppConfig, create_app
 from protocols.http import HttpServer
 from stores.backends import KeyValueBackend, default_graph_url, open_graph, open_key_value, redact
+from stores.demo import build_demo_world
 from stores.errors import StoreError
-from stores.graph import GraphStore
+from stores.graph import GraphStore, ImportSummary
 from stores.importers import MalformedInput, import_edge_list, read_edge_list
+from stores.stories import StoryFormat, StoryReport, read_stories
+from stores.story_import import import_stories
 from supervisor import Backoff, ChildSpec, Strategy, Supervisor, SupervisorStatistics
 
 log = structlog.get_logger("starling")
@@ -140,10 +145,17 @@ def build_tree(
         period=60,
         backoff=Backoff(initial=0.5, factor=2, maximum=15),
     )
+    bus: EventBus[SocialEvent] = EventBus()
     readers = [GraphReader(f"graph_reader-{i}", graph) for i in range(options.readers)]
+    writer = GraphWriter(graph, bus)
+    service = SocialService(ReaderPool([reader.ref for reader in readers]), writer.ref, bus)
     social = Supervisor(
         "social",
-        [ChildSpec(reader.name, reader.run) for reader in readers],
+        [
+            *(ChildSpec(reader.name, reader.run) for reader in readers),
+            ChildSpec(writer.name, writer.run),
+            ChildSpec(service.name, service.run),
+        ],
         intensity=10,
         period=10,
         backoff=Backoff(initial=0.05, factor=2, maximum=5),
@@ -154,7 +166,7 @@ def build_tree(
     def tree() -> SupervisorStatistics:
         return root.statistics()
 
-    services = Services(tree=tree, readers=ReaderPool([reader.ref for reader in readers]))
+    services = Services(tree=tree, social=service.ref, bus=bus.statistics)
     app = create_app(
         services, AppConfig(api_key=settings.api_key, max_body_bytes=options.max_body_bytes)
     )
@@ -395,26 +407,234 @@ async def load_graph(
         ):
             result = await import_edge_list(graph, edges)
         report = edges.report
-        table = Table(title=f"{file.name} → {redact(settings.graph_url)}")
-        table.add_column("what")
-        table.add_column("count", justify="right")
-        for label, value in (
-            ("lines read", report.lines),
-            ("users created", result.users.created),
-            ("users already present", result.users.existing),
-            ("follows created", result.follows.created),
-            ("follows already present", result.follows.existing),
+        rows: list[tuple[str, int | float]] = [("lines read", report.lines)]
+        rows += import_rows((("users", result.users), ("follows", result.follows)))
+        rows += [
             ("self-loops skipped", report.self_loops),
             ("duplicate edges skipped", report.duplicates),
             ("malformed lines skipped", report.malformed),
             ("seconds", round(time.perf_counter() - started, 1)),
-        ):
-            table.add_row(label, f"{value:,}")
-        console.print(table)
+        ]
+        console.print(summary_table(f"{file.name} → {redact(settings.graph_url)}", rows))
         for number, reason in report.examples:
             console.print(f"[yellow]{file}:{number}: {reason}[/]")
     finally:
         await graph.aclose()
+
+
+def summary_table(title: str, rows: list[tuple[str, int | float]]) -> Table:
+    """A two-column table of counts for the end of a load."""
+    table = Table(title=title)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for label, value in rows:
+        table.add_row(label, f"{value:,}")
+    return table
+
+
+def import_rows(imports: tuple[tuple[str, ImportSummary], ...]) -> list[tuple[str, int | float]]:
+    """``created`` / ``already present`` rows for each kind of import."""
+    rows: list[tuple[str, int | float]] = []
+    for label, summary in imports:
+        rows += [
+            (f"{label} created", summary.created),
+            (f"{label} already present", summary.existing),
+        ]
+    return rows
+
+
+def print_story_report(console: Console, name: str, report: StoryReport) -> None:
+    """The reader's counts, its documented adjustments and malformed examples."""
+    console.print(
+        f"{name}: {report.rows:,} rows, {report.kept:,} stories kept, "
+        f"{report.duplicates:,} duplicates and {report.malformed:,} malformed rows skipped"
+    )
+    for what, count in report.notes:
+        console.print(f"  note: {what}: {count:,}")
+    for number, reason in report.examples:
+        console.print(f"  [yellow]line {number}: {reason}[/]")
+
+
+@load_group.command("stories")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@backend_options
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["canonical", "hn", "medium"]),
+    default="canonical",
+    show_default=True,
+    help="canonical CSV, the Hacker News CSV or the Medium data-science CSV.",
+)
+@click.option("--strict", is_flag=True, help="Stop at the first malformed row.")
+def load_stories_command(
+    file: Path,
+    data_dir: Path | None,
+    graph_url: str | None,
+    redis_url: str | None,
+    debug: bool,
+    format_: StoryFormat,
+    strict: bool,
+) -> None:
+    """Import stories: posts, their authors, topics and publications.
+
+    canonical: CSV with header id,author,title,tags,publication,published_at,
+    reading_time,claps (tags separated by '|'). Every row is checked before
+    anything is written; loading twice gives the same graph.
+
+    \b
+    Examples:
+      starling load stories posts.csv
+      starling load stories ../shared/data/hacker_news.csv --format hn
+      starling load stories ../shared/data/medium_articles_datascience_2020.csv --format medium
+    """
+    settings = Settings.resolve(data_dir, graph_url, redis_url)
+    run_command(
+        debug, lambda: trio.run(functools.partial(load_stories, settings, file, format_, strict))
+    )
+
+
+async def load_stories(settings: Settings, file: Path, format_: StoryFormat, strict: bool) -> None:
+    """Read, check and import one story file, then print what was done."""
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    graph = await settings.open_graph()
+    try:
+        with console.status(f"reading {file.name}"):
+            stories, report = await trio.to_thread.run_sync(
+                functools.partial(read_stories, file, format_, strict=strict)
+            )
+        with console.status(f"writing {len(stories):,} stories"):
+            result = await import_stories(graph, stories)
+    finally:
+        await graph.aclose()
+    print_story_report(console, file.name, report)
+    rows = import_rows(
+        (
+            ("users", result.users),
+            ("posts", result.posts),
+            ("topics", result.topics),
+            ("publications", result.publications),
+            ("WROTE", result.wrote),
+            ("TAGGED", result.tagged),
+            ("PUBLISHED_IN", result.published_in),
+        )
+    )
+    rows.append(("seconds", round(time.perf_counter() - started, 1)))
+    console.print(summary_table(f"{file.name} → {redact(settings.graph_url)}", rows))
+
+
+@load_group.command("demo")
+@backend_options
+@click.option("--seed", default=42, show_default=True, help="Seed of every synthetic step.")
+@click.option(
+    "--source",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("../shared/data"),
+    show_default=True,
+    help="Directory holding the real data sets.",
+)
+@click.option("--if-empty", is_flag=True, help="Do nothing if the graph already has posts.")
+def load_demo_command(
+    data_dir: Path | None,
+    graph_url: str | None,
+    redis_url: str | None,
+    debug: bool,
+    seed: int,
+    source: Path,
+    if_empty: bool,
+) -> None:
+    """Build the demo world from the real data: Slashdot follows, HN and Medium stories.
+
+    Story authors are mapped onto graph users, and recommendations, reads and
+    topic/publication follows are drawn from the stories' points and claps:
+    those steps are synthetic and deterministic for a seed (docs/data.md).
+
+    \b
+    Examples:
+      starling load demo
+      starling load demo --seed 7 --data-dir /tmp/demo
+    """
+    settings = Settings.resolve(data_dir, graph_url, redis_url)
+    run_command(
+        debug, lambda: trio.run(functools.partial(load_demo, settings, source, seed, if_empty))
+    )
+
+
+async def load_demo(settings: Settings, source: Path, seed: int, if_empty: bool) -> None:
+    """Build the demo world with a progress display, then print its summary."""
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    graph = await settings.open_graph()
+    try:
+        if if_empty and await graph.session().read("MATCH (p:Post) RETURN p.id AS id LIMIT 1"):
+            console.print(f"[green]demo world already loaded[/] in {redact(settings.graph_url)}")
+            return
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+        ) as progress:
+            current: list[TaskID] = []
+
+            def on_step(what: str, count: int | None) -> None:
+                if current:
+                    progress.update(current[-1], completed=1, total=1)
+                label = f"{what} ({count:,})" if count is not None else what
+                current.append(progress.add_task(label, total=None))
+
+            summary = await build_demo_world(graph, source, seed=seed, on_step=on_step)
+            if current:
+                progress.update(current[-1], completed=1, total=1)
+    finally:
+        await graph.aclose()
+    print_story_report(console, "hacker_news.csv", summary.hn)
+    print_story_report(console, "medium_articles_datascience_2020.csv", summary.medium)
+    rows = import_rows(summary.imports())
+    rows += [
+        ("self-loops skipped", summary.edges.self_loops),
+        ("seconds", round(time.perf_counter() - started, 1)),
+    ]
+    console.print(summary_table(f"demo world (seed {seed}) → {redact(settings.graph_url)}", rows))
+
+
+@main.group("bench")
+def bench_group() -> None:
+    """Benchmarks: print a table and write JSON under bench/results/."""
+
+
+@bench_group.command("social")
+@backend_options
+@click.option("--clients", default=8, show_default=True, help="Concurrent connections.")
+@click.option("--seconds", default=5.0, show_default=True, help="Length of each run.")
+@click.option("--runs", default=3, show_default=True, help="Runs per figure (medians).")
+@click.option("--only", help="Only the rows whose method contains this text.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="JSON file.")
+def bench_social_command(
+    data_dir: Path | None,
+    graph_url: str | None,
+    redis_url: str | None,
+    debug: bool,
+    clients: int,
+    seconds: float,
+    runs: int,
+    only: str | None,
+    output: Path | None,
+) -> None:
+    """JSON-RPC latency and calls/s per social method, on the demo world (needs wrk).
+
+    \b
+    Examples:
+      starling load demo && starling bench social
+      starling bench social --only who_to_follow --runs 5
+    """
+    from bench.social import run
+
+    settings = Settings.resolve(data_dir, graph_url, redis_url)
+    run_command(
+        debug,
+        lambda: run(
+            settings, clients=clients, seconds=seconds, runs=runs, only=only, output=output
+        ),
+    )
 
 
 if __name__ == "__main__":

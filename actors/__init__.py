@@ -1,5 +1,6 @@
-"""The actor runtime and Starling's long-lived actors."""
+"""The actor runtime, the event bus, and Starling's long-lived actors."""
 
+from actors.bus import BusStatistics, EventBus, Overflow, SubscriberStatistics, Subscription
 from actors.runtime import (
     Actor,
     ActorCrashed,
@@ -20,6 +21,11 @@ __all__ = [
     "ActorState",
     "ActorStatistics",
     "ActorUnavailable",
+    "BusStatistics",
     "Call",
+    "EventBus",
+    "Overflow",
     "Rejection",
+    "SubscriberStatistics",
+    "Subscription",
 ]

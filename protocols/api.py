@@ -4,11 +4,33 @@ Handlers reach the domain only through the actor references in
 :class:`Services`; they translate the actors' replies and errors into
 JSON-RPC results and error objects.
 
+Social methods (GoSocial; ids are 1-64 characters of ``[A-Za-z0-9_.:@-]``)::
+
+    social.follow {follower, followee}                 → {created}
+    social.unfollow {follower, followee}               → {removed}
+    social.following {user, limit=100, cursor=null}    → {users, next_cursor}   limit 1..1000
+    social.followers {user, limit=100, cursor=null}    → {users, next_cursor}   limit 1..1000
+    social.counts {user}                               → {following, followers}
+    social.recommend {user, post}                      → {created}
+    social.unrecommend {user, post}                    → {removed}
+    social.recommenders {post, limit=20}               → {users, total}         limit 1..100
+    social.friends_who_recommended {user, post, limit=20} → {users, total}      limit 1..100
+    social.who_to_follow {user, limit=10}              → {suggestions: [{user, mutual}…]}
+                                                                                limit 1..100
+    posts.publish {author, post: {id?, title, url?, tags?, publication?, reading_time?}}
+                                                       → {post, followers_notified}
+    posts.get {post}                                   → the post's fields + recommendations
+
 Application errors::
 
-    -32001  service unavailable   the actor or backend behind the method is down
+    -32001  service unavailable   the actor behind the method is down ("service
+                                  unavailable") or the graph backend cannot be
+                                  reached ("backend unavailable"); retry later
     -32002  timeout               no reply within the call timeout
-    -32004  not found             an unknown id; data: {kind, id}
+    -32004  not found             an unknown user or post; data: {kind, id}
+    -32009  already exists        posts.publish with a post id that is taken; data: {kind, id}
+
+Following yourself is an invalid param (-32602), as is any limit out of range.
 """
 
 from __future__ import annotations
@@ -16,15 +38,42 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import msgspec
 import trio
 
-from actors.runtime import ActorCrashed, ActorUnavailable
-from actors.social import Counts, CountsResult, Following, NotFound, ReaderPool, UsersPage
+from actors.bus import BusStatistics
+from actors.runtime import ActorCrashed, ActorRef, ActorUnavailable
+from actors.social import (
+    AlreadyExists,
+    Counts,
+    CountsResult,
+    Direction,
+    Follow,
+    FriendsWhoRecommended,
+    GetPost,
+    GraphUnavailable,
+    InvalidArgument,
+    Neighbours,
+    NotFound,
+    PostDraft,
+    PostView,
+    Publish,
+    PublishResult,
+    RankedUsers,
+    Recommend,
+    Recommenders,
+    Suggestion,
+    Unfollow,
+    Unrecommend,
+    UsersPage,
+    WhoToFollow,
+    WorkerCrashed,
+    WorkerUnavailable,
+)
 from protocols.health import health_tree
 from protocols.jsonrpc import (
     INTERNAL_ERROR,
@@ -38,9 +87,16 @@ from protocols.jsonrpc import (
 from supervisor import SupervisorStatistics
 
 TIMEOUT = -32002
+ALREADY_EXISTS = -32009
 
 Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:@-]{1,64}$")]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+SmallLimit = Annotated[int, msgspec.Meta(ge=1, le=100)]
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Tags = Annotated[list[Name], msgspec.Meta(max_length=20)]
+Minutes = Annotated[float, msgspec.Meta(ge=0, le=10_000)]
 
 
 class UserParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -50,11 +106,75 @@ class UserParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class FollowingParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """``{user, limit=100, cursor=null}``."""
+    """``{user, limit=100, cursor=null}`` (``social.following`` and ``social.followers``)."""
 
     user: Id
     limit: Limit = 100
     cursor: str | None = None
+
+
+class FollowParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``{follower, followee}``."""
+
+    follower: Id
+    followee: Id
+
+
+class RecommendParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``{user, post}``."""
+
+    user: Id
+    post: Id
+
+
+class RecommendersParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``{post, limit=20}``."""
+
+    post: Id
+    limit: SmallLimit = 20
+
+
+class FriendsParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``{user, post, limit=20}``."""
+
+    user: Id
+    post: Id
+    limit: SmallLimit = 20
+
+
+class WhoToFollowParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``{user, limit=10}``."""
+
+    user: Id
+    limit: SmallLimit = 10
+
+
+class PostParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A post to publish: ``{id?, title, url?, tags?, publication?, reading_time?}``.
+
+    ``reading_time`` is in minutes; ``tags`` are topic names (at most 20,
+    repeats ignored); an absent ``id`` is generated.
+    """
+
+    title: Title
+    id: Id | None = None
+    url: Url | None = None
+    tags: Tags = []
+    publication: Name | None = None
+    reading_time: Minutes | None = None
+
+
+class PublishParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``{author, post: {...}}``."""
+
+    author: Id
+    post: PostParams
+
+
+class GetPostParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``{post}``."""
+
+    post: Id
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +190,14 @@ class Services:
 
     Attributes:
         tree: returns the root supervisor's statistics.
-        readers: the graph reader pool.
+        social: the social service's ref.
+        bus: returns the event bus's statistics (shown by ``system.stats``).
         call_timeout: seconds a method may wait for its actor's reply.
     """
 
     tree: Callable[[], SupervisorStatistics]
-    readers: ReaderPool
+    social: ActorRef[Any]
+    bus: Callable[[], BusStatistics] | None = None
     call_timeout: float = 10.0
     started_at: float = field(default_factory=time.time)
 
@@ -104,25 +226,76 @@ def decode_cursor(cursor: str | None) -> str:
     return text[3:]
 
 
-async def call_actor(services: Services, call: Callable[[], Any]) -> Any:
-    """Await ``call()`` under the call timeout, mapping runtime errors to JSON-RPC errors."""
+async def ask(services: Services, request: Any) -> Any:
+    """Call the social service under the call timeout, mapping its errors to JSON-RPC errors.
+
+    Raises:
+        JsonRpcError: see the module docstring for the codes.
+    """
     try:
         with trio.fail_after(services.call_timeout):
-            return await call()
+            return await services.social.call(request)
     except trio.TooSlowError:
         raise JsonRpcError(TIMEOUT, "timeout", {"timeout_seconds": services.call_timeout}) from None
     except NotFound as missing:
         raise not_found(missing.kind, missing.id) from None
-    except ActorUnavailable as down:
+    except InvalidArgument as invalid:
+        raise JsonRpcError(INVALID_PARAMS, "Invalid params", {"detail": str(invalid)}) from None
+    except AlreadyExists as taken:
+        raise JsonRpcError(
+            ALREADY_EXISTS, f"{taken.kind} already exists", {"kind": taken.kind, "id": taken.id}
+        ) from None
+    except GraphUnavailable as outage:
+        raise JsonRpcError(
+            SERVICE_UNAVAILABLE, "backend unavailable", {"detail": str(outage)}
+        ) from None
+    except (WorkerUnavailable, ActorUnavailable) as down:
         raise JsonRpcError(
             SERVICE_UNAVAILABLE, "service unavailable", {"detail": str(down)}
         ) from None
-    except ActorCrashed as crash:
-        cause = crash.__cause__
-        detail = {"type": type(cause).__name__ if cause else "ActorCrashed"}
-        if type(cause).__name__ == "BackendUnavailable":
-            raise JsonRpcError(SERVICE_UNAVAILABLE, "backend unavailable", detail) from None
-        raise JsonRpcError(INTERNAL_ERROR, "Internal error", detail) from None
+    except (WorkerCrashed, ActorCrashed) as crash:
+        raise JsonRpcError(INTERNAL_ERROR, "Internal error", {"type": _root_cause(crash)}) from None
+
+
+def _root_cause(error: BaseException) -> str:
+    """The type name of the innermost ``__cause__`` (the bug behind a crash)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return type(error).__name__
+
+
+def _users_page(page: UsersPage) -> dict[str, Any]:
+    return {"users": list(page.users), "next_cursor": encode_cursor(page.last)}
+
+
+def _ranked(ranked: RankedUsers) -> dict[str, Any]:
+    return {"users": list(ranked.users), "total": ranked.total}
+
+
+def _post(view: PostView) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "author": view.author,
+        "title": view.title,
+        "url": view.url,
+        "tags": list(view.tags),
+        "publication": view.publication,
+        "published_at": view.published_at,
+        "reading_time": view.reading_time,
+        "claps": view.claps,
+        "recommendations": view.recommendations,
+    }
+
+
+def _draft(post: PostParams) -> PostDraft:
+    return PostDraft(
+        title=post.title,
+        id=post.id,
+        url=post.url,
+        tags=tuple(dict.fromkeys(post.tags)),
+        publication=post.publication,
+        reading_time=post.reading_time,
+    )
 
 
 def build_dispatcher(services: Services) -> Dispatcher[CallContext]:
@@ -145,24 +318,102 @@ def build_dispatcher(services: Services) -> Dispatcher[CallContext]:
                     mailbox_size=detail.mailbox_size,
                 )
             actors[path] = entry
-        return {"uptime_seconds": round(time.time() - services.started_at, 3), "actors": actors}
+        stats: dict[str, Any] = {
+            "uptime_seconds": round(time.time() - services.started_at, 3),
+            "actors": actors,
+        }
+        if services.bus is not None:
+            stats["bus"] = msgspec.to_builtins(services.bus())
+        return stats
+
+    async def social_follow(params: FollowParams, context: CallContext) -> dict[str, bool]:
+        return {"created": await ask(services, Follow(params.follower, params.followee))}
+
+    async def social_unfollow(params: FollowParams, context: CallContext) -> dict[str, bool]:
+        return {"removed": await ask(services, Unfollow(params.follower, params.followee))}
+
+    def neighbours(direction: Direction) -> Callable[..., Awaitable[dict[str, Any]]]:
+        async def handler(params: FollowingParams, context: CallContext) -> dict[str, Any]:
+            after = decode_cursor(params.cursor)
+            request = Neighbours(params.user, direction, params.limit, after)
+            page: UsersPage = await ask(services, request)
+            return _users_page(page)
+
+        return handler
 
     async def social_counts(params: UserParams, context: CallContext) -> dict[str, int]:
-        result: CountsResult = await call_actor(
-            services, lambda: services.readers.call(Counts(params.user))
-        )
+        result: CountsResult = await ask(services, Counts(params.user))
         return {"following": result.following, "followers": result.followers}
 
-    async def social_following(params: FollowingParams, context: CallContext) -> dict[str, Any]:
-        after = decode_cursor(params.cursor)
-        request = Following(params.user, params.limit, after)
-        page: UsersPage = await call_actor(services, lambda: services.readers.call(request))
-        return {"users": list(page.users), "next_cursor": encode_cursor(page.last)}
+    async def social_recommend(params: RecommendParams, context: CallContext) -> dict[str, bool]:
+        return {"created": await ask(services, Recommend(params.user, params.post))}
+
+    async def social_unrecommend(params: RecommendParams, context: CallContext) -> dict[str, bool]:
+        return {"removed": await ask(services, Unrecommend(params.user, params.post))}
+
+    async def social_recommenders(
+        params: RecommendersParams, context: CallContext
+    ) -> dict[str, Any]:
+        return _ranked(await ask(services, Recommenders(params.post, params.limit)))
+
+    async def social_friends_who_recommended(
+        params: FriendsParams, context: CallContext
+    ) -> dict[str, Any]:
+        request = FriendsWhoRecommended(params.user, params.post, params.limit)
+        return _ranked(await ask(services, request))
+
+    async def social_who_to_follow(
+        params: WhoToFollowParams, context: CallContext
+    ) -> dict[str, Any]:
+        suggestions: tuple[Suggestion, ...] = await ask(
+            services, WhoToFollow(params.user, params.limit)
+        )
+        return {"suggestions": [{"user": s.user, "mutual": s.mutual} for s in suggestions]}
+
+    async def posts_publish(params: PublishParams, context: CallContext) -> dict[str, Any]:
+        result: PublishResult = await ask(services, Publish(params.author, _draft(params.post)))
+        return {"post": result.post, "followers_notified": result.followers_notified}
+
+    async def posts_get(params: GetPostParams, context: CallContext) -> dict[str, Any]:
+        return _post(await ask(services, GetPost(params.post)))
 
     rpc.add("system.health", NoParams, system_health, description="the supervision tree")
     rpc.add("system.stats", NoParams, system_stats, description="per-actor figures")
-    rpc.add("social.counts", UserParams, social_counts, description="following/followers")
+    rpc.add("social.follow", FollowParams, social_follow, description="follow a user")
+    rpc.add("social.unfollow", FollowParams, social_unfollow, description="unfollow a user")
     rpc.add(
-        "social.following", FollowingParams, social_following, description="followed users, paged"
+        "social.following",
+        FollowingParams,
+        neighbours("following"),
+        description="followed users, paged",
     )
+    rpc.add(
+        "social.followers",
+        FollowingParams,
+        neighbours("followers"),
+        description="followers, paged",
+    )
+    rpc.add("social.counts", UserParams, social_counts, description="following/followers")
+    rpc.add("social.recommend", RecommendParams, social_recommend, description="recommend")
+    rpc.add("social.unrecommend", RecommendParams, social_unrecommend, description="withdraw")
+    rpc.add(
+        "social.recommenders",
+        RecommendersParams,
+        social_recommenders,
+        description="who recommended a post, most recent first",
+    )
+    rpc.add(
+        "social.friends_who_recommended",
+        FriendsParams,
+        social_friends_who_recommended,
+        description="followed users who recommended a post",
+    )
+    rpc.add(
+        "social.who_to_follow",
+        WhoToFollowParams,
+        social_who_to_follow,
+        description="friends of friends, by mutual follows",
+    )
+    rpc.add("posts.publish", PublishParams, posts_publish, description="publish and fan out")
+    rpc.add("posts.get", GetPostParams, posts_get, description="a post and its recommendations")
     return rpc

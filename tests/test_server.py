@@ -90,7 +90,9 @@ async def test_health_shows_the_tree(server: Running) -> None:
         "stores", "social", "feeds", "realtime", "api"
     ]  # fmt: skip
     social = tree["children"][1]
-    assert [reader["id"] for reader in social["children"]] == ["graph_reader-0", "graph_reader-1"]
+    assert [child["id"] for child in social["children"]] == [
+        "graph_reader-0", "graph_reader-1", "graph_writer", "social"
+    ]  # fmt: skip
     assert social["children"][0]["mailbox_size"] == 32
 
 
@@ -227,13 +229,12 @@ async def test_api_key_is_required_when_set(tmp_path: Path, nursery: trio.Nurser
 
 async def test_without_a_key_only_loopback_clients_are_served(tmp_path: Path) -> None:
     """Without an API key, a client that is not on loopback gets 403."""
-    from actors.social import ReaderPool
     from protocols.api import Services
     from protocols.app import create_app
 
     root = Supervisor("root")
     reader = GraphReader("graph_reader-0", None)  # type: ignore[arg-type]
-    app = create_app(Services(tree=root.statistics, readers=ReaderPool([reader.ref])))
+    app = create_app(Services(tree=root.statistics, social=reader.ref))
     transport = httpx.ASGITransport(app=app, client=("192.0.2.7", 4000))
     async with httpx.AsyncClient(transport=transport, base_url="http://starling") as client:
         response = await client.post("/rpc", json={"jsonrpc": "2.0", "id": 1, "method": "x"})

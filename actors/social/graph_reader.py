@@ -1,8 +1,16 @@
-"""The graph reader: an actor that owns one graph session and answers read queries.
+"""The graph reader: an actor that owns one graph session and runs read queries.
 
-A pool of readers (see :mod:`actors.social.pool`) serves the social
-service; each runs one query at a time in a worker thread under its
-backend's limiter, so N readers bound the graph's concurrency to N.
+A pool of readers (:mod:`actors.social.pool`) serves the social service.
+Each reader runs one query at a time in a worker thread under its backend's
+limiter, so N readers bound the graph's read concurrency to N; the service
+spreads the parts of a large read over several readers at once
+(:mod:`actors.social.scatter`).
+
+A reader knows no domain: it answers :class:`~actors.social.messages.Read`
+with rows. A backend outage is answered with
+:class:`~actors.social.errors.GraphUnavailable` (the reader keeps running, so
+it serves again as soon as the backend is back); anything else that goes
+wrong is a bug, and crashes the reader for its supervisor to restart.
 """
 
 from __future__ import annotations
@@ -10,15 +18,14 @@ from __future__ import annotations
 from typing import Any
 
 from actors.runtime import Actor
-from actors.social import queries
-from actors.social.messages import Counts, CountsResult, Following, NotFound, UsersPage
-from stores.graph import GraphSession, GraphStore
-
-ReaderMessage = Counts | Following
+from actors.social.errors import GraphUnavailable
+from actors.social.messages import Read
+from stores.errors import BackendUnavailable
+from stores.graph import GraphSession, GraphStore, Row
 
 
 class GraphReader(Actor[Any]):
-    """Answers :class:`Counts` and :class:`Following` from the graph.
+    """Runs :class:`Read` queries on its own graph session.
 
     Args:
         name: e.g. ``"graph_reader-0"``.
@@ -26,7 +33,7 @@ class GraphReader(Actor[Any]):
         mailbox_size: queued queries before senders wait.
 
     Raises (as replies):
-        NotFound: the user is not in the graph.
+        GraphUnavailable: the backend cannot be reached.
     """
 
     def __init__(self, name: str, store: GraphStore, *, mailbox_size: int = 32) -> None:
@@ -42,21 +49,11 @@ class GraphReader(Actor[Any]):
             self._session.close()
             self._session = None
 
-    async def handle(self, message: Any) -> Any:
+    async def handle(self, message: Any) -> list[Row]:
         assert self._session is not None
-        match message:
-            case Counts(user):
-                rows = await self._session.read(queries.COUNTS, {"user": user})
-                if not rows:
-                    raise NotFound("user", user)
-                return CountsResult(int(rows[0]["following"]), int(rows[0]["followers"]))
-            case Following(user, limit, after):
-                rows = await self._session.read(
-                    queries.FOLLOWING_PAGE, {"user": user, "after": after, "limit": limit + 1}
-                )
-                if not rows and not await self._session.read(queries.USER_EXISTS, {"user": user}):
-                    raise NotFound("user", user)
-                ids = tuple(str(row["id"]) for row in rows[:limit])
-                last = ids[-1] if len(rows) > limit else None
-                return UsersPage(ids, last)
-        raise TypeError(f"{self.name} cannot handle {type(message).__name__}")
+        if type(message) is not Read:
+            raise TypeError(f"{self.name} cannot handle {type(message).__name__}")
+        try:
+            return await self._session.read(message.cypher, message.params)
+        except BackendUnavailable as exc:
+            raise GraphUnavailable(str(exc)) from exc

@@ -1,26 +1,121 @@
-"""Messages to the social actors (frozen: they are never mutated in flight)."""
+"""Messages to and from the social actors (frozen: never mutated in flight).
+
+Requests are sent with ``ActorRef.call``; each names its reply type. Ids are
+opaque strings (the JSON-RPC boundary checks their shape), times are epoch
+seconds.
+
+- to a graph reader: :class:`Read` → ``list[Row]``;
+- to the graph writer: :class:`Follow`, :class:`Unfollow`, :class:`Recommend`,
+  :class:`Unrecommend` → ``bool`` (whether the graph changed);
+  :class:`CreatePost` → :class:`PostCreated`;
+- to the social service: the writer's edge requests (forwarded), and
+  :class:`Counts`, :class:`Neighbours`, :class:`Recommenders`,
+  :class:`FriendsWhoRecommended`, :class:`WhoToFollow`, :class:`Publish`,
+  :class:`GetPost`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Literal
 
-from actors.runtime import Rejection
+Direction = Literal["following", "followers"]
+"""``following``: the users ``user`` follows; ``followers``: the users who follow ``user``."""
+
+
+# -- to a graph reader ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """Run one read query; the reply is its rows (``list[dict[str, Any]]``)."""
+
+    cypher: str
+    params: Mapping[str, Any]
+
+
+# -- writes (to the writer, through the service) --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """``follower`` follows ``followee``; reply ``True`` if the edge is new."""
+
+    follower: str
+    followee: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unfollow:
+    """``follower`` stops following ``followee``; reply ``True`` if an edge was removed."""
+
+    follower: str
+    followee: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recommend:
+    """``user`` recommends ``post``; reply ``True`` if the recommendation is new."""
+
+    user: str
+    post: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unrecommend:
+    """``user`` withdraws their recommendation of ``post``; reply ``True`` if one was removed."""
+
+    user: str
+    post: str
+
+
+@dataclass(frozen=True, slots=True)
+class PostDraft:
+    """A post as its author submits it.
+
+    Attributes:
+        id: the post id, or ``None`` to have one generated.
+        title: the title.
+        url: where the post lives, if anywhere.
+        tags: topic names, distinct, in the author's order.
+        publication: the publication's name, if any.
+        reading_time: minutes.
+    """
+
+    title: str
+    id: str | None = None
+    url: str | None = None
+    tags: tuple[str, ...] = ()
+    publication: str | None = None
+    reading_time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePost:
+    """Write ``draft`` as a post by ``author`` (to the writer); reply :class:`PostCreated`."""
+
+    author: str
+    draft: PostDraft
+
+
+@dataclass(frozen=True, slots=True)
+class PostCreated:
+    """Reply to :class:`CreatePost`: the post's id and its ``published_at`` (epoch s)."""
+
+    post: str
+    author: str
+    published_at: int
+
+
+# -- reads and publishing (to the service) ---------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """How many users ``user`` follows and how many follow them."""
+    """How many users ``user`` follows and how many follow them; reply :class:`CountsResult`."""
 
     user: str
-
-
-@dataclass(frozen=True, slots=True)
-class Following:
-    """A page of the users ``user`` follows, ordered by id, strictly after ``after``."""
-
-    user: str
-    limit: int
-    after: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,17 +127,107 @@ class CountsResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Neighbours:
+    """A page of ``user``'s followings or followers, by id; reply :class:`UsersPage`.
+
+    ``after`` is exclusive; ``""`` starts at the beginning.
+    """
+
+    user: str
+    direction: Direction
+    limit: int
+    after: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class UsersPage:
-    """A page of user ids; ``last`` is the id to continue after, ``None`` at the end."""
+    """A page of user ids, ascending; ``last`` is the id to continue after, ``None`` at the end."""
 
     users: tuple[str, ...]
     last: str | None
 
 
-class NotFound(Rejection):
-    """An id that is not in the graph (a reply, not a crash)."""
+@dataclass(frozen=True, slots=True)
+class Recommenders:
+    """Who recommended ``post``, most recent first; reply :class:`RankedUsers`."""
 
-    def __init__(self, kind: str, id: str) -> None:
-        super().__init__(f"{kind} {id!r} not found")
-        self.kind = kind
-        self.id = id
+    post: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class FriendsWhoRecommended:
+    """The users ``user`` follows who recommended ``post``, most recent first; reply :class:`RankedUsers`."""  # noqa: E501
+
+    user: str
+    post: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class RankedUsers:
+    """Up to ``limit`` user ids in order, and how many there are in all."""
+
+    users: tuple[str, ...]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class WhoToFollow:
+    """Suggested users for ``user``; reply ``tuple[Suggestion, ...]``."""
+
+    user: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    """A user to follow and how many of the users one follows already follow them."""
+
+    user: str
+    mutual: int
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Write a post and tell the author's followers; reply :class:`PublishResult`."""
+
+    author: str
+    draft: PostDraft
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """Reply to :class:`Publish`: the post id and how many followers were notified."""
+
+    post: str
+    followers_notified: int
+
+
+@dataclass(frozen=True, slots=True)
+class GetPost:
+    """A post's fields and recommendation count; reply :class:`PostView`."""
+
+    post: str
+
+
+@dataclass(frozen=True, slots=True)
+class PostView:
+    """A stored post (``None`` for the fields it does not have).
+
+    Attributes:
+        published_at: epoch seconds.
+        reading_time: minutes.
+        recommendations: how many users recommended it.
+    """
+
+    id: str
+    author: str | None
+    title: str | None
+    url: str | None
+    tags: tuple[str, ...]
+    publication: str | None
+    published_at: int | None
+    reading_time: float | None
+    claps: int | None
+    recommendations: int

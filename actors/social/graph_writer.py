@@ -1,0 +1,191 @@
+"""The graph writer: the one actor through which every write to the graph goes.
+
+One writer handling one message at a time makes each write's "check, then
+act" safe without locks (a follow knows whether it created the edge; a post
+id is taken or not), matches the backends (Ladybug runs one write
+transaction at a time; GoSocial queued its writes to the Neo4j master), and
+orders the domain events it publishes as the writes were committed.
+
+After a write that changed the graph, the writer publishes its event
+(``followed``, ``unfollowed``, ``recommended``, ``unrecommended``) on the
+event bus; a write that changed nothing publishes nothing. Publishing waits
+for subscribers that asked for backpressure (see :mod:`actors.bus`).
+
+Each write is a single Cypher statement, hence a single transaction. When it
+finds nothing to act on, a second (read) query tells which id was unknown.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from actors.bus import EventBus
+from actors.runtime import Actor
+from actors.social import queries
+from actors.social.errors import AlreadyExists, GraphUnavailable, InvalidArgument, NotFound
+from actors.social.events import Followed, Recommended, SocialEvent, Unfollowed, Unrecommended
+from actors.social.messages import (
+    CreatePost,
+    Follow,
+    PostCreated,
+    PostDraft,
+    Recommend,
+    Unfollow,
+    Unrecommend,
+)
+from stores.errors import BackendUnavailable
+from stores.graph import GraphSession, GraphStore, Row
+
+
+def epoch_seconds() -> int:
+    """The current time as whole epoch seconds (the graph's time unit)."""
+    return int(time.time())
+
+
+def new_post_id() -> str:
+    """A fresh post id: 32 hex digits (a random UUID)."""
+    return uuid.uuid4().hex
+
+
+class GraphWriter(Actor[Any]):
+    """Writes follows, recommendations and posts, and publishes their events.
+
+    Args:
+        store: the graph port; a session is opened at each (re)start.
+        bus: where the domain events go.
+        name: the actor's name.
+        mailbox_size: queued writes before senders wait.
+        clock: returns the time to stamp, in epoch seconds.
+        new_id: makes an id for a post submitted without one.
+
+    Replies:
+        ``bool`` to :class:`Follow`, :class:`Unfollow`, :class:`Recommend` and
+        :class:`Unrecommend` (whether the graph changed); :class:`PostCreated`
+        to :class:`CreatePost`.
+
+    Raises (as replies):
+        NotFound: a user or post is not in the graph.
+        InvalidArgument: a user following themself.
+        AlreadyExists: the post id is taken.
+        GraphUnavailable: the backend cannot be reached.
+    """
+
+    def __init__(
+        self,
+        store: GraphStore,
+        bus: EventBus[SocialEvent],
+        *,
+        name: str = "graph_writer",
+        mailbox_size: int = 64,
+        clock: Callable[[], int] = epoch_seconds,
+        new_id: Callable[[], str] = new_post_id,
+    ) -> None:
+        super().__init__(name, mailbox_size=mailbox_size)
+        self._store = store
+        self._bus = bus
+        self._clock = clock
+        self._new_id = new_id
+        self._session: GraphSession | None = None
+
+    async def on_start(self) -> None:
+        self._session = self._store.session()
+
+    async def on_stop(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    async def handle(self, message: Any) -> Any:
+        try:
+            return await self._write(message)
+        except BackendUnavailable as exc:
+            raise GraphUnavailable(str(exc)) from exc
+
+    async def _write(self, message: Any) -> Any:
+        match message:
+            case Follow(follower, followee):
+                if follower == followee:
+                    raise InvalidArgument("a user cannot follow themself")
+                at = self._clock()
+                params = {"follower": follower, "followee": followee}
+                if await self._changed(queries.FOLLOW, params, users=(follower, followee)):
+                    await self._bus.publish(Followed(follower, followee, at))
+                    return True
+                return False
+            case Unfollow(follower, followee):
+                at = self._clock()
+                params = {"follower": follower, "followee": followee}
+                if await self._changed(queries.UNFOLLOW, params, users=(follower, followee)):
+                    await self._bus.publish(Unfollowed(follower, followee, at))
+                    return True
+                return False
+            case Recommend(user, post):
+                at = self._clock()
+                stamped = {"user": user, "post": post, "at": at}
+                if await self._changed(queries.RECOMMEND, stamped, users=(user,), post=post):
+                    await self._bus.publish(Recommended(user, post, at))
+                    return True
+                return False
+            case Unrecommend(user, post):
+                at = self._clock()
+                params = {"user": user, "post": post}
+                if await self._changed(queries.UNRECOMMEND, params, users=(user,), post=post):
+                    await self._bus.publish(Unrecommended(user, post, at))
+                    return True
+                return False
+            case CreatePost(author, draft):
+                return await self._create_post(author, draft)
+        raise TypeError(f"{self.name} cannot handle {type(message).__name__}")
+
+    async def _changed(
+        self, cypher: str, params: Mapping[str, object], *, users: tuple[str, ...], post: str = ""
+    ) -> bool:
+        """Run an edge write; ``changed`` from its row, or NotFound when it had none."""
+        rows = await self._run(cypher, params)
+        if not rows:
+            await self._raise_missing(users, post)
+        return bool(rows[0]["changed"])
+
+    async def _create_post(self, author: str, draft: PostDraft) -> PostCreated:
+        post = draft.id if draft.id is not None else self._new_id()
+        published_at = self._clock()
+        tags = list(dict.fromkeys(draft.tags))
+        params: dict[str, Any] = {
+            "id": post,
+            "author": author,
+            "title": draft.title,
+            "published_at": published_at,
+        }
+        optional = {
+            "url": draft.url,
+            "publication": draft.publication,
+            "reading_time": draft.reading_time,
+        }
+        params.update({name: value for name, value in optional.items() if value is not None})
+        if tags:
+            params["tags"] = tags
+        present = frozenset(name for name, value in optional.items() if value is not None)
+        rows = await self._run(queries.create_post(present, tags=bool(tags)), params)
+        if not rows:
+            await self._raise_missing((author,), "")
+            raise AlreadyExists("post", post)
+        return PostCreated(post, author, published_at)
+
+    async def _raise_missing(self, users: tuple[str, ...], post: str) -> None:
+        """Raise NotFound for the first unknown id among ``users`` and ``post``."""
+        for user in users:
+            if not await self._session_read(queries.USER_EXISTS, {"id": user}):
+                raise NotFound("user", user)
+        if post and not await self._session_read(queries.POST_EXISTS, {"id": post}):
+            raise NotFound("post", post)
+
+    async def _run(self, cypher: str, params: Mapping[str, object]) -> list[Row]:
+        assert self._session is not None
+        return await self._session.write(cypher, params)
+
+    async def _session_read(self, cypher: str, params: dict[str, Any]) -> list[Row]:
+        assert self._session is not None
+        return await self._session.read(cypher, params)

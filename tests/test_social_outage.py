@@ -1,0 +1,121 @@
+"""A graph backend outage is a reply, not a crash loop, and the service recovers by itself.
+
+A TCP proxy sits between the Neo4j driver and the real Neo4j server of the
+test session. Cutting it (listener and open connections closed) makes the
+backend unreachable, as a dead server or a network partition would;
+restoring it on the same port brings the backend back.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+import trio
+
+from protocols.api import CallContext, Services, build_dispatcher
+from stores.neo4j import Neo4jGraph
+from tests.social_world import running_social
+
+pytestmark = pytest.mark.neo4j
+
+
+class TcpProxy:
+    """Relays loopback TCP connections to ``target_port`` until cut.
+
+    Args:
+        target_port: where the real server listens.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._scope = trio.CancelScope()
+        self._stopped = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen (on the same port as before, if any) and relay until :meth:`cut`."""
+        self._scope = trio.CancelScope()
+        self._stopped = trio.Event()
+        try:
+            with self._scope:
+                listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
+                self.port = listeners[0].socket.getsockname()[1]
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(trio.serve_listeners, self._relay, listeners)
+                    task_status.started()
+        finally:
+            self._stopped.set()
+
+    async def cut(self) -> None:
+        """Close the listener and every relayed connection."""
+        self._scope.cancel()
+        await self._stopped.wait()
+
+    async def _relay(self, client: trio.SocketStream) -> None:
+        server = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+        async with client, server, trio.open_nursery() as nursery:
+            nursery.start_soon(_pump, client, server)
+            nursery.start_soon(_pump, server, client)
+
+
+async def _pump(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+    while data := await source.receive_some(65536):
+        await sink.send_all(data)
+    await sink.send_eof()
+
+
+async def test_neo4j_outage_is_backend_unavailable_then_recovers(
+    neo4j_url: str, nursery: trio.Nursery
+) -> None:
+    """While Neo4j is unreachable every method gets -32001 and no actor restarts; then it serves again."""  # noqa: E501
+    proxy = TcpProxy(int(neo4j_url.rsplit(":", 1)[1]))
+    await nursery.start(proxy.run)
+    store = await Neo4jGraph.open(
+        f"bolt://127.0.0.1:{proxy.port}", connect_timeout=1.0, max_retry_time=0.0
+    )
+    prefix = uuid.uuid4().hex[:8]
+    a, b = f"{prefix}:a", f"{prefix}:b"
+    await store.import_nodes("User", [a, b])
+    await store.import_relationships("FOLLOWS", [(a, b)])
+    try:
+        async with running_social(store) as social:
+            rpc = build_dispatcher(
+                Services(tree=social.supervisor.statistics, social=social.service.ref)
+            )
+
+            async def call(method: str, params: dict[str, Any]) -> dict[str, Any]:
+                body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+                with trio.fail_after(20):
+                    reply = await rpc.handle(json.dumps(body).encode(), CallContext("127.0.0.1"))
+                assert reply is not None
+                decoded: dict[str, Any] = json.loads(reply)
+                return decoded
+
+            assert (await call("social.counts", {"user": a}))["result"]["following"] == 1
+            await proxy.cut()
+            outage = [
+                await call("social.counts", {"user": a}),
+                await call("social.followers", {"user": b, "limit": 1000}),
+                await call("social.follow", {"follower": b, "followee": a}),
+                await call("posts.publish", {"author": a, "post": {"title": "t"}}),
+            ]
+            for reply in outage:
+                assert reply["error"]["code"] == -32001, reply
+                assert reply["error"]["message"] == "backend unavailable"
+            tree = social.supervisor.statistics()
+            assert tree.is_healthy()
+            assert [child.restarts for child in tree.children] == [0] * len(tree.children)
+
+            await nursery.start(proxy.run)
+            assert (await call("social.follow", {"follower": b, "followee": a}))["result"] == {
+                "created": True
+            }
+            assert (await call("social.counts", {"user": a}))["result"] == {
+                "following": 1,
+                "followers": 1,
+            }
+    finally:
+        await store.aclose()
