@@ -125,6 +125,7 @@ class ServeOptions:
     port: int = 8080
     readers: int = 4
     max_body_bytes: int = 1 << 20
+    monitor_interval: float = 5 * SECONDS
 
 
 def build_tree(
@@ -137,8 +138,18 @@ def build_tree(
     stores = Supervisor(
         "stores",
         [
-            ChildSpec("graph", BackendMonitor(redact(settings.graph_url), graph.ping).run),
-            ChildSpec("cache", BackendMonitor(key_value.url, key_value.ping).run),
+            ChildSpec(
+                "graph",
+                BackendMonitor(
+                    redact(settings.graph_url), graph.ping, interval=options.monitor_interval
+                ).run,
+            ),
+            ChildSpec(
+                "cache",
+                BackendMonitor(
+                    key_value.url, key_value.ping, interval=options.monitor_interval
+                ).run,
+            ),
         ],
         strategy=Strategy.ONE_FOR_ALL,
         intensity=20,

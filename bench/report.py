@@ -36,7 +36,7 @@ def print_table(
     title: str, rows: Sequence[Mapping[str, Any]], console: Console | None = None
 ) -> None:
     """Print ``rows`` (dicts with the same keys) as a table."""
-    console = console or Console()
+    console = console or Console(width=200)
     table = Table(title=title)
     if not rows:
         console.print(f"{title}: no rows")

@@ -140,6 +140,56 @@ def workloads(params: dict[str, list[Any]]) -> list[Workload]:
     ]
 
 
+async def scatter_gather(
+    settings: Any, *, readers: int = 4, repeats: int = 30
+) -> list[dict[str, Any]]:
+    """The most-followed user's whole follower list: scatter/gather vs one unsplit query.
+
+    Both read the same ids through the same pool of ``readers`` graph-reader
+    actors (in process, no HTTP): scatter/gather cuts the list into id ranges
+    of 250 read concurrently (``actors.social.scatter.read_page``); the
+    unsplit read is one query for all of them. Median of ``repeats``.
+    """
+    from actors.social import GraphReader, ReaderPool
+    from actors.social.scatter import read_page
+
+    graph = await settings.open_graph()
+    rows: list[dict[str, Any]] = []
+    try:
+        top = await graph.session().read(
+            "MATCH (u:User)<-[:FOLLOWS]-(f:User) RETURN u.id AS id, count(f) AS followers "
+            "ORDER BY followers DESC LIMIT 1"
+        )
+        user, followers = top[0]["id"], int(top[0]["followers"])
+        actors = [GraphReader(f"graph_reader-{i}", graph) for i in range(readers)]
+        async with trio.open_nursery() as nursery:
+            pool = ReaderPool([await nursery.start(actor.run) for actor in actors])
+            timings: dict[str, list[float]] = {}
+            for name, chunk in (("unsplit (1 query)", followers + 1), ("scatter/gather", 250)):
+                for _ in range(repeats):
+                    started = time.perf_counter()
+                    page = await read_page(
+                        pool, user, "followers", limit=followers, after="", chunk=chunk
+                    )
+                    timings.setdefault(name, []).append(time.perf_counter() - started)
+                    assert len(page.users) == followers
+            for actor in actors:
+                actor.request_stop()
+        unsplit = statistics.median(timings["unsplit (1 query)"])
+        for name, values in timings.items():
+            rows.append(
+                {
+                    "case": f"{name}: followers of {user} ({followers:,})",
+                    "p50_ms": statistics.median(values) * 1000,
+                    "max_ms": max(values) * 1000,
+                    "vs unsplit": unsplit / statistics.median(values),
+                }
+            )
+    finally:
+        await graph.aclose()
+    return rows
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -223,12 +273,15 @@ def run(
             rows.append(measure(url, workload, clients=clients, seconds=seconds, runs=runs))
             print_table(f"social ({backend}) — so far", rows[-1:])
     print_table(f"social graph over JSON-RPC, {backend}, median of {runs} runs", rows)
+    split = trio.run(scatter_gather, settings)
+    print_table(f"scatter/gather vs one query ({backend}, in process, 4 readers)", split)
     extra = {
         "backend": backend,
         "clients": clients,
         "seconds_per_run": seconds,
         "runs": runs,
         "heavy_users_following": params["heavy_following"],
+        "scatter_gather": split,
         "data": "SNAP soc-Slashdot0902 + HN/Medium stories (synthetic authors/recommendations, "
         "seed 42; see docs/data.md)",
     }

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
 from protocols.api import CallContext, Services, build_dispatcher
+from server import ServeOptions, Settings, serve
 from stores.neo4j import Neo4jGraph
 from tests.social_world import running_social
 
@@ -119,3 +122,45 @@ async def test_neo4j_outage_is_backend_unavailable_then_recovers(
             }
     finally:
         await store.aclose()
+
+
+async def test_dead_graph_backend_shows_degraded_then_recovers(
+    neo4j_url: str, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """With Neo4j cut off /health turns 503 with the graph monitor down; it turns 200 again, same process."""  # noqa: E501
+    proxy = TcpProxy(int(neo4j_url.rsplit(":", 1)[1]))
+    await nursery.start(proxy.run)
+    settings = Settings(
+        data_dir=tmp_path, graph_url=f"bolt://127.0.0.1:{proxy.port}", redis_url="memory://"
+    )
+    options = ServeOptions(port=0, readers=2, monitor_interval=0.2)
+    root = await nursery.start(serve, settings, options)
+    (api,) = [child for child in root.statistics().children if child.id == "api"]
+    async with httpx.AsyncClient(base_url=api.detail.binds[0]) as client:
+
+        async def health_until(status: int) -> dict[str, Any]:
+            # Polls as an operator would: the monitor's pings run on real time.
+            with trio.fail_after(30):
+                while True:
+                    response = await client.get("/health")
+                    if response.status_code == status:
+                        tree: dict[str, Any] = response.json()
+                        return tree
+                    await trio.sleep(0.1)
+
+        await health_until(200)
+        await proxy.cut()
+        degraded = await health_until(503)
+        stores = degraded["children"][0]
+        assert stores["id"] == "stores"
+        assert {child["id"]: child["state"] for child in stores["children"]}["graph"] != "running"
+        await nursery.start(proxy.run)
+        healthy = await health_until(200)
+        assert (
+            healthy["children"][0]["restarts_total"]
+            + sum(child["restarts_total"] for child in healthy["children"][0]["children"])
+            >= 1
+        )
+        body = {"jsonrpc": "2.0", "id": 1, "method": "system.stats"}
+        assert (await client.post("/rpc", json=body)).status_code == 200
+    root.request_stop()
