@@ -1,6 +1,6 @@
 # Starling: the two commands of the README, and their parts.
 #
-#   make run    install, load the real Slashdot graph once, serve on the embedded default
+#   make run    install, build the demo world from ../shared/data once, serve on the embedded default
 #   make test   install everything (redis-server, the Neo4j test server, Python packages)
 #               and run lint, types and the whole test suite against real services
 
