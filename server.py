@@ -159,7 +159,9 @@ def build_tree(
     bus: EventBus[SocialEvent] = EventBus()
     readers = [GraphReader(f"graph_reader-{i}", graph) for i in range(options.readers)]
     writer = GraphWriter(graph, bus)
-    service = SocialService(ReaderPool([reader.ref for reader in readers]), writer.ref, bus)
+    service = SocialService(
+        ReaderPool([reader.ref for reader in readers]), writer.ref, bus, dialect=graph.dialect
+    )
     social = Supervisor(
         "social",
         [

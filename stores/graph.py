@@ -70,6 +70,9 @@ class GraphStore(Protocol):
     """A graph database behind the social service."""
 
     schema: GraphSchema
+    #: ``"ladybug"`` or ``"neo4j"``: lets a query module keep per-dialect
+    #: forms in one place where one text cannot serve both well.
+    dialect: str
 
     @property
     def url(self) -> str:

@@ -95,6 +95,8 @@ class LadybugGraph:
         schema: the node and relationship types of this graph.
     """
 
+    dialect = "ladybug"
+
     def __init__(
         self,
         database: ladybug.Database,

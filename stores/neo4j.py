@@ -79,6 +79,8 @@ class Neo4jGraph:
         schema: the node and relationship types of this graph.
     """
 
+    dialect = "neo4j"
+
     def __init__(
         self,
         driver: neo4j.Driver,

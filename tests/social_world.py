@@ -195,7 +195,14 @@ async def running_social(
     reader_actors = [GraphReader(f"graph_reader-{i}", store) for i in range(readers)]
     writer = GraphWriter(store, bus, clock=clock, new_id=lambda: f"gen{next(_ids)}")
     pool = ReaderPool([reader.ref for reader in reader_actors])
-    service = SocialService(pool, writer.ref, bus, page_chunk=page_chunk, fanout_chunk=fanout_chunk)
+    service = SocialService(
+        pool,
+        writer.ref,
+        bus,
+        page_chunk=page_chunk,
+        fanout_chunk=fanout_chunk,
+        dialect=store.dialect,
+    )
     supervisor = Supervisor(
         "social",
         [

@@ -89,11 +89,13 @@ class SocialService(Actor[Any]):
         page_chunk: int = 250,
         fanout_chunk: int = 500,
         fanout_parallelism: int | None = None,
+        dialect: str = "ladybug",
     ) -> None:
         super().__init__(name, mailbox_size=mailbox_size, concurrency=concurrency)
         if page_chunk < 1 or fanout_chunk < 1:
             raise ValueError("page_chunk and fanout_chunk must be >= 1")
         self._readers = readers
+        self._who_to_follow_queries = queries.WHO_TO_FOLLOW_BY_DIALECT[dialect]
         self._writer = writer
         self._bus = bus
         self.page_chunk = page_chunk
@@ -166,14 +168,15 @@ class SocialService(Actor[Any]):
     async def _who_to_follow(self, user: str, limit: int) -> tuple[Suggestion, ...]:
         """Suggestions from the top candidates by mutual count; exact query if a tie is cut."""
         window = 2 * limit + 10
-        rows = await self._read(queries.WHO_TO_FOLLOW_TOP, {"user": user, "window": window})
+        top, exact = self._who_to_follow_queries
+        rows = await self._read(top, {"user": user, "window": window})
         if not rows:
             await self._raise_missing(user=user)
             return ()
         decided = top_suggestions(rows, limit=limit, window=window)
         if decided is not None:
             return decided
-        rows = await self._read(queries.WHO_TO_FOLLOW, {"user": user, "limit": limit})
+        rows = await self._read(exact, {"user": user, "limit": limit})
         return tuple(Suggestion(row["id"], int(row["mutual"])) for row in rows)
 
     async def _fan_out(self, created: PostCreated) -> int:
