@@ -30,7 +30,7 @@ import trio
 
 from stores.errors import QueryError
 from stores.pubsub import Message
-from stores.stream import StreamEntry
+from stores.stream import StreamEntry, check_count
 
 DEFAULT_MAX_KEYS = 65_536
 DEFAULT_SUBSCRIPTION_BUFFER = 1024
@@ -171,11 +171,6 @@ class _Log:
         del self.keys[:excess]
 
 
-def _check_count(count: int) -> None:
-    if count < 1:
-        raise ValueError(f"count must be >= 1, got {count}")
-
-
 class MemoryStream:
     """In-process streams with consumer groups (Redis Streams semantics).
 
@@ -254,7 +249,7 @@ class MemoryStream:
             ValueError: ``count`` < 1.
             stores.errors.QueryError: the group does not exist.
         """
-        _check_count(count)
+        check_count(count)
         await trio.lowlevel.checkpoint()
         log, state = self._group(stream, group)
         with trio.move_on_after(max(block, 0.0)):
@@ -309,7 +304,7 @@ class MemoryStream:
             ValueError: ``count`` < 1.
             stores.errors.QueryError: the group does not exist.
         """
-        _check_count(count)
+        check_count(count)
         await trio.lowlevel.checkpoint()
         log, state = self._group(stream, group)
         now = trio.current_time()

@@ -41,7 +41,7 @@ from redis.typing import EncodableT, FieldT
 from stores.errors import BackendUnavailable, ConfigError, QueryError, StoreError
 from stores.memory import DEFAULT_SUBSCRIPTION_BUFFER, Subscription
 from stores.pubsub import Message
-from stores.stream import StreamEntry
+from stores.stream import StreamEntry, check_count
 
 DEFAULT_MAX_CONNECTIONS = 16
 DEFAULT_MAX_SUBSCRIPTIONS = 64
@@ -233,11 +233,6 @@ def _entry(entry_id: bytes, fields: Mapping[bytes, bytes], deliveries: int = 1) 
     return StreamEntry(_text(entry_id), decoded, deliveries)
 
 
-def _check_count(count: int) -> None:
-    if count < 1:
-        raise ValueError(f"count must be >= 1, got {count}")
-
-
 class RedisStream:
     """The stream port on Redis Streams.
 
@@ -309,7 +304,7 @@ class RedisStream:
             ValueError: ``count`` < 1.
             stores.errors.QueryError: the group does not exist.
         """
-        _check_count(count)
+        check_count(count)
         deadline = trio.current_time() + block
         while True:
             wait = min(deadline - trio.current_time(), self._backend.max_block)
@@ -357,7 +352,7 @@ class RedisStream:
             ValueError: ``count`` < 1.
             stores.errors.QueryError: the group does not exist.
         """
-        _check_count(count)
+        check_count(count)
         min_idle_ms = max(0, math.ceil(min_idle * 1000))
 
         def claim(client: redis.Redis) -> list[StreamEntry]:

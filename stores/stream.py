@@ -87,3 +87,9 @@ class Stream(Protocol):
     async def length(self, stream: str) -> int:
         """Number of entries in ``stream`` (0 when it does not exist)."""
         ...
+
+
+def check_count(count: int) -> None:
+    """Raise ValueError unless ``count`` (entries per read) is >= 1; shared by the adapters."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
