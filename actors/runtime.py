@@ -208,18 +208,33 @@ class Actor(Generic[MessageT]):
             each message is handled in a task of the actor's own nursery, up to
             ``concurrency`` at a time (a service fronting a pool of workers).
             A crash in any handler crashes the actor.
+        idle_timeout: seconds without a message after which the actor stops
+            gracefully, as if :meth:`request_stop` had been called (OTP's
+            gen_server timeout used for idle expiry); ``None`` (the default)
+            never. Messages already queued are still handled.
+
+    Raises:
+        ValueError: a mailbox size, concurrency or idle timeout out of range.
     """
 
     def __init__(
-        self, name: str, *, mailbox_size: int = DEFAULT_MAILBOX_SIZE, concurrency: int = 1
+        self,
+        name: str,
+        *,
+        mailbox_size: int = DEFAULT_MAILBOX_SIZE,
+        concurrency: int = 1,
+        idle_timeout: float | None = None,
     ) -> None:
         if mailbox_size < 1 or mailbox_size == math.inf:
             raise ValueError(f"mailbox_size must be a finite count >= 1, got {mailbox_size}")
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be > 0 seconds or None, got {idle_timeout}")
         self.name = name
         self.mailbox_size = mailbox_size
         self.concurrency = concurrency
+        self.idle_timeout = idle_timeout
         self.ref: ActorRef[MessageT] = ActorRef(self)
         self._send: trio.MemorySendChannel[MessageT] | None = None
         self._receive: trio.MemoryReceiveChannel[MessageT] | None = None
@@ -278,17 +293,31 @@ class Actor(Generic[MessageT]):
             with trio.CancelScope(shield=True):
                 await self.on_stop()
 
+    async def _next_message(self, receive: trio.MemoryReceiveChannel[MessageT]) -> list[MessageT]:
+        """The next message as a one-item list; ``[]`` once the mailbox is closed and empty.
+
+        After ``idle_timeout`` seconds without a message the mailbox is closed
+        (graceful stop): what is queued by then is still handed out.
+        """
+        while True:
+            with trio.move_on_after(math.inf if self.idle_timeout is None else self.idle_timeout):
+                try:
+                    return [await receive.receive()]
+                except trio.EndOfChannel:
+                    return []
+            self.request_stop()
+
     async def _receive_loop(self, receive: trio.MemoryReceiveChannel[MessageT]) -> None:
         if self.concurrency == 1:
-            async for message in receive:
-                await self._handle_one(message)
+            while message := await self._next_message(receive):
+                await self._handle_one(message[0])
             return
         slots = trio.Semaphore(self.concurrency)
         try:
             async with trio.open_nursery() as handlers:
-                async for message in receive:
+                while message := await self._next_message(receive):
                     await slots.acquire()
-                    handlers.start_soon(self._handle_in_slot, message, slots)
+                    handlers.start_soon(self._handle_in_slot, message[0], slots)
         except ExceptionGroup as group:
             # The first crash cancels the other handlers; report it alone, as
             # a one-at-a-time actor would.

@@ -353,7 +353,9 @@ class Supervisor:
             )
         restart = child.spec.restart
         if restart is RestartType.TEMPORARY or (restart is RestartType.TRANSIENT and not error):
-            if restart is RestartType.TEMPORARY:
+            # A temporary child is forgotten; so is a dynamic child that ends
+            # normally (OTP's simple_one_for_one deletes its ended children).
+            if restart is RestartType.TEMPORARY or child.dynamic:
                 self._children.remove(child)
             return
         group = self._restart_group(child)

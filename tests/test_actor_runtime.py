@@ -252,3 +252,38 @@ async def test_a_concurrent_handler_crash_crashes_the_actor(
             with pytest.raises(ActorCrashed):
                 await ref.call("boom")
     assert actor.statistics().state == "failed"
+
+
+class Sleepy(Actor[Any]):
+    def __init__(self, idle_timeout: float) -> None:
+        super().__init__("sleepy", idle_timeout=idle_timeout)
+        self.seen: list[int] = []
+
+    async def handle(self, message: Any) -> Any:
+        self.seen.append(message)
+        return message
+
+
+async def test_idle_timeout_stops_after_quiet_seconds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An actor with idle_timeout stops gracefully after that long without a message, not before."""
+    actor = Sleepy(idle_timeout=300)
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actor.run)
+        started = trio.current_time()
+        await trio.sleep(200)
+        assert await ref.call(1) == 1  # a message resets the idle time
+        await trio.sleep(250)
+        assert actor.statistics().state == "running"
+    # the nursery exits only once the actor stopped by itself
+    assert actor.statistics().state == "stopped"
+    assert trio.current_time() - started == pytest.approx(500)
+    with pytest.raises(ActorUnavailable):
+        await ref.call(2)
+
+
+def test_idle_timeout_must_be_positive() -> None:
+    """A zero or negative idle timeout is refused at construction."""
+    with pytest.raises(ValueError, match="idle_timeout"):
+        Sleepy(idle_timeout=0)

@@ -313,6 +313,23 @@ async def test_dynamic_children() -> None:
         await sup.start_child(Worker("late", log).spec())
 
 
+async def test_dynamic_transient_child_that_ends_normally_is_removed() -> None:
+    """A dynamic transient child that exits normally is forgotten (its id is free again)."""
+    log: list[tuple[str, str]] = []
+    sup = Supervisor("feeds", intensity=5, max_children=1)
+    (u1,) = workers(log, "u1")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await sup.start_child(u1.spec(restart=RestartType.TRANSIENT))
+        u1.exit()
+        await settle()
+        assert sup.which_children() == []
+        again = Worker("u1", log)
+        await sup.start_child(again.spec(restart=RestartType.TRANSIENT))
+        assert log.count(("start", "u1")) == 2
+        sup.request_stop()
+
+
 async def test_failed_dynamic_start_raises_to_the_caller() -> None:
     """A dynamic child that fails to start raises to start_child and is not added."""
     log: list[tuple[str, str]] = []
