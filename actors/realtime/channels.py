@@ -1,0 +1,81 @@
+"""Channel names and who may subscribe to them: pure functions, no I/O.
+
+Two kinds of channel::
+
+    post:<id>    comments and reactions on one post; anyone may subscribe
+    user:<id>    one user's own notifications and feed updates; only that user
+
+An id matches ``^[A-Za-z0-9_.:@-]{1,64}$`` (the same rule as user ids in
+``protocols/tokens.py``). The kind is what comes before the first colon, so
+``post:a:b`` is the post ``a:b``.
+
+Centrifugo draws the same line with channel namespaces and its user-limited
+channels (``#``), see https://centrifugal.dev/docs/server/channels.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+ChannelKind = Literal["post", "user"]
+_KINDS: dict[str, ChannelKind] = {"post": "post", "user": "user"}
+CHANNEL_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A parsed channel name.
+
+    Attributes:
+        kind: ``"post"`` or ``"user"``.
+        id: the post or user id, ``^[A-Za-z0-9_.:@-]{1,64}$``.
+    """
+
+    kind: ChannelKind
+    id: str
+
+    @property
+    def name(self) -> str:
+        """The channel's name, ``"<kind>:<id>"``; :func:`parse_channel` reads it back."""
+        return f"{self.kind}:{self.id}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def parse_channel(name: str) -> Channel:
+    """The :class:`Channel` that ``name`` names.
+
+    Args:
+        name: ``"post:<id>"`` or ``"user:<id>"``.
+
+    Raises:
+        ValueError: the kind is not ``post`` or ``user``, or the id does not
+            match ``^[A-Za-z0-9_.:@-]{1,64}$``; the message says which.
+    """
+    prefix, colon, id = name.partition(":")
+    kind = _KINDS.get(prefix)
+    if not colon or kind is None:
+        raise ValueError(f"channel {name[:80]!r}: expected 'post:<id>' or 'user:<id>'")
+    if not CHANNEL_ID.fullmatch(id):
+        raise ValueError(
+            f"channel {name[:80]!r}: the id must be 1-64 characters of letters, digits and '_.:@-'"
+        )
+    return Channel(kind=kind, id=id)
+
+
+def may_subscribe(channel: Channel, user: str) -> bool:
+    """Whether ``user`` may subscribe to ``channel``.
+
+    Args:
+        channel: a parsed channel.
+        user: the authenticated user id (from a verified token).
+
+    Returns:
+        ``True`` for any ``post:`` channel; for ``user:<id>``, only if ``user == id``.
+    """
+    if channel.kind == "post":
+        return True
+    return channel.id == user

@@ -1,0 +1,221 @@
+"""User tokens for the WebSocket endpoint: HS256 JSON Web Tokens (PyJWT).
+
+A client authenticates its WebSocket session with a token that names the
+user (``sub``) and when the token stops being valid (``exp``). The server
+issues and verifies tokens with one shared secret (:func:`load_secret`), so
+every Starling process that shares the secret accepts every other one's
+tokens.
+
+Sources: RFC 7519 (JSON Web Token) sections 4.1.2 ``sub``, 4.1.4 ``exp``,
+4.1.5 ``nbf``, 4.1.6 ``iat``; RFC 7518 section 3.2 (HMAC with SHA-2: the key
+should be at least as long as the hash, 32 bytes for HS256); RFC 8725
+section 3.1 (accept only the algorithms you expect, never ``none``). The
+only accepted algorithm is fixed here, never read from the token.
+
+Errors, as httpx draws them::
+
+    TokenError            base: the token authenticates nobody
+    ├── TokenExpired      well formed and well signed, but ``exp`` is past
+    └── TokenInvalid      bad signature, malformed, another algorithm than HS256
+                          (``none`` included), ``sub`` or ``exp`` missing or ill-typed,
+                          ``nbf`` in the future
+
+Bad *arguments* of the issuing side (an invalid user id, a ttl that is not
+positive, an empty secret) raise :class:`ValueError`: they are bugs or
+configuration errors, not a client's fault.
+
+Times are epoch seconds; ``now`` can be passed in so that tests are
+deterministic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+ALGORITHM = "HS256"
+SECRET_ENV = "STARLING_SECRET"
+SECRET_FILE = "secret"
+SECRET_BYTES = 32
+"""Length of a generated secret: the HS256 hash size (RFC 7518 section 3.2)."""
+DEFAULT_TTL_SECONDS = 3600
+MAX_TOKEN_LENGTH = 4096
+"""Longest token accepted, in characters; ours are about 150."""
+
+# The same rule as channel ids in actors/realtime/channels.py (kept apart:
+# protocols must not import the actors).
+USER_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
+
+
+class TokenError(Exception):
+    """Base class of the token errors: the token authenticates nobody."""
+
+
+class TokenExpired(TokenError):
+    """The token is well signed but its ``exp`` is at or before now."""
+
+
+class TokenInvalid(TokenError):
+    """The token is malformed, badly signed, of another algorithm, or its claims are wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """What a verified token says.
+
+    Attributes:
+        user: the user id (the ``sub`` claim), matching ``^[A-Za-z0-9_.:@-]{1,64}$``.
+        expires_at: the ``exp`` claim, epoch seconds (rounded down).
+    """
+
+    user: str
+    expires_at: int
+
+
+def load_secret(data_dir: Path) -> bytes:
+    """The signing secret: ``$STARLING_SECRET``, else ``<data_dir>/secret``.
+
+    The file is created on first use with :data:`SECRET_BYTES` random bytes
+    from :mod:`secrets`, mode 0600, its parent directories created. It is
+    written atomically: the bytes go to a temporary file in the same
+    directory, which is then hard-linked to its final name; the link fails if
+    another process got there first, and then that process's secret is read
+    and used, so concurrent first starts agree on one secret.
+
+    Blocking file I/O: call it once at startup (or in a thread).
+
+    Args:
+        data_dir: the server's data directory.
+
+    Returns:
+        The secret: the environment variable's utf-8 bytes, or the file's bytes.
+
+    Raises:
+        ValueError: the environment variable or the file is empty.
+        OSError: the file cannot be read or created.
+    """
+    from_env = os.environ.get(SECRET_ENV)
+    if from_env is not None:
+        return _non_empty(from_env.encode(), f"${SECRET_ENV}")
+    path = data_dir / SECRET_FILE
+    try:
+        return _non_empty(path.read_bytes(), str(path))
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # mkstemp creates the file with mode 0600, readable by its owner only.
+    fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=f".{SECRET_FILE}.")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(secrets.token_bytes(SECRET_BYTES))
+            file.flush()
+            os.fsync(file.fileno())
+        # Fails if another process created it first: then use theirs.
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
+    return _non_empty(path.read_bytes(), str(path))
+
+
+def issue_token(
+    secret: bytes,
+    user: str,
+    *,
+    ttl_seconds: int = DEFAULT_TTL_SECONDS,
+    now: float | None = None,
+) -> str:
+    """A signed HS256 token for ``user``, valid for ``ttl_seconds``.
+
+    Args:
+        secret: the signing secret (:func:`load_secret`).
+        user: the user id, ``^[A-Za-z0-9_.:@-]{1,64}$``; becomes ``sub``.
+        ttl_seconds: how long the token is valid, in seconds.
+        now: the issuing time in epoch seconds; defaults to ``time.time()``.
+
+    Returns:
+        The compact JWT, claims ``{"sub": user, "iat": now, "exp": now + ttl_seconds}``
+        (``now`` rounded down to whole seconds).
+
+    Raises:
+        ValueError: ``user`` is not a valid user id, ``ttl_seconds`` is not
+            positive, or ``secret`` is empty.
+    """
+    if not USER_ID.fullmatch(user):
+        raise ValueError(f"user id must match {USER_ID.pattern!r}, got {user!r}")
+    if ttl_seconds <= 0:
+        raise ValueError(f"ttl_seconds must be > 0, got {ttl_seconds!r}")
+    _non_empty(secret, "secret")
+    issued_at = math.floor(time.time() if now is None else now)
+    claims = {"sub": user, "iat": issued_at, "exp": issued_at + ttl_seconds}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(secret: bytes, token: str, *, now: float | None = None) -> Claims:
+    """Check ``token``'s signature and claims, and say whom it names.
+
+    Args:
+        secret: the signing secret (:func:`load_secret`).
+        token: the compact JWT the client sent.
+        now: the checking time in epoch seconds; defaults to ``time.time()``.
+
+    Returns:
+        The token's :class:`Claims`.
+
+    Raises:
+        TokenExpired: the token is valid but ``exp`` <= ``now``.
+        TokenInvalid: anything else is wrong (see the module docstring).
+        ValueError: ``secret`` is empty.
+    """
+    _non_empty(secret, "secret")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise TokenInvalid(f"token longer than {MAX_TOKEN_LENGTH} characters")
+    try:
+        payload = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={
+                "require": ["sub", "exp"],
+                # Times are checked below against ``now``; PyJWT reads the clock.
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
+        )
+    except jwt.InvalidTokenError as exc:
+        raise TokenInvalid(str(exc)) from exc
+    user = payload["sub"]
+    if not isinstance(user, str) or not USER_ID.fullmatch(user):
+        raise TokenInvalid("sub is not a valid user id")
+    expires_at = _numeric_date(payload, "exp")
+    checked_at = time.time() if now is None else now
+    if "nbf" in payload and _numeric_date(payload, "nbf") > checked_at:
+        raise TokenInvalid("token not valid yet (nbf)")
+    if expires_at <= checked_at:
+        raise TokenExpired(f"token expired at {expires_at}")
+    return Claims(user=user, expires_at=expires_at)
+
+
+def _numeric_date(payload: dict[str, Any], claim: str) -> int:
+    """A NumericDate claim (RFC 7519 section 2) as whole epoch seconds, rounded down."""
+    value = payload[claim]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TokenInvalid(f"{claim} is not a number of seconds")
+    return math.floor(value)
+
+
+def _non_empty(secret: bytes, what: str) -> bytes:
+    if not secret:
+        raise ValueError(f"{what} is empty: the signing secret must not be")
+    return secret

@@ -1,0 +1,169 @@
+"""User tokens: HS256 JWTs issued and verified with one secret, and where the secret lives."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from protocols.tokens import (
+    SECRET_BYTES,
+    Claims,
+    TokenError,
+    TokenExpired,
+    TokenInvalid,
+    issue_token,
+    load_secret,
+    verify_token,
+)
+
+SECRET = b"s" * 32
+OTHER_SECRET = b"o" * 32
+NOW = 1_700_000_000
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _forge(header: dict[str, Any], claims: dict[str, Any], signature: str = "") -> str:
+    """A token with any header and claims, signed with ``signature`` as given."""
+    parts = (json.dumps(header).encode(), json.dumps(claims).encode())
+    return ".".join([*(_b64(part) for part in parts), signature])
+
+
+def test_round_trip() -> None:
+    """A token issued for a user verifies to that user and its expiry time."""
+    token = issue_token(SECRET, "alice@example.org", ttl_seconds=60, now=NOW + 0.7)
+
+    assert verify_token(SECRET, token, now=NOW + 30) == Claims("alice@example.org", NOW + 60)
+    assert jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False}) == {
+        "sub": "alice@example.org",
+        "iat": NOW,
+        "exp": NOW + 60,
+    }
+
+
+def test_expired() -> None:
+    """A token is valid until the second before ``exp`` and expired from ``exp`` on."""
+    token = issue_token(SECRET, "alice", ttl_seconds=60, now=NOW)
+
+    assert verify_token(SECRET, token, now=NOW + 59.9).user == "alice"
+    with pytest.raises(TokenExpired):
+        verify_token(SECRET, token, now=NOW + 60)
+
+
+def test_tampered_signature() -> None:
+    """Changing the signature, or the claims under a signature, makes the token invalid."""
+    token = issue_token(SECRET, "alice", now=NOW)
+    header, payload, signature = token.split(".")
+    bad_signature = ("B" if signature[0] == "A" else "A") + signature[1:]
+    other_payload = issue_token(SECRET, "mallory", now=NOW).split(".")[1]
+
+    for forged in (f"{header}.{payload}.{bad_signature}", f"{header}.{other_payload}.{signature}"):
+        with pytest.raises(TokenInvalid):
+            verify_token(SECRET, forged, now=NOW)
+
+
+def test_other_secret() -> None:
+    """A token signed with another secret is invalid."""
+    token = issue_token(OTHER_SECRET, "alice", now=NOW)
+
+    with pytest.raises(TokenInvalid):
+        verify_token(SECRET, token, now=NOW)
+
+
+def test_alg_none_and_other_algorithms_are_refused() -> None:
+    """Only HS256 is accepted: an unsigned ``alg: none`` token and an HS512 one are invalid."""
+    claims = {"sub": "alice", "exp": NOW + 60}
+    unsigned = _forge({"alg": "none", "typ": "JWT"}, claims)
+    hs512 = jwt.encode(claims, SECRET + SECRET, algorithm="HS512")
+
+    for token in (unsigned, unsigned + "x", hs512):
+        with pytest.raises(TokenInvalid):
+            verify_token(SECRET, token, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        pytest.param({"exp": NOW + 60}, id="missing sub"),
+        pytest.param({"sub": 42, "exp": NOW + 60}, id="int sub"),
+        pytest.param({"sub": "", "exp": NOW + 60}, id="empty sub"),
+        pytest.param({"sub": "al ice", "exp": NOW + 60}, id="sub with a space"),
+        pytest.param({"sub": "a" * 65, "exp": NOW + 60}, id="sub too long"),
+        pytest.param({"sub": "alice"}, id="missing exp"),
+        pytest.param({"sub": "alice", "exp": str(NOW + 60)}, id="string exp"),
+        pytest.param({"sub": "alice", "exp": True}, id="bool exp"),
+        pytest.param({"sub": "alice", "exp": NOW + 60, "nbf": NOW + 10}, id="nbf in the future"),
+    ],
+)
+def test_missing_or_ill_typed_claims(claims: dict[str, Any]) -> None:
+    """A well-signed token whose ``sub``/``exp`` are missing or ill-typed (or not valid yet) is invalid."""  # noqa: E501
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+
+    with pytest.raises(TokenInvalid):
+        verify_token(SECRET, token, now=NOW)
+
+
+@pytest.mark.parametrize("token", ["", "abc", "a.b.c", "é.é.é", "x" * 5000])
+def test_malformed_tokens_are_invalid(token: str) -> None:
+    """Garbage, oversized or non-ASCII input is a TokenInvalid (a TokenError), never another error."""  # noqa: E501
+    with pytest.raises(TokenInvalid) as caught:
+        verify_token(SECRET, token, now=NOW)
+    assert isinstance(caught.value, TokenError)
+
+
+def test_issuing_checks_its_arguments() -> None:
+    """Issuing for an invalid user id, with a ttl that is not positive, or an empty secret is a ValueError."""  # noqa: E501
+    with pytest.raises(ValueError, match="user id"):
+        issue_token(SECRET, "bob smith")
+    for ttl in (0, -5):
+        with pytest.raises(ValueError, match="ttl_seconds"):
+            issue_token(SECRET, "bob", ttl_seconds=ttl)
+    with pytest.raises(ValueError, match="empty"):
+        issue_token(b"", "bob")
+
+
+def test_secret_file_created_once_with_mode_0600_and_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the env var, the secret is made once in ``<data_dir>/secret`` (0600, dirs created) and read back after."""  # noqa: E501
+    monkeypatch.delenv("STARLING_SECRET", raising=False)
+    data_dir = tmp_path / "nested" / "data"
+
+    first = load_secret(data_dir)
+    path = data_dir / "secret"
+    assert len(first) == SECRET_BYTES
+    assert path.read_bytes() == first
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in data_dir.iterdir()) == ["secret"]  # no temporary file left
+    assert load_secret(data_dir) == first
+
+    token = issue_token(first, "alice", now=NOW)
+    assert verify_token(load_secret(data_dir), token, now=NOW).user == "alice"
+
+
+def test_env_var_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``STARLING_SECRET`` is used as utf-8 bytes when set, and no file is made."""
+    monkeypatch.setenv("STARLING_SECRET", "ß" * 32)
+
+    assert load_secret(tmp_path / "data") == ("ß" * 32).encode()
+    assert not (tmp_path / "data").exists()
+
+
+def test_empty_secrets_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty env var or an empty secret file is a ValueError, not an empty signing key."""
+    monkeypatch.setenv("STARLING_SECRET", "")
+    with pytest.raises(ValueError, match="STARLING_SECRET"):
+        load_secret(tmp_path)
+
+    monkeypatch.delenv("STARLING_SECRET")
+    (tmp_path / "secret").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        load_secret(tmp_path)
