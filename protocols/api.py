@@ -17,9 +17,13 @@ Social methods (GoSocial; ids are 1-64 characters of ``[A-Za-z0-9_.:@-]``)::
     social.friends_who_recommended {user, post, limit=20} → {users, total}      limit 1..100
     social.who_to_follow {user, limit=10}              → {suggestions: [{user, mutual}…]}
                                                                                 limit 1..100
+    social.mute {user, author}                         → {created}
+    social.unmute {user, author}                       → {removed}
     posts.publish {author, post: {id?, title, url?, tags?, publication?, reading_time?}}
                                                        → {post, followers_notified}
     posts.get {post}                                   → the post's fields + recommendations
+    posts.read {user, post}                            → {created}
+    posts.delete {post}                                → {deleted}
 
 Application errors::
 
@@ -30,7 +34,7 @@ Application errors::
     -32004  not found             an unknown user or post; data: {kind, id}
     -32009  already exists        posts.publish with a post id that is taken; data: {kind, id}
 
-Following yourself is an invalid param (-32602), as is any limit out of range.
+Following or muting yourself is an invalid param (-32602), as is any limit out of range.
 """
 
 from __future__ import annotations
@@ -51,12 +55,15 @@ from actors.social import (
     AlreadyExists,
     Counts,
     CountsResult,
+    DeletePost,
     Direction,
     Follow,
     FriendsWhoRecommended,
     GetPost,
     GraphUnavailable,
     InvalidArgument,
+    MarkRead,
+    Mute,
     Neighbours,
     NotFound,
     PostDraft,
@@ -68,6 +75,7 @@ from actors.social import (
     Recommenders,
     Suggestion,
     Unfollow,
+    Unmute,
     Unrecommend,
     UsersPage,
     WhoToFollow,
@@ -127,6 +135,13 @@ class RecommendParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     post: Id
 
 
+class MuteParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``{user, author}`` (``social.mute`` and ``social.unmute``)."""
+
+    user: Id
+    author: Id
+
+
 class RecommendersParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """``{post, limit=20}``."""
 
@@ -172,8 +187,15 @@ class PublishParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class GetPostParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """``{post}``."""
+    """``{post}`` (``posts.get`` and ``posts.delete``)."""
 
+    post: Id
+
+
+class ReadParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``{user, post}`` (``posts.read``)."""
+
+    user: Id
     post: Id
 
 
@@ -370,12 +392,24 @@ def build_dispatcher(services: Services) -> Dispatcher[CallContext]:
         )
         return {"suggestions": [{"user": s.user, "mutual": s.mutual} for s in suggestions]}
 
+    async def social_mute(params: MuteParams, context: CallContext) -> dict[str, bool]:
+        return {"created": await ask(services, Mute(params.user, params.author))}
+
+    async def social_unmute(params: MuteParams, context: CallContext) -> dict[str, bool]:
+        return {"removed": await ask(services, Unmute(params.user, params.author))}
+
     async def posts_publish(params: PublishParams, context: CallContext) -> dict[str, Any]:
         result: PublishResult = await ask(services, Publish(params.author, _draft(params.post)))
         return {"post": result.post, "followers_notified": result.followers_notified}
 
     async def posts_get(params: GetPostParams, context: CallContext) -> dict[str, Any]:
         return _post(await ask(services, GetPost(params.post)))
+
+    async def posts_read(params: ReadParams, context: CallContext) -> dict[str, bool]:
+        return {"created": await ask(services, MarkRead(params.user, params.post))}
+
+    async def posts_delete(params: GetPostParams, context: CallContext) -> dict[str, bool]:
+        return {"deleted": await ask(services, DeletePost(params.post))}
 
     rpc.add("system.health", NoParams, system_health, description="the supervision tree")
     rpc.add("system.stats", NoParams, system_stats, description="per-actor figures")
@@ -414,6 +448,10 @@ def build_dispatcher(services: Services) -> Dispatcher[CallContext]:
         social_who_to_follow,
         description="friends of friends, by mutual follows",
     )
+    rpc.add("social.mute", MuteParams, social_mute, description="hide an author's posts")
+    rpc.add("social.unmute", MuteParams, social_unmute, description="show them again")
     rpc.add("posts.publish", PublishParams, posts_publish, description="publish and fan out")
     rpc.add("posts.get", GetPostParams, posts_get, description="a post and its recommendations")
+    rpc.add("posts.read", ReadParams, posts_read, description="mark a post read")
+    rpc.add("posts.delete", GetPostParams, posts_delete, description="delete a post and its edges")
     return rpc

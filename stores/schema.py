@@ -5,7 +5,13 @@ Neo4j is schema-free but wants uniqueness constraints on ids. Both are derived
 from the declarations here, so the domain model lives in one place.
 
 Source: the GoSocial model in Medium's "GoSocial" post (users, posts,
-follows, recommends) extended by the DESIGN.md node and relationship list.
+follows, recommends) extended by the DESIGN.md node and relationship list,
+and ``MUTED {at}`` (a user hiding an author from their feeds).
+
+Adding a type here is enough for an existing graph: both adapters' ``ensure_schema``
+create only what is missing (Ladybug: ``CREATE … TABLE IF NOT EXISTS``; Neo4j
+needs nothing for a relationship type), and the server ensures the schema
+each time it opens the graph.
 """
 
 from __future__ import annotations
@@ -94,5 +100,6 @@ SOCIAL_SCHEMA = GraphSchema(
         RelationshipType("FOLLOWS_TOPIC", "User", "Topic"),
         RelationshipType("FOLLOWS_PUBLICATION", "User", "Publication"),
         RelationshipType("READ", "User", "Post", (("at", "INT64"),)),
+        RelationshipType("MUTED", "User", "User", (("at", "INT64"),)),
     ),
 )

@@ -1,5 +1,7 @@
 """Test helpers for the social graph: a real graph slice, its expected answers, a running subtree.
 
+:class:`Rpc` drives the JSON-RPC dispatcher over a running subtree.
+
 The slice is the follows of SNAP soc-Slashdot0902 among the users with ids
 below :data:`SLICE_USERS` (2,000 users, 20,727 follows; user 398 has 1,767
 followers). Ids are prefixed (``"<prefix>:398"``) so that a slice loaded
@@ -11,6 +13,7 @@ with plain sets and Counters, never by the code under test.
 from __future__ import annotations
 
 import itertools
+import json
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -28,6 +31,8 @@ from actors.social import (
     SocialEvent,
     SocialService,
 )
+from protocols.api import CallContext, Services
+from protocols.jsonrpc import Dispatcher
 from stores.graph import GraphStore
 from stores.ladybug import LadybugGraph
 from stores.neo4j import Neo4jGraph
@@ -222,3 +227,40 @@ async def running_social(
             )
         finally:
             supervisor.request_stop()
+
+
+def services_for(social: Social, supervisor: Supervisor | None = None) -> Services:
+    """The API's view of a running social subtree."""
+    tree = (supervisor or social.supervisor).statistics
+    return Services(tree=tree, social=social.service.ref, bus=social.bus.statistics)
+
+
+@dataclass
+class Rpc:
+    """A dispatcher over a running social subtree."""
+
+    dispatcher: Dispatcher[CallContext]
+    social: Social
+
+    async def __call__(self, method: str, params: Any = None) -> dict[str, Any]:
+        """The decoded reply to one request."""
+        body: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
+        if params is not None:
+            body["params"] = params
+        reply = await self.dispatcher.handle(json.dumps(body).encode(), CallContext("127.0.0.1"))
+        assert reply is not None
+        decoded: dict[str, Any] = json.loads(reply)
+        return decoded
+
+    async def result(self, method: str, params: Any = None) -> Any:
+        """The result of a call that must succeed."""
+        reply = await self(method, params)
+        assert "result" in reply, reply
+        return reply["result"]
+
+    async def error(self, method: str, params: Any = None) -> dict[str, Any]:
+        """The error object of a call that must fail."""
+        reply = await self(method, params)
+        assert "error" in reply, reply
+        error: dict[str, Any] = reply["error"]
+        return error

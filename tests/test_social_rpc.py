@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,9 @@ import trio
 
 from actors.runtime import Actor
 from protocols.api import CallContext, Services, build_dispatcher
-from protocols.jsonrpc import Dispatcher
 from server import ServeOptions, Settings, serve
 from supervisor import Supervisor
-from tests.social_world import Social, World, load_world, running_social
+from tests.social_world import Rpc, World, load_world, running_social, services_for
 
 MOST_FOLLOWED = "398"
 
@@ -35,43 +33,6 @@ def world(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> World:
     """The Slashdot slice in an embedded Ladybug database, loaded once."""
     where = str(tmp_path_factory.mktemp("social-rpc") / "graph")
     return load_world("ladybug", where, "s", data_dir)
-
-
-@dataclass
-class Rpc:
-    """A dispatcher over a running social subtree."""
-
-    dispatcher: Dispatcher[CallContext]
-    social: Social
-
-    async def __call__(self, method: str, params: Any = None) -> dict[str, Any]:
-        """The decoded reply to one request."""
-        body: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
-        if params is not None:
-            body["params"] = params
-        reply = await self.dispatcher.handle(json.dumps(body).encode(), CallContext("127.0.0.1"))
-        assert reply is not None
-        decoded: dict[str, Any] = json.loads(reply)
-        return decoded
-
-    async def result(self, method: str, params: Any = None) -> Any:
-        """The result of a call that must succeed."""
-        reply = await self(method, params)
-        assert "result" in reply, reply
-        return reply["result"]
-
-    async def error(self, method: str, params: Any = None) -> dict[str, Any]:
-        """The error object of a call that must fail."""
-        reply = await self(method, params)
-        assert "error" in reply, reply
-        error: dict[str, Any] = reply["error"]
-        return error
-
-
-def services_for(social: Social, supervisor: Supervisor | None = None) -> Services:
-    """The API's view of a running social subtree."""
-    tree = (supervisor or social.supervisor).statistics
-    return Services(tree=tree, social=social.service.ref, bus=social.bus.statistics)
 
 
 @pytest.fixture

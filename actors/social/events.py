@@ -1,12 +1,17 @@
 """The social graph's domain events, published on the :mod:`actors.bus` after a write.
 
-The graph writer publishes ``followed``, ``unfollowed``, ``recommended`` and
-``unrecommended`` once a write that changed the graph has committed (a
-repeated follow, which changes nothing, publishes nothing). The social
-service publishes ``published`` while it fans a new post out to the author's
-followers: one event per chunk of followers, so that each follower appears
-in exactly one event (GoSocial's "Can I tell all my friends once I've
-published something new?", https://medium.engineering/how-medium-goes-social-b7dbefa6d413).
+The graph writer publishes ``followed``, ``unfollowed``, ``recommended``,
+``unrecommended``, ``muted``, ``unmuted``, ``read`` and ``deleted`` once a
+write that changed the graph has committed (a repeated follow, which changes
+nothing, publishes nothing). The social service publishes ``published``
+while it fans a new post out to the author's followers: one event per chunk
+of followers, so that each follower appears in exactly one event (GoSocial's
+"Can I tell all my friends once I've published something new?",
+https://medium.engineering/how-medium-goes-social-b7dbefa6d413). A
+``published`` event carries the post's tags, publication and reading time,
+and ``deleted`` its author, so that a feed can index or drop a post without
+reading the graph (the preprocess filters of the feed pipeline: already
+read, muted, deleted).
 
 Times are epoch seconds (ints), as stored in the graph.
 """
@@ -58,13 +63,55 @@ class Unrecommended:
 
 
 @dataclass(frozen=True, slots=True)
+class Muted:
+    """``user`` muted ``author`` (hid their posts from ``user``'s feeds) at ``at`` (epoch s)."""
+
+    kind: ClassVar[str] = "muted"
+    user: str
+    author: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unmuted:
+    """``user`` unmuted ``author`` at ``at`` (epoch s)."""
+
+    kind: ClassVar[str] = "unmuted"
+    user: str
+    author: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class PostRead:
+    """``user`` read ``post`` for the first time at ``at`` (epoch s)."""
+
+    kind: ClassVar[str] = "read"
+    user: str
+    post: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class PostDeleted:
+    """``post``, written by ``author``, was deleted with its edges at ``at`` (epoch s)."""
+
+    kind: ClassVar[str] = "deleted"
+    post: str
+    author: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
 class Published:
     """One chunk of the fan-out of a new post to its author's followers.
 
     A post yields ``chunks`` events, numbered ``chunk = 0 .. chunks - 1``,
     whose ``followers`` are disjoint and together every follower of the
     author (each follower is in exactly one chunk). An author without
-    followers still yields one event, with no followers.
+    followers still yields one event, with no followers. Every chunk carries
+    the post's fields as written, so a consumer can index the post from any
+    one of them without reading the graph.
 
     Attributes:
         post: the new post's id.
@@ -73,6 +120,9 @@ class Published:
         followers: the follower ids of this chunk, ascending.
         chunk: this chunk's number.
         chunks: how many chunks the fan-out has.
+        tags: the post's topic names, distinct, in the author's order.
+        publication: the publication's name, if any.
+        reading_time: minutes, if given.
     """
 
     kind: ClassVar[str] = "published"
@@ -82,7 +132,20 @@ class Published:
     followers: tuple[str, ...]
     chunk: int
     chunks: int
+    tags: tuple[str, ...] = ()
+    publication: str | None = None
+    reading_time: float | None = None
 
 
-SocialEvent = Followed | Unfollowed | Recommended | Unrecommended | Published
+SocialEvent = (
+    Followed
+    | Unfollowed
+    | Recommended
+    | Unrecommended
+    | Muted
+    | Unmuted
+    | PostRead
+    | PostDeleted
+    | Published
+)
 """Every event the social actors publish."""

@@ -7,12 +7,14 @@ transaction at a time; GoSocial queued its writes to the Neo4j master), and
 orders the domain events it publishes as the writes were committed.
 
 After a write that changed the graph, the writer publishes its event
-(``followed``, ``unfollowed``, ``recommended``, ``unrecommended``) on the
-event bus; a write that changed nothing publishes nothing. Publishing waits
-for subscribers that asked for backpressure (see :mod:`actors.bus`).
+(``followed``, ``unfollowed``, ``recommended``, ``unrecommended``, ``muted``,
+``unmuted``, ``read``, ``deleted``) on the event bus; a write that changed
+nothing publishes nothing. Publishing waits for subscribers that asked for
+backpressure (see :mod:`actors.bus`).
 
 Each write is a single Cypher statement, hence a single transaction. When it
-finds nothing to act on, a second (read) query tells which id was unknown.
+finds nothing to act on, a second (read) query tells which id was unknown (a
+delete names one post only, so it needs none).
 """
 
 from __future__ import annotations
@@ -26,14 +28,28 @@ from actors.bus import EventBus
 from actors.runtime import Actor
 from actors.social import queries
 from actors.social.errors import AlreadyExists, GraphUnavailable, InvalidArgument, NotFound
-from actors.social.events import Followed, Recommended, SocialEvent, Unfollowed, Unrecommended
+from actors.social.events import (
+    Followed,
+    Muted,
+    PostDeleted,
+    PostRead,
+    Recommended,
+    SocialEvent,
+    Unfollowed,
+    Unmuted,
+    Unrecommended,
+)
 from actors.social.messages import (
     CreatePost,
+    DeletePost,
     Follow,
+    MarkRead,
+    Mute,
     PostCreated,
     PostDraft,
     Recommend,
     Unfollow,
+    Unmute,
     Unrecommend,
 )
 from stores.errors import BackendUnavailable
@@ -51,7 +67,7 @@ def new_post_id() -> str:
 
 
 class GraphWriter(Actor[Any]):
-    """Writes follows, recommendations and posts, and publishes their events.
+    """Writes follows, recommendations, mutes, reads and posts, and publishes their events.
 
     Args:
         store: the graph port; a session is opened at each (re)start.
@@ -62,13 +78,15 @@ class GraphWriter(Actor[Any]):
         new_id: makes an id for a post submitted without one.
 
     Replies:
-        ``bool`` to :class:`Follow`, :class:`Unfollow`, :class:`Recommend` and
-        :class:`Unrecommend` (whether the graph changed); :class:`PostCreated`
-        to :class:`CreatePost`.
+        ``bool`` to :class:`Follow`, :class:`Unfollow`, :class:`Recommend`,
+        :class:`Unrecommend`, :class:`Mute`, :class:`Unmute`,
+        :class:`MarkRead` and :class:`DeletePost` (whether the graph changed;
+        always ``True`` for a delete, which either deletes or is NotFound);
+        :class:`PostCreated` to :class:`CreatePost`.
 
     Raises (as replies):
         NotFound: a user or post is not in the graph.
-        InvalidArgument: a user following themself.
+        InvalidArgument: a user following or muting themself.
         AlreadyExists: the post id is taken.
         GraphUnavailable: the backend cannot be reached.
     """
@@ -136,6 +154,36 @@ class GraphWriter(Actor[Any]):
                     await self._bus.publish(Unrecommended(user, post, at))
                     return True
                 return False
+            case Mute(user, author):
+                if user == author:
+                    raise InvalidArgument("a user cannot mute themself")
+                at = self._clock()
+                stamped = {"user": user, "author": author, "at": at}
+                if await self._changed(queries.MUTE, stamped, users=(user, author)):
+                    await self._bus.publish(Muted(user, author, at))
+                    return True
+                return False
+            case Unmute(user, author):
+                at = self._clock()
+                params = {"user": user, "author": author}
+                if await self._changed(queries.UNMUTE, params, users=(user, author)):
+                    await self._bus.publish(Unmuted(user, author, at))
+                    return True
+                return False
+            case MarkRead(user, post):
+                at = self._clock()
+                stamped = {"user": user, "post": post, "at": at}
+                if await self._changed(queries.MARK_READ, stamped, users=(user,), post=post):
+                    await self._bus.publish(PostRead(user, post, at))
+                    return True
+                return False
+            case DeletePost(post):
+                at = self._clock()
+                rows = await self._run(queries.DELETE_POST, {"post": post})
+                if not rows:
+                    raise NotFound("post", post)
+                await self._bus.publish(PostDeleted(post, rows[0]["author"], at))
+                return True
             case CreatePost(author, draft):
                 return await self._create_post(author, draft)
         raise TypeError(f"{self.name} cannot handle {type(message).__name__}")

@@ -6,7 +6,8 @@ seconds.
 
 - to a graph reader: :class:`Read` → ``list[Row]``;
 - to the graph writer: :class:`Follow`, :class:`Unfollow`, :class:`Recommend`,
-  :class:`Unrecommend` → ``bool`` (whether the graph changed);
+  :class:`Unrecommend`, :class:`Mute`, :class:`Unmute`, :class:`MarkRead`,
+  :class:`DeletePost` → ``bool`` (whether the graph changed);
   :class:`CreatePost` → :class:`PostCreated`;
 - to the social service: the writer's edge requests (forwarded), and
   :class:`Counts`, :class:`Neighbours`, :class:`Recommenders`,
@@ -67,6 +68,37 @@ class Unrecommend:
     """``user`` withdraws their recommendation of ``post``; reply ``True`` if one was removed."""
 
     user: str
+    post: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    """``user`` mutes ``author`` (hides their posts); reply ``True`` if the mute is new."""
+
+    user: str
+    author: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unmute:
+    """``user`` unmutes ``author``; reply ``True`` if a mute was removed."""
+
+    user: str
+    author: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRead:
+    """``user`` read ``post``; reply ``True`` the first time (a repeated read changes nothing)."""
+
+    user: str
+    post: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeletePost:
+    """Delete ``post`` and every edge it has; reply ``True`` (an unknown post is NotFound)."""
+
     post: str
 
 

@@ -222,7 +222,44 @@ OPTIONAL MATCH (u)-[r:RECOMMENDED]->(p)
 DELETE r
 RETURN before > 0 AS changed
 """
+
+MUTE = """
+MATCH (u:User {id: $user}), (a:User {id: $author})
+WITH u, a, COUNT { MATCH (u)-[:MUTED]->(a) } AS before
+MERGE (u)-[m:MUTED]->(a)
+ON CREATE SET m.at = $at
+RETURN before = 0 AS changed
+"""
+
+UNMUTE = """
+MATCH (u:User {id: $user}), (a:User {id: $author})
+WITH u, a, COUNT { MATCH (u)-[:MUTED]->(a) } AS before
+OPTIONAL MATCH (u)-[m:MUTED]->(a)
+DELETE m
+RETURN before > 0 AS changed
+"""
+
+MARK_READ = """
+MATCH (u:User {id: $user}), (p:Post {id: $post})
+WITH u, p, COUNT { MATCH (u)-[:READ]->(p) } AS before
+MERGE (u)-[r:READ]->(p)
+ON CREATE SET r.at = $at
+RETURN before = 0 AS changed
+"""
 """Edge writes: no rows if an end is unknown, else ``changed``."""
+
+DELETE_POST = """
+MATCH (p:Post {id: $post})
+WITH p, p.author AS author
+DETACH DELETE p
+RETURN author
+"""
+"""Delete a post and all its edges; no rows if unknown, else its ``author`` read before.
+
+Every post carries its author's id (:func:`create_post` and
+``stores.story_import`` write it beside the ``WROTE`` edge). Topics and
+publications stay: other posts may share them.
+"""
 
 POST_PROPERTIES = ("url", "publication", "reading_time")
 """Optional post properties, written only when given (no ``NULL`` parameters)."""

@@ -6,7 +6,8 @@ of my friends liked this post?" (:class:`FriendsWhoRecommended`), the
 avatars under a post (:class:`Recommenders`), "Can I tell all my friends once
 I've published something new?" (:class:`Publish`), "How can I find new
 people to follow?" (:class:`WhoToFollow`), and follows, counts and
-neighbour lists.
+neighbour lists; and the writes a feed depends on: mutes, reads and deleting
+a post.
 
 Reads go to the pool of graph readers, large ones split into key ranges read
 concurrently (:mod:`actors.social.scatter`); writes go to the one graph
@@ -33,11 +34,15 @@ from actors.social.messages import (
     Counts,
     CountsResult,
     CreatePost,
+    DeletePost,
     Follow,
     FriendsWhoRecommended,
     GetPost,
+    MarkRead,
+    Mute,
     Neighbours,
     PostCreated,
+    PostDraft,
     PostView,
     Publish,
     PublishResult,
@@ -46,13 +51,15 @@ from actors.social.messages import (
     Recommenders,
     Suggestion,
     Unfollow,
+    Unmute,
     Unrecommend,
     WhoToFollow,
 )
 from actors.social.pool import ReaderPool
 from stores.graph import Row
 
-WRITES = (Follow, Unfollow, Recommend, Unrecommend)
+WRITES = (Follow, Unfollow, Recommend, Unrecommend, Mute, Unmute, MarkRead, DeletePost)
+"""Requests forwarded to the graph writer as they are."""
 
 
 class SocialService(Actor[Any]):
@@ -146,7 +153,7 @@ class SocialService(Actor[Any]):
                 return await self._who_to_follow(user, limit)
             case Publish(author, draft):
                 created: PostCreated = await self._writer.call(CreatePost(author, draft))
-                notified = await self._fan_out(created)
+                notified = await self._fan_out(created, draft)
                 return PublishResult(created.post, notified)
             case GetPost(post):
                 rows = await self._read(queries.GET_POST, {"post": post})
@@ -179,8 +186,13 @@ class SocialService(Actor[Any]):
         rows = await self._read(exact, {"user": user, "limit": limit})
         return tuple(Suggestion(row["id"], int(row["mutual"])) for row in rows)
 
-    async def _fan_out(self, created: PostCreated) -> int:
-        """Tell every follower of the author, one ``published`` event per range of followers."""
+    async def _fan_out(self, created: PostCreated, draft: PostDraft) -> int:
+        """Tell every follower of the author, one ``published`` event per range of followers.
+
+        Each event carries the post's fields from ``draft`` (tags distinct, as
+        the writer stores them).
+        """
+        tags = tuple(dict.fromkeys(draft.tags))
 
         async def deliver(chunk: int, chunks: int, followers: tuple[str, ...]) -> None:
             await self._bus.publish(
@@ -191,6 +203,9 @@ class SocialService(Actor[Any]):
                     followers,
                     chunk,
                     chunks,
+                    tags=tags,
+                    publication=draft.publication,
+                    reading_time=draft.reading_time,
                 )
             )
 
