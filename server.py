@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,6 +44,8 @@ from rich.progress import (
 from rich.table import Table
 
 from actors.bus import EventBus
+from actors.feeds import FeedSettings, GraphContextSource, LinearScorer, RemoteScorer, feeds_subtree
+from actors.feeds.scorer import DEFAULT_REMOTE_TIMEOUT
 from actors.monitor import BackendMonitor
 from actors.social import GraphReader, GraphWriter, ReaderPool, SocialEvent, SocialService
 from protocols.api import Services
@@ -126,6 +128,10 @@ class ServeOptions:
     readers: int = 4
     max_body_bytes: int = 1 << 20
     monitor_interval: float = 5 * SECONDS
+    feeds: FeedSettings = field(default_factory=FeedSettings)
+    feed_weights: Path | None = None
+    scorer_url: str | None = None
+    scorer_timeout: float = DEFAULT_REMOTE_TIMEOUT
 
 
 def build_tree(
@@ -159,9 +165,8 @@ def build_tree(
     bus: EventBus[SocialEvent] = EventBus()
     readers = [GraphReader(f"graph_reader-{i}", graph) for i in range(options.readers)]
     writer = GraphWriter(graph, bus)
-    service = SocialService(
-        ReaderPool([reader.ref for reader in readers]), writer.ref, bus, dialect=graph.dialect
-    )
+    pool = ReaderPool([reader.ref for reader in readers])
+    service = SocialService(pool, writer.ref, bus, dialect=graph.dialect)
     social = Supervisor(
         "social",
         [
@@ -173,13 +178,25 @@ def build_tree(
         period=10,
         backoff=Backoff(initial=0.05, factor=2, maximum=5),
     )
-    feeds = Supervisor("feeds")
+    scorer = LinearScorer.from_file(options.feed_weights)
+    remote = None
+    if options.scorer_url is not None:
+        remote = RemoteScorer(options.scorer_url, scorer, timeout=options.scorer_timeout)
+    feeds, feeds_handle = feeds_subtree(
+        store=graph,
+        bus=bus,
+        context=GraphContextSource(pool),
+        cache=key_value.cache,
+        settings=options.feeds,
+        scorer=scorer,
+        remote=remote,
+    )
     realtime = Supervisor("realtime", strategy=Strategy.REST_FOR_ONE)
 
     def tree() -> SupervisorStatistics:
         return root.statistics()
 
-    services = Services(tree=tree, social=service.ref, bus=bus.statistics)
+    services = Services(tree=tree, social=service.ref, bus=bus.statistics, feeds=feeds_handle)
     app = create_app(
         services, AppConfig(api_key=settings.api_key, max_body_bytes=options.max_body_bytes)
     )

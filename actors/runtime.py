@@ -235,6 +235,8 @@ class Actor(Generic[MessageT]):
         self.mailbox_size = mailbox_size
         self.concurrency = concurrency
         self.idle_timeout = idle_timeout
+        self._idle_scope: trio.CancelScope | None = None
+        self._active = 0  # handlers running (concurrency > 1): the idle countdown waits
         self.ref: ActorRef[MessageT] = ActorRef(self)
         self._send: trio.MemorySendChannel[MessageT] | None = None
         self._receive: trio.MemoryReceiveChannel[MessageT] | None = None
@@ -296,16 +298,30 @@ class Actor(Generic[MessageT]):
     async def _next_message(self, receive: trio.MemoryReceiveChannel[MessageT]) -> list[MessageT]:
         """The next message as a one-item list; ``[]`` once the mailbox is closed and empty.
 
-        After ``idle_timeout`` seconds without a message the mailbox is closed
-        (graceful stop): what is queued by then is still handed out.
+        After ``idle_timeout`` seconds without a message and without a handler
+        running, the mailbox is closed (graceful stop): what is queued by then
+        is still handed out.
         """
         while True:
-            with trio.move_on_after(math.inf if self.idle_timeout is None else self.idle_timeout):
+            with trio.CancelScope() as self._idle_scope:
+                self._arm_idle_timer()
                 try:
                     return [await receive.receive()]
                 except trio.EndOfChannel:
                     return []
+                finally:
+                    self._idle_scope = None
             self.request_stop()
+
+    def _arm_idle_timer(self) -> None:
+        """(Re)start the idle countdown, or hold it while handlers run."""
+        scope = self._idle_scope
+        if scope is None or self.idle_timeout is None:
+            return
+        if self._active:
+            scope.deadline = math.inf
+        else:
+            scope.deadline = trio.current_time() + self.idle_timeout
 
     async def _receive_loop(self, receive: trio.MemoryReceiveChannel[MessageT]) -> None:
         if self.concurrency == 1:
@@ -317,6 +333,7 @@ class Actor(Generic[MessageT]):
             async with trio.open_nursery() as handlers:
                 while message := await self._next_message(receive):
                     await slots.acquire()
+                    self._active += 1
                     handlers.start_soon(self._handle_in_slot, message[0], slots)
         except ExceptionGroup as group:
             # The first crash cancels the other handlers; report it alone, as
@@ -331,6 +348,8 @@ class Actor(Generic[MessageT]):
             await self._handle_one(message)
         finally:
             slots.release()
+            self._active -= 1
+            self._arm_idle_timer()
 
     async def _handle_one(self, message: MessageT) -> None:
         if isinstance(message, Call):

@@ -25,6 +25,13 @@ Social methods (GoSocial; ids are 1-64 characters of ``[A-Za-z0-9_.:@-]``)::
     posts.read {user, post}                            → {created}
     posts.delete {post}                                → {deleted}
 
+Feed methods (Rex)::
+
+    feed.get {user, limit=20, cursor=null}             → {items: [{post, score, reasons}…],
+                                                          next_cursor, snapshot, candidates,
+                                                          cached, built_ms}       limit 1..100
+    feed.invalidate {user}                             → {}
+
 Application errors::
 
     -32001  service unavailable   the actor behind the method is down ("service
@@ -33,6 +40,8 @@ Application errors::
     -32002  timeout               no reply within the call timeout
     -32004  not found             an unknown user or post; data: {kind, id}
     -32009  already exists        posts.publish with a post id that is taken; data: {kind, id}
+    -32010  snapshot expired      feed.get with a cursor whose ranked snapshot is gone; data:
+                                  {snapshot}; ask again without a cursor
 
 Following or muting yourself is an invalid param (-32602), as is any limit out of range.
 """
@@ -50,6 +59,9 @@ import msgspec
 import trio
 
 from actors.bus import BusStatistics
+from actors.feeds import BadCursor, Feeds, GetFeed, IndexUnavailable, SnapshotExpired
+from actors.feeds import decode_cursor as decode_feed_cursor
+from actors.feeds import encode_cursor as encode_feed_cursor
 from actors.runtime import ActorCrashed, ActorRef, ActorUnavailable
 from actors.social import (
     AlreadyExists,
@@ -96,6 +108,7 @@ from supervisor import SupervisorStatistics
 
 TIMEOUT = -32002
 ALREADY_EXISTS = -32009
+SNAPSHOT_EXPIRED = -32010
 
 Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:@-]{1,64}$")]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
@@ -105,6 +118,14 @@ Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Tags = Annotated[list[Name], msgspec.Meta(max_length=20)]
 Minutes = Annotated[float, msgspec.Meta(ge=0, le=10_000)]
+
+
+class FeedParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``{user, limit=20, cursor=null}`` (``feed.get``)."""
+
+    user: Id
+    limit: SmallLimit = 20
+    cursor: str | None = None
 
 
 class UserParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -214,12 +235,14 @@ class Services:
         tree: returns the root supervisor's statistics.
         social: the social service's ref.
         bus: returns the event bus's statistics (shown by ``system.stats``).
+        feeds: the feeds subtree's handle (``None``: feed methods answer -32001).
         call_timeout: seconds a method may wait for its actor's reply.
     """
 
     tree: Callable[[], SupervisorStatistics]
     social: ActorRef[Any]
     bus: Callable[[], BusStatistics] | None = None
+    feeds: Feeds | None = None
     call_timeout: float = 10.0
     started_at: float = field(default_factory=time.time)
 
@@ -254,9 +277,18 @@ async def ask(services: Services, request: Any) -> Any:
     Raises:
         JsonRpcError: see the module docstring for the codes.
     """
+    return await answer(services, lambda: services.social.call(request))
+
+
+async def answer(services: Services, call: Callable[[], Awaitable[Any]]) -> Any:
+    """Await ``call()`` under the call timeout, mapping actor errors to JSON-RPC errors.
+
+    Raises:
+        JsonRpcError: see the module docstring for the codes.
+    """
     try:
         with trio.fail_after(services.call_timeout):
-            return await services.social.call(request)
+            return await call()
     except trio.TooSlowError:
         raise JsonRpcError(TIMEOUT, "timeout", {"timeout_seconds": services.call_timeout}) from None
     except NotFound as missing:
@@ -267,7 +299,13 @@ async def ask(services: Services, request: Any) -> Any:
         raise JsonRpcError(
             ALREADY_EXISTS, f"{taken.kind} already exists", {"kind": taken.kind, "id": taken.id}
         ) from None
-    except GraphUnavailable as outage:
+    except SnapshotExpired as expired:
+        raise JsonRpcError(
+            SNAPSHOT_EXPIRED, "snapshot expired", {"snapshot": expired.snapshot}
+        ) from None
+    except BadCursor as bad:
+        raise JsonRpcError(INVALID_PARAMS, "Invalid params", {"detail": str(bad)}) from None
+    except (GraphUnavailable, IndexUnavailable) as outage:
         raise JsonRpcError(
             SERVICE_UNAVAILABLE, "backend unavailable", {"detail": str(outage)}
         ) from None
@@ -454,4 +492,45 @@ def build_dispatcher(services: Services) -> Dispatcher[CallContext]:
     rpc.add("posts.get", GetPostParams, posts_get, description="a post and its recommendations")
     rpc.add("posts.read", ReadParams, posts_read, description="mark a post read")
     rpc.add("posts.delete", GetPostParams, posts_delete, description="delete a post and its edges")
+
+    def feeds() -> Feeds:
+        if services.feeds is None:
+            raise JsonRpcError(SERVICE_UNAVAILABLE, "service unavailable", {"detail": "no feeds"})
+        return services.feeds
+
+    async def feed_get(params: FeedParams, context: CallContext) -> dict[str, Any]:
+        request = GetFeed(params.limit)
+        if params.cursor is not None:
+            try:
+                user, snapshot, position = decode_feed_cursor(params.cursor)
+            except ValueError:
+                raise JsonRpcError(
+                    INVALID_PARAMS, "Invalid params", {"detail": "malformed cursor"}
+                ) from None
+            if user != params.user:
+                raise JsonRpcError(
+                    INVALID_PARAMS, "Invalid params", {"detail": "the cursor is another user's"}
+                )
+            request = GetFeed(params.limit, snapshot, position)
+        page = await answer(services, lambda: feeds().page(params.user, request))
+        return {
+            "items": [
+                {"post": item.post, "score": item.score, "reasons": list(item.reasons)}
+                for item in page.items
+            ],
+            "next_cursor": None
+            if page.next_position is None
+            else encode_feed_cursor(params.user, page.snapshot, page.next_position),
+            "snapshot": page.snapshot,
+            "candidates": page.candidates,
+            "cached": page.cached,
+            "built_ms": page.built_ms,
+        }
+
+    async def feed_invalidate(params: UserParams, context: CallContext) -> dict[str, Any]:
+        await answer(services, lambda: feeds().invalidate(params.user))
+        return {}
+
+    rpc.add("feed.get", FeedParams, feed_get, description="a page of the user's ranked feed")
+    rpc.add("feed.invalidate", UserParams, feed_invalidate, description="re-rank on next read")
     return rpc

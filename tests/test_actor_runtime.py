@@ -287,3 +287,25 @@ def test_idle_timeout_must_be_positive() -> None:
     """A zero or negative idle timeout is refused at construction."""
     with pytest.raises(ValueError, match="idle_timeout"):
         Sleepy(idle_timeout=0)
+
+
+class Patient(Actor[Any]):
+    def __init__(self) -> None:
+        super().__init__("patient", idle_timeout=10, concurrency=4)
+
+    async def handle(self, message: Any) -> Any:
+        await trio.sleep(message)
+        return message
+
+
+async def test_idle_countdown_waits_for_running_handlers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With concurrency > 1 the idle time counts from the end of the last handler, not its start."""
+    actor = Patient()
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actor.run)
+        started = trio.current_time()
+        assert await ref.call(25) == 25  # longer than the idle timeout, and not cut short
+        assert actor.statistics().state == "running"
+    assert trio.current_time() - started == pytest.approx(35)
