@@ -284,8 +284,10 @@ def best_first(scores: npt.NDArray[np.float32], limit: int) -> npt.NDArray[np.in
     if count == 0:
         return np.zeros(0, np.int64)
     if count < len(scores):
-        top = np.argpartition(-scores, count - 1)[:count]
-        top.sort()
+        kth = np.partition(scores, len(scores) - count)[len(scores) - count]
+        above = np.flatnonzero(scores > kth)
+        ties = np.flatnonzero(scores == kth)[: count - len(above)]
+        top = np.sort(np.concatenate([above, ties]))
     else:
         top = np.arange(len(scores))
     return top[np.argsort(-scores[top], kind="stable")].astype(np.int64)
@@ -416,6 +418,7 @@ def rank_feed(
     scores = score(features) if len(candidates) else np.zeros(0, np.float32)
     if scores.shape != (len(candidates),):
         raise ValueError(f"the scorer returned shape {scores.shape} for {len(candidates)} rows")
+    scores = np.nan_to_num(scores, nan=-np.inf)  # a broken model's NaN ranks last
     timings["rank"] = (clock() - started) * 1000
     started = clock()
     order = best_first(scores, params.feed_size * params.rerank_factor)

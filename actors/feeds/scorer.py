@@ -30,6 +30,7 @@ import numpy.typing as npt
 import structlog
 import trio
 
+from actors.feeds.context import first_error
 from actors.feeds.pipeline import FEATURES
 
 log = structlog.get_logger(__name__)
@@ -184,9 +185,12 @@ class RemoteScorer:
     async def _score_rows(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         scores = np.empty(len(features), np.float32)
         starts = range(0, len(features), self.batch_rows)
-        async with trio.open_nursery() as nursery:
-            for number, start in enumerate(starts):
-                nursery.start_soon(self._score_batch, features, start, number, scores)
+        try:
+            async with trio.open_nursery() as nursery:
+                for number, start in enumerate(starts):
+                    nursery.start_soon(self._score_batch, features, start, number, scores)
+        except ExceptionGroup as group:
+            raise first_error(group) from None  # one failed batch fails the ranking
         return scores
 
     async def _score_batch(
