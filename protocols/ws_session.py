@@ -1,0 +1,864 @@
+"""The WebSocket client protocol, sans I/O: one :class:`Session` per connection.
+
+The session is the whole protocol of ``GET /ws`` without the socket: it reads
+the client's text frames, answers them, queues the publications the hub
+offers it, and says which frame to write next and when to close. It never
+blocks, starts no task and reads no clock: every time is a ``now`` float
+passed in, in seconds since the epoch (``time.time()``, the clock of a
+token's ``exp``). A trio adapter around it is a reader, a writer and a timer
+(sketch at the end). The same split as hypercorn's protocol classes and
+wsproto: protocol logic here, I/O at the edge.
+
+Wire: JSON-RPC 2.0 both ways, one UTF-8 JSON text per frame (spec
+jsonrpc.org/specification; batches as in its section 6).
+
+Client requests::
+
+    connect      {token}                       → {user, expires_at}
+    subscribe    {channel, since?}             → {channel, offset, epoch, recovered?, publications?}
+    unsubscribe  {channel}                     → {}
+    history      {channel, since?, limit?}     → {publications, offset, epoch}
+    ping         {}                            → {}
+
+    since = {offset, epoch}; publications = [{offset, data}], oldest first;
+    limit = 1..100, default 100 (a channel keeps its last 100 publications,
+    actors.realtime.history.DEFAULT_SIZE)
+
+- Until a token authenticated the session (``?token=`` given to the
+  constructor, or ``connect``), only ``connect`` and ``ping`` are served.
+  ``connect`` on an authenticated session refreshes it with a newer token of
+  the same user (the new ``exp`` counts).
+- ``subscribe`` with ``since`` (the offset and epoch of the last publication
+  the client saw) recovers what it missed: ``recovered: true`` and exactly
+  the missed publications, or ``recovered: false`` and none (the client then
+  reloads from the application). Centrifugo's recovery model, see
+  :mod:`actors.realtime.history`. Its reply always precedes the channel's
+  first ``pub``. Subscribing again to a subscribed channel changes nothing:
+  the reply gives the offset of the newest publication of that channel
+  already handed to the writer (and recovers only up to it), so with the
+  ``pub`` frames that follow the client misses nothing and sees nothing twice.
+- ``history`` with ``since`` gives the first ``limit`` publications after
+  it (page forward from the last offset received); without, the newest
+  ``limit``. Channel permissions are those of ``subscribe``; being
+  subscribed is not needed.
+- ``unsubscribe`` of a channel not subscribed is ``{}`` too; publications of
+  the channel still queued are dropped.
+- Params by name (an object) or by position (an array); unknown fields are
+  refused. Requests without ``id`` are notifications: served, never answered.
+
+Server pushes: ``{"jsonrpc":"2.0","method":"pub","params":{"channel","offset","data"}}``.
+``data`` is a JSON object rendered once by the transformer; the session
+splices those bytes into the frame and never re-encodes them. When several
+pushes are pending they go out as one JSON array frame of at most
+``max_batch``; a single one as a bare object.
+
+Error replies (``error.code``; ``data`` is always an object)::
+
+    -32700  Parse error             the frame is not JSON; the session stays open
+    -32600  Invalid Request         not a request object, empty batch, batch too long
+    -32601  Method not found        data.method
+    -32602  Invalid params          missing/ill-typed/unknown field, malformed channel
+                                    name, limit outside 1..100; data.detail
+    -32003  unauthorized            connect: token expired or invalid; any method but
+                                    connect/ping before authentication; data.reason
+    -32003  forbidden               another user's ``user:`` channel (data.channel), or a
+                                    refresh token naming another user
+    -32005  too many subscriptions  data.limit
+    -32006  unrecoverable position  history since a position the channel no longer
+                                    holds; data = the channel's current {offset, epoch}
+
+Close codes (RFC 6455 section 7.4; 4000-4999 are ours)::
+
+    1000  closed                    :meth:`Session.close` (the connection ended)
+    1001  idle                      nothing heard for more than idle_timeout
+    1003  binary frames not accepted
+    1009  message too big           a text frame over max_frame_bytes
+    4001  authentication timeout    no successful auth within auth_timeout
+    4001  invalid token             the ``?token=`` is invalid
+    4003  token expired             now >= the token's exp (``?token=``, connect or refresh)
+    4008  slow consumer             the outbox would exceed max_outbox_bytes
+
+Outbox: replies and pushes wait in one outbox bounded in bytes. What would
+overflow it is refused, and the session closes with 4008: the client
+reconnects and recovers with ``since``. It never blocks the hub and never
+drops a publication silently. Once a close is decided the outbox is dropped
+and :meth:`Session.take_frame` gives nothing more. Keep ``max_outbox_bytes``
+above the largest reply (a full ``history``: 100 × the largest payload).
+
+Adapter sketch (trio-websocket; its ``max_message_size`` set to ``max_frame_bytes``)::
+
+    session = Session(hub, secret, time.time(), token=token, on_ready=wake)
+    reader: for each message: session.receive_text(m, time.time())  (bytes: receive_bytes)
+    writer: on wake, while (frame := session.take_frame()) is not None:
+                await ws.send_message(frame.decode())      # str: a text frame
+            then if (reason := session.close_reason(time.time())): await ws.aclose(*reason)
+    timer:  sleep until session.deadline (wall clock), then check close_reason
+    pongs:  session.touch(time.time())
+    finally: session.close()                                # leaves every channel in the hub
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Annotated, Any, Final, Protocol, TypeVar
+
+import msgspec
+
+from actors.realtime import Position, Publication, Recovery, may_subscribe, parse_channel
+from protocols.jsonrpc import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    MAX_BATCH,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    JsonRpcError,
+    NoParams,
+    decode_params,
+)
+from protocols.tokens import TokenExpired, TokenInvalid, verify_token
+
+SECONDS: Final = 1.0
+KiB: Final = 1024
+MiB: Final = 1024 * KiB
+
+UNAUTHORIZED: Final = -32003
+#: The same code as :data:`UNAUTHORIZED`; the message says "forbidden".
+FORBIDDEN: Final = -32003
+TOO_MANY_SUBSCRIPTIONS: Final = -32005
+UNRECOVERABLE_POSITION: Final = -32006
+
+CLOSE_NORMAL: Final = 1000
+CLOSE_IDLE: Final = 1001
+CLOSE_UNSUPPORTED_DATA: Final = 1003
+CLOSE_TOO_BIG: Final = 1009
+CLOSE_UNAUTHENTICATED: Final = 4001
+CLOSE_TOKEN_EXPIRED: Final = 4003
+CLOSE_SLOW_CONSUMER: Final = 4008
+
+MAX_HISTORY_LIMIT: Final = 100
+"""Most publications in one ``history`` reply: a channel's whole history."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A session's tuning knobs; one instance is shared by every session.
+
+    Attributes:
+        auth_timeout: seconds a session may stay unauthenticated (close 4001).
+        idle_timeout: seconds without a frame or a pong before close 1001.
+        max_frame_bytes: largest client text frame, in UTF-8 bytes (close 1009).
+        max_outbox_bytes: most bytes of replies and pushes waiting (close 4008).
+        max_batch: most ``pub`` notifications coalesced into one frame.
+        max_subscriptions: most channels subscribed at once (error -32005).
+        max_batch_requests: most requests in one client batch (error -32600).
+
+    Raises:
+        ValueError: a knob is not positive.
+    """
+
+    auth_timeout: float = 10 * SECONDS
+    idle_timeout: float = 60 * SECONDS
+    max_frame_bytes: int = 64 * KiB
+    max_outbox_bytes: int = 1 * MiB
+    max_batch: int = 64
+    max_subscriptions: int = 100
+    max_batch_requests: int = MAX_BATCH
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if not value > 0:
+                raise ValueError(f"{field.name} must be > 0, got {value!r}")
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+
+class Hub(Protocol):
+    """What a session needs from the publisher; called synchronously, never awaited.
+
+    Contract: the hub offers a channel's publications to a subscribed session
+    (:meth:`Session.offer`) in offset order, each exactly once, and only those
+    appended after :meth:`subscribe` returned: appending to the history and
+    offering to the subscribers happen in one step, with no checkpoint between.
+    ``subscribe`` is idempotent.
+    """
+
+    def subscribe(self, session: Session, channel: str, /) -> Position:
+        """Start offering ``channel``'s new publications to ``session``; its position now."""
+
+    def unsubscribe(self, session: Session, channel: str, /) -> None:
+        """Stop offering ``channel`` to ``session`` (no error if it was not subscribed)."""
+
+    def position(self, channel: str, /) -> Position:
+        """The channel's top offset and epoch."""
+
+    def since(self, channel: str, offset: int, epoch: str, /) -> Recovery:
+        """What a client that last saw ``offset`` in ``epoch`` missed (``Histories.since``)."""
+
+    def latest(self, channel: str, limit: int, /) -> Sequence[Publication]:
+        """The newest ``limit`` publications, oldest first (``Histories.latest``)."""
+
+
+# -- wire messages -------------------------------------------------------------
+
+
+class Since(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The last publication a client saw: its offset and the channel's epoch then."""
+
+    offset: Annotated[int, msgspec.Meta(ge=0)]
+    epoch: Annotated[str, msgspec.Meta(max_length=64)]
+
+
+class ConnectParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``connect``: a token from :func:`protocols.tokens.issue_token`."""
+
+    token: str
+
+
+class SubscribeParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``subscribe``: a channel name and, to recover, the last position seen."""
+
+    channel: str
+    since: Since | None = None
+
+
+class UnsubscribeParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``unsubscribe``: a channel name."""
+
+    channel: str
+
+
+class HistoryParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``history``: a channel, an optional position to read after, at most ``limit`` items."""
+
+    channel: str
+    since: Since | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_HISTORY_LIMIT)] = MAX_HISTORY_LIMIT
+
+
+class PublicationOut(msgspec.Struct, frozen=True):
+    """A publication in a reply; ``data`` is the pre-rendered JSON, spliced as is."""
+
+    offset: int
+    data: msgspec.Raw
+
+
+class ConnectResult(msgspec.Struct, frozen=True):
+    """``connect`` succeeded: who the session is and until when (epoch seconds)."""
+
+    user: str
+    expires_at: int
+
+
+class SubscribeResult(msgspec.Struct, frozen=True):
+    """``subscribe`` succeeded; ``recovered`` and ``publications`` only if ``since`` was given."""
+
+    channel: str
+    offset: int
+    epoch: str
+    recovered: bool | msgspec.UnsetType = msgspec.UNSET
+    publications: list[PublicationOut] | msgspec.UnsetType = msgspec.UNSET
+
+
+class HistoryResult(msgspec.Struct, frozen=True):
+    """``history``: publications oldest first, and the channel's current position."""
+
+    publications: list[PublicationOut]
+    offset: int
+    epoch: str
+
+
+class Empty(msgspec.Struct, frozen=True):
+    """The ``{}`` result of ``unsubscribe`` and ``ping``."""
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    """A request with its params left raw, decoded by method (once) later."""
+
+    jsonrpc: str
+    method: str
+    params: msgspec.Raw = msgspec.Raw(b"{}")
+    id: int | str | msgspec.UnsetType | None = msgspec.UNSET
+
+
+_frames = msgspec.json.Decoder(list[msgspec.Raw] | _Envelope)
+_envelopes = msgspec.json.Decoder(_Envelope)
+_anything = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+_params: dict[type[msgspec.Struct], msgspec.json.Decoder[Any]] = {
+    type_: msgspec.json.Decoder(type_)
+    for type_ in (ConnectParams, SubscribeParams, UnsubscribeParams, HistoryParams, NoParams)
+}
+_METHODS = frozenset({"connect", "subscribe", "unsubscribe", "history", "ping"})
+_OPEN_METHODS = frozenset({"connect", "ping"})
+_EMPTY = Empty()
+
+_PUB_HEAD = b'{"jsonrpc":"2.0","method":"pub","params":{"channel":'
+_PUB_OFFSET = b',"offset":'
+_PUB_DATA = b',"data":'
+_PUB_END = b"}}"
+_PUB_OVERHEAD = len(_PUB_DATA) + len(_PUB_END)
+
+
+def pub_notification(channel: str, offset: int, data: bytes) -> bytes:
+    """One ``pub`` notification, ``data`` spliced in as is (what a session sends).
+
+    Args:
+        channel: the channel name (its JSON encoding is spliced).
+        offset: the publication's offset.
+        data: the rendered JSON object.
+    """
+    head = _PUB_HEAD + _encoder.encode(channel) + _PUB_OFFSET
+    return b"".join((head, b"%d" % offset, _PUB_DATA, data, _PUB_END))
+
+
+class _Subscription:
+    """One subscribed channel: its frame prefix and how far the writer got."""
+
+    __slots__ = ("channel", "delivered", "epoch", "prefix")
+
+    def __init__(self, channel: str, position: Position) -> None:
+        self.channel = channel
+        self.epoch = position.epoch
+        #: Offset of the newest publication handed to the writer, or the subscribe position.
+        self.delivered = position.offset
+        self.prefix = _PUB_HEAD + _encoder.encode(channel) + _PUB_OFFSET
+
+
+# A pending push: (subscription, offset, offset as ASCII digits, rendered data).
+_Push = tuple[_Subscription, int, bytes, bytes]
+
+
+def _push_size(push: _Push) -> int:
+    subscription, _, digits, data = push
+    return len(subscription.prefix) + len(digits) + len(data) + _PUB_OVERHEAD
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStatistics:
+    """A snapshot of one session.
+
+    Attributes:
+        user: the authenticated user, or ``None``.
+        subscriptions: channels subscribed.
+        pending_frames: replies and pushes waiting in the outbox.
+        pending_bytes: their size, in bytes.
+        peak_pending_bytes: the most bytes that ever waited.
+        frames_taken: frames handed to the writer.
+        pushes_taken: ``pub`` notifications handed to the writer.
+        close: the close decided, ``(code, reason)``, or ``None``.
+    """
+
+    user: str | None
+    subscriptions: int
+    pending_frames: int
+    pending_bytes: int
+    peak_pending_bytes: int
+    frames_taken: int
+    pushes_taken: int
+    close: tuple[int, str] | None
+
+
+def _reply(id: Any, result: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "result": result, "id": id}
+
+
+def _error(id: Any, error: JsonRpcError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "error": error.to_object(), "id": id}
+
+
+def _invalid(id: Any, detail: str) -> dict[str, Any]:
+    return _error(id, JsonRpcError(INVALID_REQUEST, "Invalid Request", {"detail": detail}))
+
+
+def _id_of(raw: str | bytes | msgspec.Raw) -> Any:
+    """The id of a request that failed validation, if it has a valid one (else ``None``)."""
+    try:
+        message = _anything.decode(raw)
+    except (msgspec.DecodeError, UnicodeEncodeError):
+        return None
+    id = message.get("id") if isinstance(message, dict) else None
+    valid = isinstance(id, str) or (isinstance(id, int) and not isinstance(id, bool))
+    return id if valid else None
+
+
+def _too_big(text: str, limit: int) -> bool:
+    """Whether ``text`` is over ``limit`` UTF-8 bytes; encodes only if its length cannot tell."""
+    length = len(text)
+    if length > limit:
+        return True
+    if length * 4 <= limit:
+        return False
+    return len(text.encode("utf-8", "surrogatepass")) > limit
+
+
+ParamsT = TypeVar("ParamsT", bound=msgspec.Struct)
+
+
+def _decode_params(type_: type[ParamsT], raw: msgspec.Raw) -> ParamsT:
+    """Decode ``raw`` params into ``type_``: by name in one pass, or by position.
+
+    Raises:
+        JsonRpcError: ``-32602`` naming the offending field.
+    """
+    try:
+        params: ParamsT = _params[type_].decode(raw)
+    except msgspec.ValidationError as exc:
+        detail = str(exc)
+    else:
+        return params
+    positional = _anything.decode(raw)
+    if isinstance(positional, list):
+        return decode_params(type_, positional)
+    raise JsonRpcError(INVALID_PARAMS, "Invalid params", {"detail": detail})
+
+
+def _publications(publications: Sequence[Publication]) -> list[PublicationOut]:
+    return [PublicationOut(p.offset, msgspec.Raw(p.data)) for p in publications]
+
+
+class Session:
+    """One WebSocket connection's protocol state (module docstring: the protocol).
+
+    Not thread-safe; the adapter and the hub call it from one trio thread.
+
+    Args:
+        hub: the publisher side (:class:`Hub`), called synchronously.
+        secret: the token secret (:func:`protocols.tokens.load_secret`).
+        now: the connection time, epoch seconds; starts the auth and idle clocks.
+        token: the ``?token=`` of the upgrade request, if any. Expired: the
+            session starts closed with 4003; invalid: 4001.
+        limits: the tuning knobs.
+        on_ready: called when a frame becomes available or a close is decided,
+            once per drain: after it, call :meth:`take_frame` until it returns
+            ``None``, and it will be called again for the next one. It must
+            not call back into the session (``trio.Event.set`` or a
+            ``send_nowait`` on a channel of size 1 suit).
+    """
+
+    __slots__ = (
+        "_close",
+        "_expires_at",
+        "_frames_taken",
+        "_hub",
+        "_last_seen",
+        "_limits",
+        "_on_ready",
+        "_opened_at",
+        "_peak_bytes",
+        "_pending_bytes",
+        "_pushes",
+        "_pushes_taken",
+        "_replies",
+        "_secret",
+        "_signalled",
+        "_subscriptions",
+        "_user",
+    )
+
+    def __init__(
+        self,
+        hub: Hub,
+        secret: bytes,
+        now: float,
+        *,
+        token: str | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        self._hub = hub
+        self._secret = secret
+        self._limits = limits
+        self._on_ready = on_ready
+        self._opened_at = now
+        self._last_seen = now
+        self._user: str | None = None
+        self._expires_at: int | None = None
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._replies: deque[bytes] = deque()
+        self._pushes: deque[_Push] = deque()
+        self._pending_bytes = 0
+        self._peak_bytes = 0
+        self._frames_taken = 0
+        self._pushes_taken = 0
+        self._signalled = False
+        self._close: tuple[int, str] | None = None
+        if token is not None:
+            try:
+                claims = verify_token(secret, token, now=now)
+            except TokenExpired:
+                self._decide_close(CLOSE_TOKEN_EXPIRED, "token expired")
+            except TokenInvalid:
+                self._decide_close(CLOSE_UNAUTHENTICATED, "invalid token")
+            else:
+                self._user, self._expires_at = claims.user, claims.expires_at
+
+    # -- state ------------------------------------------------------------------
+
+    @property
+    def user(self) -> str | None:
+        """The authenticated user id, or ``None`` before authentication."""
+        return self._user
+
+    @property
+    def expires_at(self) -> int | None:
+        """When the token stops being valid (its ``exp``, epoch seconds), or ``None``."""
+        return self._expires_at
+
+    @property
+    def subscriptions(self) -> frozenset[str]:
+        """The channels subscribed now."""
+        return frozenset(self._subscriptions)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of replies and pushes waiting in the outbox."""
+        return self._pending_bytes
+
+    @property
+    def deadline(self) -> float:
+        """The earliest time (epoch seconds) at which :meth:`close_reason` may close on its own.
+
+        The auth timeout before authentication, the token's expiry after, the
+        idle limit always; ``-inf`` once a close is decided. The adapter
+        sleeps until then and asks :meth:`close_reason` again (the deadline
+        moves as frames arrive).
+        """
+        if self._close is not None:
+            return -math.inf
+        limits = self._limits
+        idle = math.nextafter(self._last_seen + limits.idle_timeout, math.inf)
+        if self._user is None:
+            return min(idle, self._opened_at + limits.auth_timeout)
+        return idle if self._expires_at is None else min(idle, self._expires_at)
+
+    def close_reason(self, now: float) -> tuple[int, str] | None:
+        """Whether to close the connection, and with which code and reason.
+
+        Checks the time rules at ``now`` (auth timeout, token expiry, idle)
+        and returns a close decided earlier (slow consumer, frame too big,
+        binary frame, invalid ``?token=``). Once it returns a reason, it
+        always returns that reason.
+
+        Args:
+            now: epoch seconds.
+
+        Returns:
+            ``(code, reason)`` (module docstring: the table), or ``None`` to stay open.
+        """
+        if self._close is None:
+            limits = self._limits
+            if self._user is None:
+                if now >= self._opened_at + limits.auth_timeout:
+                    self._decide_close(CLOSE_UNAUTHENTICATED, "authentication timeout")
+            elif self._expires_at is not None and now >= self._expires_at:
+                self._decide_close(CLOSE_TOKEN_EXPIRED, "token expired")
+            if self._close is None and now > self._last_seen + limits.idle_timeout:
+                self._decide_close(CLOSE_IDLE, "idle")
+        return self._close
+
+    def statistics(self) -> SessionStatistics:
+        """A snapshot of the session's figures."""
+        return SessionStatistics(
+            user=self._user,
+            subscriptions=len(self._subscriptions),
+            pending_frames=len(self._replies) + len(self._pushes),
+            pending_bytes=self._pending_bytes,
+            peak_pending_bytes=self._peak_bytes,
+            frames_taken=self._frames_taken,
+            pushes_taken=self._pushes_taken,
+            close=self._close,
+        )
+
+    # -- input --------------------------------------------------------------------
+
+    def touch(self, now: float) -> None:
+        """The peer showed it is alive without a message (a pong): reset the idle clock."""
+        self._last_seen = max(self._last_seen, now)
+
+    def receive_text(self, text: str, now: float) -> None:
+        """Handle one client text frame: a request, a notification or a batch.
+
+        Replies are queued for :meth:`take_frame`. Malformed input gets an
+        error reply; a frame over ``max_frame_bytes`` closes with 1009.
+        Ignored once a close is decided.
+
+        Args:
+            text: the frame's text.
+            now: when it arrived, epoch seconds.
+        """
+        self.touch(now)
+        if self.close_reason(now) is not None:
+            return
+        if _too_big(text, self._limits.max_frame_bytes):
+            self._decide_close(CLOSE_TOO_BIG, "message too big")
+            return
+        try:
+            message = _frames.decode(text)
+        except msgspec.ValidationError as exc:
+            reply: Any = _invalid(_id_of(text), str(exc))
+        except (msgspec.DecodeError, UnicodeEncodeError) as exc:
+            reply = _error(None, JsonRpcError(PARSE_ERROR, "Parse error", {"detail": str(exc)}))
+        else:
+            if isinstance(message, list):
+                reply = self._answer_batch(message, now)
+            else:
+                reply = self._answer(message, now)
+        if reply is not None:
+            self._queue_reply(_encoder.encode(reply))
+
+    def receive_bytes(self, data: bytes, now: float) -> None:
+        """Handle a binary frame: the protocol has none, so close with 1003."""
+        self.touch(now)
+        if self.close_reason(now) is None:
+            self._decide_close(CLOSE_UNSUPPORTED_DATA, "binary frames not accepted")
+
+    def offer(self, channel: str, offset: int, data: bytes) -> bool:
+        """Queue one publication of a subscribed channel (called by the hub).
+
+        Never blocks. If the outbox would go over ``max_outbox_bytes``, the
+        publication is refused and the session decides to close with 4008.
+
+        Args:
+            channel: the channel name.
+            offset: the publication's offset in the channel.
+            data: the rendered JSON object, spliced into the frame as is.
+
+        Returns:
+            ``True`` if queued; ``False`` if the session is closing, is not
+            subscribed to ``channel``, or has just become a slow consumer.
+        """
+        if self._close is not None:
+            return False
+        subscription = self._subscriptions.get(channel)
+        if subscription is None:
+            return False
+        push = (subscription, offset, b"%d" % offset, data)
+        if not self._admit(_push_size(push)):
+            return False
+        self._pushes.append(push)
+        self._wake()
+        return True
+
+    # -- output -------------------------------------------------------------------
+
+    def take_frame(self) -> bytes | None:
+        """The next text frame to write, as UTF-8 JSON bytes, or ``None``.
+
+        Replies go first, one per frame; then the pending pushes in the order
+        offered: one bare notification, or a JSON array of up to ``max_batch``.
+        ``None`` when nothing waits or a close is decided; then the next
+        ``on_ready`` announces the next frame.
+        """
+        if self._close is not None or not (self._replies or self._pushes):
+            self._signalled = False
+            return None
+        self._frames_taken += 1
+        if self._replies:
+            frame = self._replies.popleft()
+            self._pending_bytes -= len(frame)
+            return frame
+        pushes = self._pushes
+        count = min(len(pushes), self._limits.max_batch)
+        parts: list[bytes] = []
+        size = 0
+        for _ in range(count):
+            push = pushes.popleft()
+            subscription, offset, digits, data = push
+            parts += (b",", subscription.prefix, digits, _PUB_DATA, data, _PUB_END)
+            subscription.delivered = offset
+            size += _push_size(push)
+        self._pending_bytes -= size
+        self._pushes_taken += count
+        if count == 1:
+            return b"".join(parts[1:])
+        parts[0] = b"["
+        parts.append(b"]")
+        return b"".join(parts)
+
+    def close(self) -> None:
+        """The connection ended: leave every channel in the hub and drop the outbox.
+
+        Decides close 1000 unless a close was decided already, without calling
+        ``on_ready`` (the writer is gone). Idempotent.
+        """
+        self._decide_close(CLOSE_NORMAL, "closed", wake=False)
+        for channel in list(self._subscriptions):
+            del self._subscriptions[channel]
+            self._hub.unsubscribe(self, channel)
+
+    # -- internals ----------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if not self._signalled:
+            self._signalled = True
+            if self._on_ready is not None:
+                self._on_ready()
+
+    def _decide_close(self, code: int, reason: str, *, wake: bool = True) -> None:
+        if self._close is not None:
+            return
+        self._close = (code, reason)
+        self._replies.clear()
+        self._pushes.clear()
+        self._pending_bytes = 0
+        if wake:
+            self._wake()
+
+    def _admit(self, size: int) -> bool:
+        """Count ``size`` more bytes in the outbox, or close 4008 if they do not fit."""
+        pending = self._pending_bytes + size
+        if pending > self._limits.max_outbox_bytes:
+            self._decide_close(CLOSE_SLOW_CONSUMER, "slow consumer")
+            return False
+        self._pending_bytes = pending
+        self._peak_bytes = max(self._peak_bytes, pending)
+        return True
+
+    def _queue_reply(self, frame: bytes) -> None:
+        if self._admit(len(frame)):
+            self._replies.append(frame)
+            self._wake()
+
+    def _answer_batch(self, batch: list[msgspec.Raw], now: float) -> Any:
+        if not batch:
+            return _invalid(None, "empty batch")
+        limit = self._limits.max_batch_requests
+        if len(batch) > limit:
+            return _invalid(None, f"batch of {len(batch)} requests exceeds the limit of {limit}")
+        replies = []
+        for raw in batch:
+            try:
+                envelope = _envelopes.decode(raw)
+            except msgspec.ValidationError as exc:
+                replies.append(_invalid(_id_of(raw), str(exc)))
+                continue
+            reply = self._answer(envelope, now)
+            if reply is not None:
+                replies.append(reply)
+        return replies or None
+
+    def _answer(self, request: _Envelope, now: float) -> dict[str, Any] | None:
+        """The reply to one request, ``None`` for a notification."""
+        notification = request.id is msgspec.UNSET
+        id = None if notification else request.id
+        if request.jsonrpc != "2.0":
+            return _invalid(id, 'jsonrpc must be exactly "2.0"')
+        try:
+            result = self._call(request.method, request.params, now)
+        except JsonRpcError as error:
+            return None if notification else _error(id, error)
+        return None if notification else _reply(id, result)
+
+    def _call(self, method: str, params: msgspec.Raw, now: float) -> msgspec.Struct:
+        if self._user is None and method in _METHODS and method not in _OPEN_METHODS:
+            raise JsonRpcError(UNAUTHORIZED, "unauthorized", {"reason": "not authenticated"})
+        match method:
+            case "connect":
+                return self._connect(_decode_params(ConnectParams, params), now)
+            case "subscribe":
+                return self._subscribe(_decode_params(SubscribeParams, params))
+            case "unsubscribe":
+                return self._unsubscribe(_decode_params(UnsubscribeParams, params))
+            case "history":
+                return self._history(_decode_params(HistoryParams, params))
+            case "ping":
+                _decode_params(NoParams, params)
+                return _EMPTY
+        raise JsonRpcError(METHOD_NOT_FOUND, "Method not found", {"method": method})
+
+    def _connect(self, params: ConnectParams, now: float) -> ConnectResult:
+        try:
+            claims = verify_token(self._secret, params.token, now=now)
+        except TokenExpired:
+            raise JsonRpcError(UNAUTHORIZED, "unauthorized", {"reason": "token expired"}) from None
+        except TokenInvalid as exc:
+            data = {"reason": "token invalid", "detail": str(exc)}
+            raise JsonRpcError(UNAUTHORIZED, "unauthorized", data) from None
+        if self._user is not None and claims.user != self._user:
+            raise JsonRpcError(FORBIDDEN, "forbidden", {"reason": "token names another user"})
+        self._user, self._expires_at = claims.user, claims.expires_at
+        return ConnectResult(claims.user, claims.expires_at)
+
+    def _permitted(self, name: str) -> str:
+        """``name`` if it is a channel the user may read; the error reply otherwise."""
+        try:
+            channel = parse_channel(name)
+        except ValueError as exc:
+            raise JsonRpcError(INVALID_PARAMS, "Invalid params", {"detail": str(exc)}) from None
+        if self._user is None or not may_subscribe(channel, self._user):
+            raise JsonRpcError(FORBIDDEN, "forbidden", {"channel": name})
+        return name
+
+    def _subscribe(self, params: SubscribeParams) -> SubscribeResult:
+        channel = self._permitted(params.channel)
+        since = params.since
+        subscription = self._subscriptions.get(channel)
+        if subscription is not None:
+            return self._resubscribe(subscription, since)
+        limit = self._limits.max_subscriptions
+        if len(self._subscriptions) >= limit:
+            raise JsonRpcError(TOO_MANY_SUBSCRIPTIONS, "too many subscriptions", {"limit": limit})
+        position = self._hub.subscribe(self, channel)
+        self._subscriptions[channel] = _Subscription(channel, position)
+        if since is None:
+            return SubscribeResult(channel, position.offset, position.epoch)
+        recovery = self._hub.since(channel, since.offset, since.epoch)
+        return SubscribeResult(
+            channel,
+            position.offset,
+            position.epoch,
+            recovered=recovery.recovered,
+            publications=_publications(recovery.publications),
+        )
+
+    def _resubscribe(self, subscription: _Subscription, since: Since | None) -> SubscribeResult:
+        """The idempotent reply: the position the writer reached, recovery up to it."""
+        channel, delivered, epoch = subscription.channel, subscription.delivered, subscription.epoch
+        if since is None:
+            return SubscribeResult(channel, delivered, epoch)
+        missed: Sequence[Publication] = ()
+        recovered = False
+        if since.epoch == epoch and since.offset <= delivered:
+            recovery = self._hub.since(channel, since.offset, since.epoch)
+            recovered = recovery.recovered and recovery.epoch == epoch
+            if recovered:
+                missed = [p for p in recovery.publications if p.offset <= delivered]
+        return SubscribeResult(
+            channel, delivered, epoch, recovered=recovered, publications=_publications(missed)
+        )
+
+    def _unsubscribe(self, params: UnsubscribeParams) -> Empty:
+        try:
+            parse_channel(params.channel)
+        except ValueError as exc:
+            raise JsonRpcError(INVALID_PARAMS, "Invalid params", {"detail": str(exc)}) from None
+        subscription = self._subscriptions.pop(params.channel, None)
+        if subscription is None:
+            return _EMPTY
+        self._hub.unsubscribe(self, params.channel)
+        if any(push[0] is subscription for push in self._pushes):
+            # Its queued publications go too: O(pending), and unsubscribing is rare.
+            self._pending_bytes -= sum(
+                _push_size(push) for push in self._pushes if push[0] is subscription
+            )
+            self._pushes = deque(push for push in self._pushes if push[0] is not subscription)
+        return _EMPTY
+
+    def _history(self, params: HistoryParams) -> HistoryResult:
+        channel = self._permitted(params.channel)
+        since = params.since
+        if since is None:
+            position = self._hub.position(channel)
+            latest = self._hub.latest(channel, params.limit)
+            return HistoryResult(_publications(latest), position.offset, position.epoch)
+        recovery = self._hub.since(channel, since.offset, since.epoch)
+        if not recovery.recovered:
+            data = {"channel": channel, "offset": recovery.offset, "epoch": recovery.epoch}
+            raise JsonRpcError(UNRECOVERABLE_POSITION, "unrecoverable position", data)
+        page = recovery.publications[: params.limit]
+        return HistoryResult(_publications(page), recovery.offset, recovery.epoch)
