@@ -44,7 +44,15 @@ from rich.progress import (
 from rich.table import Table
 
 from actors.bus import EventBus
-from actors.feeds import FeedSettings, GraphContextSource, LinearScorer, RemoteScorer, feeds_subtree
+from actors.feeds import (
+    FeedSettings,
+    GraphContextSource,
+    LinearScorer,
+    PipelineParams,
+    RemoteScorer,
+    ScorerConfigError,
+    feeds_subtree,
+)
 from actors.feeds.scorer import DEFAULT_REMOTE_TIMEOUT
 from actors.monitor import BackendMonitor
 from actors.social import GraphReader, GraphWriter, ReaderPool, SocialEvent, SocialService
@@ -311,10 +319,11 @@ def run_command(debug: bool, main: Callable[[], Any]) -> Any:
     configure_logging(debug)
     try:
         return main()
-    except (StoreError, MalformedInput, OSError) as error:
+    except (StoreError, MalformedInput, ScorerConfigError, OSError) as error:
         if debug:
             raise
         hint = {
+            "ScorerConfigError": "fix the weights file (see actors/feeds/weights.toml)",
             "BackendUnavailable": "is the backend running and the URL right?",
             "QueryError": "run with --debug for the query and traceback",
             "ConfigError": "see `starling --help` for the URL forms",
@@ -338,6 +347,31 @@ def main() -> None:
 @click.option(
     "--max-body-bytes", default=1 << 20, show_default=True, help="Largest /rpc request body."
 )
+@click.option(
+    "--feed-ttl", default=600.0, show_default=True, help="Seconds a ranked feed is served/cached."
+)
+@click.option(
+    "--feed-idle", default=300.0, show_default=True, help="Seconds before an idle feed actor stops."
+)
+@click.option("--feed-max-live", default=10_000, show_default=True, help="Most live feed actors.")
+@click.option(
+    "--feed-horizon-days",
+    default=3650.0,
+    show_default=True,
+    help="Stories older than this never enter a feed (the demo's stories date from 2016-2020).",
+)
+@click.option(
+    "--feed-weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="STARLING_FEED_WEIGHTS",
+    help="Scorer weights TOML [env STARLING_FEED_WEIGHTS; default: the packaged weights].",
+)
+@click.option(
+    "--scorer-url",
+    envvar="STARLING_SCORER_URL",
+    help="A JSON-RPC model service to rank with, falling back to the weights "
+    "[env STARLING_SCORER_URL].",
+)
 def serve_command(
     data_dir: Path | None,
     graph_url: str | None,
@@ -347,6 +381,12 @@ def serve_command(
     port: int,
     readers: int,
     max_body_bytes: int,
+    feed_ttl: float,
+    feed_idle: float,
+    feed_max_live: int,
+    feed_horizon_days: float,
+    feed_weights: Path | None,
+    scorer_url: str | None,
 ) -> None:
     """Serve JSON-RPC, /health and /metrics until Ctrl-C.
 
@@ -355,9 +395,27 @@ def serve_command(
       starling serve
       starling serve --port 9000 --data-dir /var/lib/starling
       STARLING_GRAPH_URL=bolt://localhost:7687 starling serve
+      starling serve --feed-ttl 120 --scorer-url http://127.0.0.1:9000/score
     """
     settings = Settings.resolve(data_dir, graph_url, redis_url)
-    options = ServeOptions(host=host, port=port, readers=readers, max_body_bytes=max_body_bytes)
+    try:
+        feeds = FeedSettings(
+            ttl=feed_ttl,
+            idle_timeout=feed_idle,
+            max_live=feed_max_live,
+            params=PipelineParams(horizon_seconds=feed_horizon_days * 86_400),
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    options = ServeOptions(
+        host=host,
+        port=port,
+        readers=readers,
+        max_body_bytes=max_body_bytes,
+        feeds=feeds,
+        feed_weights=feed_weights,
+        scorer_url=scorer_url,
+    )
     run_command(debug, lambda: trio.run(functools.partial(serve, settings, options)))
 
 

@@ -85,7 +85,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 def create_app(services: Services, config: AppConfig | None = None) -> Starlette:
     """Build the ASGI app over ``services``."""
     config = config or AppConfig()
-    metrics = Metrics(services.tree)
+    metrics = Metrics(services.tree, services.feeds.counters if services.feeds else None)
     dispatcher = build_dispatcher(services)
     dispatcher.on_call = metrics.observe_call
     expected = f"Bearer {config.api_key}".encode() if config.api_key else None

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from actors.feeds import FeedCounters
 from supervisor import SupervisorStatistics
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -53,10 +54,59 @@ class TreeCollector(Collector):
         yield from (restarts, up, used, peak, window, healthy)
 
 
+class FeedCollector(Collector):
+    """Reads the feed builders' shared :class:`~actors.feeds.FeedCounters` at each scrape."""
+
+    def __init__(self, counters: FeedCounters, tree: Callable[[], SupervisorStatistics]) -> None:
+        self._counters = counters
+        self._tree = tree
+
+    def collect(self) -> Iterator[Metric]:
+        c = self._counters
+        builds = CounterMetricFamily(
+            "starling_feed_builds", "Feed rankings, by outcome.", labels=["outcome"]
+        )
+        builds.add_metric(["ok"], c.builds)
+        builds.add_metric(["failed"], c.build_failures)
+        reads = CounterMetricFamily(
+            "starling_feed_reads", "feed.get pages, by how they were served.", labels=["served"]
+        )
+        reads.add_metric(["cached"], c.reads_cached)
+        reads.add_metric(["built"], c.reads_built)
+        waited = CounterMetricFamily(
+            "starling_feed_single_flight_waits", "First pages that waited for a running build."
+        )
+        waited.add_metric([], c.waited)
+        dropped = CounterMetricFamily(
+            "starling_feed_validation_dropped", "Stale stories skipped by validation on read."
+        )
+        dropped.add_metric([], c.dropped)
+        cache_errors = CounterMetricFamily(
+            "starling_feed_cache_errors", "Feed cache reads or writes that failed."
+        )
+        cache_errors.add_metric([], c.cache_errors)
+        steps = CounterMetricFamily(
+            "starling_feed_step_seconds",
+            "Seconds spent in each pipeline step, over all builds.",
+            labels=["step"],
+        )
+        for step, ms in sorted(c.step_ms.items()):
+            steps.add_metric([step], ms / 1000)
+        live = GaugeMetricFamily("starling_feed_builders_live", "Feed builder actors running.")
+        live.add_metric(
+            [], sum(1 for path, _ in self._tree().walk("root") if "/feed_builders/" in path)
+        )
+        yield from (builds, reads, waited, dropped, cache_errors, steps, live)
+
+
 class Metrics:
     """A registry of Starling's metrics (one per app, so tests do not share state)."""
 
-    def __init__(self, tree: Callable[[], SupervisorStatistics]) -> None:
+    def __init__(
+        self,
+        tree: Callable[[], SupervisorStatistics],
+        feeds: FeedCounters | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.rpc_calls = Counter(
             "starling_rpc_calls",
@@ -78,6 +128,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(TreeCollector(tree))
+        if feeds is not None:
+            self.registry.register(FeedCollector(feeds, tree))
 
     def observe_call(self, method: str, seconds: float, outcome: str) -> None:
         """Record one JSON-RPC call."""

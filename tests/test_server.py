@@ -313,3 +313,31 @@ def test_dead_backend_is_one_clear_line(tmp_path: Path) -> None:
     assert process.returncode == 1
     assert "Traceback" not in process.stderr
     assert process.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+async def test_feed_over_http_with_its_metrics(server: Running) -> None:
+    """A published post reaches a follower's feed.get over HTTP; /metrics counts the ranking."""
+    reply = await server.rpc(
+        "posts.publish", {"author": "b", "post": {"id": "hello", "title": "Hello"}}
+    )
+    assert reply["result"]["post"] == "hello"
+    for _ in range(100):  # the published event reaches the story index asynchronously
+        reply = await server.rpc("feed.get", {"user": "a", "limit": 5})
+        if reply["result"]["items"]:
+            break
+        await server.rpc("feed.invalidate", {"user": "a"})
+        await trio.sleep(0.01)
+    result = reply["result"]
+    assert [item["post"] for item in result["items"]] == ["hello"]
+    assert "followed author" in result["items"][0]["reasons"]
+    assert result["next_cursor"] is None
+    reply = await server.rpc("feed.get", {"user": "nobody"})
+    assert reply["error"]["code"] == -32004
+    text = (await server.client.get("/metrics")).text
+    assert 'starling_feed_builds_total{outcome="ok"}' in text
+    assert "starling_feed_builders_live 1.0" in text
+    tree = (await server.client.get("/health")).json()
+    feeds = tree["children"][2]
+    assert [child["id"] for child in feeds["children"]] == [
+        "story_index", "feed_builders", "feed_registry", "feed_events"
+    ]  # fmt: skip

@@ -57,6 +57,7 @@ from actors.feeds.snapshot import (
     snapshot_key,
 )
 from actors.runtime import Actor, ActorRef, ActorUnavailable
+from actors.social.errors import NotFound
 from actors.social.events import (
     Followed,
     Muted,
@@ -332,6 +333,8 @@ class FeedBuilder(Actor[Any]):
         except BaseException as error:
             self._build_error = error
             self._deps.counters.build_failures += 1
+            if isinstance(error, NotFound) and not self._snapshots:
+                self.request_stop()  # no such user: do not keep an actor for them
             raise
         else:
             self._hold(snapshot, self._build_changes)
