@@ -17,6 +17,7 @@ from stores.cache import Cache
 from stores.errors import ConfigError
 from stores.graph import GraphStore
 from stores.pubsub import PubSub
+from stores.sequence import Sequencer
 from stores.stream import Stream
 
 NEO4J_SCHEMES = {"neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"}
@@ -79,8 +80,14 @@ class KeyValueBackend:
     cache: Cache
     stream: Stream
     pubsub: PubSub
+    sequencer: Sequencer
     ping: Callable[[], Awaitable[None]]
     aclose: Callable[[], Awaitable[None]]
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes can share this backend (Redis), i.e. scale out."""
+        return not self.url.startswith("memory:")
 
 
 async def _nothing() -> None:
@@ -95,13 +102,25 @@ def open_key_value(url: str, *, max_connections: int = 16) -> KeyValueBackend:
     """
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        from stores.memory import MemoryCache, MemoryPubSub, MemoryStream
+        from stores.memory import MemoryCache, MemoryPubSub, MemorySequencer, MemoryStream
 
         return KeyValueBackend(
-            url, MemoryCache(), MemoryStream(), MemoryPubSub(), _nothing, _nothing
+            url,
+            MemoryCache(),
+            MemoryStream(),
+            MemoryPubSub(),
+            MemorySequencer(),
+            _nothing,
+            _nothing,
         )
     if scheme in REDIS_SCHEMES:
-        from stores.redis import RedisBackend, RedisCache, RedisPubSub, RedisStream
+        from stores.redis import (
+            RedisBackend,
+            RedisCache,
+            RedisPubSub,
+            RedisSequencer,
+            RedisStream,
+        )
 
         backend = RedisBackend.from_url(url, max_connections=max_connections)
         return KeyValueBackend(
@@ -109,6 +128,7 @@ def open_key_value(url: str, *, max_connections: int = 16) -> KeyValueBackend:
             RedisCache(backend),
             RedisStream(backend),
             RedisPubSub(backend),
+            RedisSequencer(backend),
             backend.ping,
             backend.aclose,
         )

@@ -30,6 +30,7 @@ import trio
 
 from stores.errors import QueryError
 from stores.pubsub import Message
+from stores.sequence import new_epoch
 from stores.stream import StreamEntry, check_count
 
 DEFAULT_MAX_KEYS = 65_536
@@ -471,3 +472,24 @@ class MemoryPubSub:
                 if not subscribers:
                     del self._subscriptions[topic]
             subscription.close()
+
+
+class MemorySequencer:
+    """Per-channel offsets in this process (one epoch per channel per process life)."""
+
+    def __init__(self) -> None:
+        self._offsets: dict[str, int] = {}
+        self._epochs: dict[str, str] = {}
+
+    async def next_offsets(self, channels: Sequence[str]) -> list[tuple[int, str]]:
+        """See :class:`stores.sequence.Sequencer`."""
+        await trio.lowlevel.checkpoint()
+        result = []
+        for channel in channels:
+            offset = self._offsets.get(channel, 0) + 1
+            self._offsets[channel] = offset
+            epoch = self._epochs.get(channel)
+            if epoch is None:
+                epoch = self._epochs[channel] = new_epoch()
+            result.append((offset, epoch))
+        return result

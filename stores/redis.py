@@ -41,6 +41,7 @@ from redis.typing import EncodableT, FieldT
 from stores.errors import BackendUnavailable, ConfigError, QueryError, StoreError
 from stores.memory import DEFAULT_SUBSCRIPTION_BUFFER, Subscription
 from stores.pubsub import Message
+from stores.sequence import EPOCHS_KEY, OFFSETS_KEY, new_epoch
 from stores.stream import StreamEntry, check_count
 
 DEFAULT_MAX_CONNECTIONS = 16
@@ -564,3 +565,36 @@ class RedisPubSub:
             if not started:
                 raise
             subscription.close(exc)
+
+
+class RedisSequencer:
+    """Per-channel offsets in Redis, shared by every process (one pipeline per call).
+
+    ``HINCRBY starling:offsets <channel> 1`` per offset and ``HSETNX
+    starling:epochs <channel> <new epoch>`` per channel, then ``HMGET`` of the
+    epochs, in one ``MULTI`` transaction.
+    """
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self._backend = backend
+
+    async def next_offsets(self, channels: Sequence[str]) -> list[tuple[int, str]]:
+        """See :class:`stores.sequence.Sequencer`."""
+        if not channels:
+            await trio.lowlevel.checkpoint()
+            return []
+        distinct = list(dict.fromkeys(channels))
+
+        def allocate(client: redis.Redis) -> list[tuple[int, str]]:
+            with client.pipeline(transaction=True) as pipe:
+                for channel in distinct:
+                    pipe.hsetnx(EPOCHS_KEY, channel, new_epoch())
+                for channel in channels:
+                    pipe.hincrby(OFFSETS_KEY, channel, 1)
+                pipe.hmget(EPOCHS_KEY, distinct)
+                replies = pipe.execute()
+            offsets = replies[len(distinct) : len(distinct) + len(channels)]
+            epochs = dict(zip(distinct, (_text(e) for e in replies[-1]), strict=True))
+            return [(int(o), epochs[c]) for o, c in zip(offsets, channels, strict=True)]
+
+        return await self._backend.run(allocate)

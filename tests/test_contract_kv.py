@@ -21,9 +21,10 @@ import trio.testing
 
 from stores.cache import Cache
 from stores.errors import BackendUnavailable, QueryError
-from stores.memory import MemoryCache, MemoryPubSub, MemoryStream, Subscription
+from stores.memory import MemoryCache, MemoryPubSub, MemorySequencer, MemoryStream, Subscription
 from stores.pubsub import Message, PubSub
-from stores.redis import RedisBackend, RedisCache, RedisPubSub, RedisStream
+from stores.redis import RedisBackend, RedisCache, RedisPubSub, RedisSequencer, RedisStream
+from stores.sequence import Sequencer
 from stores.stream import Stream
 
 WAIT = 0.2  # seconds a test lets pass for a 0.05–0.1 s TTL, block or idle bound
@@ -38,6 +39,7 @@ class Backend:
     pubsub: PubSub
     stream_with_max_length: Callable[[int], Stream]
     pubsub_with_buffer: Callable[[int], PubSub]
+    sequencer: Sequencer
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -65,6 +67,7 @@ async def kv(redis_or_none: str | None) -> AsyncIterator[Backend]:
             MemoryPubSub(),
             lambda max_length: MemoryStream(max_length=max_length),
             lambda buffer_size: MemoryPubSub(buffer_size=buffer_size),
+            MemorySequencer(),
         )
         return
     backend = RedisBackend.from_url(redis_or_none, max_connections=4)
@@ -75,6 +78,7 @@ async def kv(redis_or_none: str | None) -> AsyncIterator[Backend]:
             RedisPubSub(backend),
             lambda max_length: RedisStream(backend, max_length=max_length),
             lambda buffer_size: RedisPubSub(backend, buffer_size=buffer_size),
+            RedisSequencer(backend),
         )
     finally:
         await backend.aclose()
@@ -372,3 +376,19 @@ async def test_unreachable_redis_raises_backend_unavailable_quickly() -> None:
                     pass
     finally:
         await backend.aclose()
+
+
+# --- sequencer -----------------------------------------------------------------
+
+
+async def test_offsets_count_up_per_channel_in_one_epoch(kv: Backend, name: str) -> None:
+    """Each channel numbers from 1 in call order, a repeated channel twice, one epoch each."""
+    a, b = f"{name}:a", f"{name}:b"
+    first = await kv.sequencer.next_offsets([a, b, a])
+    assert [offset for offset, _ in first] == [1, 1, 2]
+    second = await kv.sequencer.next_offsets([a])
+    assert second[0][0] == 3
+    epochs = {epoch for _, epoch in first[::2] + second}
+    assert len(epochs) == 1
+    assert all(len(epoch) == 8 for _, epoch in first)
+    assert await kv.sequencer.next_offsets([]) == []
