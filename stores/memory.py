@@ -218,6 +218,31 @@ class MemoryStream:
         log.appended = trio.Event()
         return _format_stream_id(key)
 
+    async def append_many(self, stream: str, entries: Sequence[Mapping[str, str]]) -> list[str]:
+        """Append entries in order; return their ids.
+
+        Raises:
+            ValueError: an entry is empty.
+        """
+        if any(not fields for fields in entries):
+            raise ValueError("a stream entry needs at least one field")
+        await trio.lowlevel.checkpoint()
+        if not entries:
+            return []
+        log = self._logs.setdefault(stream, _Log())
+        ids = []
+        for fields in entries:
+            key = log.next_key()
+            log.keys.append(key)
+            log.fields[key] = MappingProxyType(dict(fields))
+            log.last = key
+            ids.append(_format_stream_id(key))
+        if self._max_length is not None:
+            log.trim(self._max_length)
+        log.appended.set()
+        log.appended = trio.Event()
+        return ids
+
     async def ensure_group(self, stream: str, group: str) -> None:
         """Create consumer group ``group`` at the start of ``stream`` if missing
         (creating the stream too)."""

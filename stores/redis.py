@@ -263,6 +263,27 @@ class RedisStream:
         )
         return _text(entry_id)
 
+    async def append_many(self, stream: str, entries: Sequence[Mapping[str, str]]) -> list[str]:
+        """Append entries in order, in one pipeline; return their ids.
+
+        Raises:
+            ValueError: an entry is empty.
+        """
+        if any(not fields for fields in entries):
+            raise ValueError("a stream entry needs at least one field")
+        if not entries:
+            await trio.lowlevel.checkpoint()
+            return []
+
+        def add(client: redis.Redis) -> list[str]:
+            with client.pipeline(transaction=False) as pipe:
+                for fields in entries:
+                    payload: dict[FieldT, EncodableT] = dict(fields.items())
+                    pipe.xadd(stream, payload, maxlen=self._max_length, approximate=True)
+                return [_text(entry_id) for entry_id in pipe.execute()]
+
+        return await self._backend.run(add)
+
     async def ensure_group(self, stream: str, group: str) -> None:
         """Create consumer group ``group`` at the start of ``stream`` if missing
         (creating the stream too): ``XGROUP CREATE … 0 MKSTREAM``, ignoring ``BUSYGROUP``."""

@@ -39,6 +39,10 @@ class Stream(Protocol):
         """Append an entry and return its id."""
         ...
 
+    async def append_many(self, stream: str, entries: Sequence[Mapping[str, str]]) -> list[str]:
+        """Append entries in order (one round trip); return their ids."""
+        ...
+
     async def ensure_group(self, stream: str, group: str) -> None:
         """Create consumer group ``group`` at the start of ``stream`` if missing
         (creating the stream too)."""

@@ -392,3 +392,17 @@ async def test_offsets_count_up_per_channel_in_one_epoch(kv: Backend, name: str)
     assert len(epochs) == 1
     assert all(len(epoch) == 8 for _, epoch in first)
     assert await kv.sequencer.next_offsets([]) == []
+
+
+async def test_append_many_keeps_order_and_ids_increase(kv: Backend, name: str) -> None:
+    """A batch append stores every entry in order with increasing ids, readable by a group."""
+    await kv.stream.ensure_group(name, "g")
+    ids = await kv.stream.append_many(name, [{"n": str(i)} for i in range(5)])
+    assert ids == sorted(ids, key=_id_key)
+    assert len(set(ids)) == 5
+    entries = await kv.stream.read_group(name, "g", "c", count=10, block=0)
+    assert [entry.fields["n"] for entry in entries] == ["0", "1", "2", "3", "4"]
+    assert [entry.id for entry in entries] == ids
+    assert await kv.stream.append_many(name, []) == []
+    with pytest.raises(ValueError, match="at least one field"):
+        await kv.stream.append_many(name, [{"n": "5"}, {}])
