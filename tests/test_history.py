@@ -240,3 +240,20 @@ def test_since_is_exact_or_nothing(
         assert recovery.publications == ()
     assert recovery.recovered == possible
     event(f"recovered={recovery.recovered}")
+
+
+def test_put_takes_numbers_from_elsewhere_and_never_hides_a_gap() -> None:
+    """Numbered elsewhere: duplicates are ignored, a gap or a new epoch forgets the past."""
+    history = ChannelHistory(size=10, epoch="e1")
+    assert history.put(1, "e1", b"a", 0.0) is not None
+    assert history.put(2, "e1", b"b", 0.0) is not None
+    assert history.put(2, "e1", b"b", 0.0) is None  # duplicate
+    assert [p.offset for p in history.since(0, "e1", 0.0).publications] == [1, 2]
+    assert history.put(5, "e1", b"e", 0.0) is not None  # 3 and 4 never came
+    recovery = history.since(2, "e1", 0.0)
+    assert recovery.recovered is False
+    assert recovery.publications == ()
+    assert history.since(4, "e1", 0.0).recovered is True
+    assert history.put(1, "e2", b"x", 0.0) is not None  # the sequencer's epoch changed
+    assert history.position() == (1, "e2")
+    assert history.since(5, "e1", 0.0).recovered is False

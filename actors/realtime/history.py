@@ -158,6 +158,32 @@ class ChannelHistory:
         self._ring.append(publication)
         return publication
 
+    def put(self, offset: int, epoch: str, data: bytes, now: float) -> Publication | None:
+        """Add a publication numbered elsewhere (the sequencer shared by several processes).
+
+        - a new ``epoch`` replaces the history: it restarts at ``offset``;
+        - an ``offset`` at or below the top is a duplicate: ignored, ``None``;
+        - an ``offset`` past the next one leaves a gap: what came before it is
+          forgotten, so no recovery can silently skip the missing ones.
+
+        Returns:
+            The new publication, or ``None`` for a duplicate.
+        """
+        self._expire(now)
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._ring.clear()
+            self._top = offset - 1
+        elif offset <= self._top:
+            return None
+        elif offset > self._top + 1:
+            self._ring.clear()
+            self._top = offset - 1
+        self._top = offset
+        publication = Publication(offset=offset, data=data, time=now)
+        self._ring.append(publication)
+        return publication
+
     def since(self, offset: int, epoch: str, now: float) -> Recovery:
         """What a client that last saw ``offset`` in ``epoch`` missed.
 
@@ -287,6 +313,15 @@ class Histories:
         """Append to ``name``'s history (see :meth:`ChannelHistory.append`)."""
         self._appended += 1
         return self.channel(name).append(data, now)
+
+    def put(
+        self, name: str, offset: int, epoch: str, data: bytes, now: float
+    ) -> Publication | None:
+        """Add a publication numbered elsewhere (see :meth:`ChannelHistory.put`)."""
+        publication = self.channel(name).put(offset, epoch, data, now)
+        if publication is not None:
+            self._appended += 1
+        return publication
 
     def since(self, name: str, offset: int, epoch: str, now: float) -> Recovery:
         """Recover ``name`` from ``offset``/``epoch`` (see :meth:`ChannelHistory.since`)."""

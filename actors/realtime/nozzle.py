@@ -1,0 +1,148 @@
+"""The nozzle: drains the event stream in batches as a member of the consumer group.
+
+Disqus's realtime pipeline reads its queue in batches ("the nozzle"),
+https://blog.disqus.com/scaling-realtime-at-disqus. Here the queue is the
+stream ``starling:events`` (a Redis stream, or the in-process one), read with
+``XREADGROUP`` in the group ``starling`` under this process's consumer name,
+so several processes share the stream and each entry goes to one of them.
+
+Each batch (up to ``batch`` entries, waiting at most ``block`` seconds) is
+sent to the transformer with backpressure: when the transformer falls
+behind, the nozzle stops reading and entries wait in the stream, not in
+memory. Every ``reclaim_every`` seconds the nozzle also claims entries that
+have been pending on any consumer for ``reclaim_idle`` seconds (a crashed
+transformer's batch, a dead process's), so nothing read is ever lost: at
+least once, duplicates possible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import trio
+
+from actors.realtime.transform import GROUP, STREAM
+from actors.runtime import ActorRef
+from stores.errors import BackendUnavailable
+from stores.stream import Stream, StreamEntry
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Stream entries for the transformer, oldest first."""
+
+    entries: tuple[StreamEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NozzleStatistics:
+    """The nozzle's figures: entries read, of them reclaimed, and batches sent."""
+
+    name: str
+    state: str
+    read: int
+    reclaimed: int
+    batches: int
+    outages: int
+
+
+class Nozzle:
+    """Reads the stream and feeds the transformer (see the module docstring).
+
+    Args:
+        stream: the stream port.
+        transformer: where batches go.
+        consumer: this process's name in the consumer group.
+        batch: most entries per read.
+        block: longest wait for a first entry, seconds.
+        reclaim_idle: seconds an entry must have been pending before it is reclaimed.
+        reclaim_every: seconds between reclaim passes.
+        retry_after: seconds to wait after the backend failed.
+    """
+
+    name = "nozzle"
+
+    def __init__(
+        self,
+        stream: Stream,
+        transformer: ActorRef[Any],
+        *,
+        consumer: str,
+        batch: int = 256,
+        block: float = 1.0,
+        reclaim_idle: float = 30.0,
+        reclaim_every: float = 10.0,
+        retry_after: float = 1.0,
+    ) -> None:
+        self._stream = stream
+        self._transformer = transformer
+        self.consumer = consumer
+        self.batch = batch
+        self.block = block
+        self.reclaim_idle = reclaim_idle
+        self.reclaim_every = reclaim_every
+        self.retry_after = retry_after
+        self._scope = trio.CancelScope()
+        self._state = "new"
+        self.read = 0
+        self.reclaimed = 0
+        self.batches = 0
+        self.outages = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[Nozzle] = trio.TASK_STATUS_IGNORED) -> None:
+        """Join the group, report ready, then read until stopped.
+
+        Raises:
+            stores.errors.BackendUnavailable: the stream cannot be reached at start.
+        """
+        await self._stream.ensure_group(STREAM, GROUP)
+        self._scope = trio.CancelScope()
+        self._state = "running"
+        task_status.started(self)
+        next_reclaim = trio.current_time() + self.reclaim_every
+        with self._scope:
+            while True:
+                try:
+                    if trio.current_time() >= next_reclaim:
+                        next_reclaim = trio.current_time() + self.reclaim_every
+                        await self._reclaim()
+                    entries = await self._stream.read_group(
+                        STREAM, GROUP, self.consumer, count=self.batch, block=self.block
+                    )
+                except BackendUnavailable as outage:
+                    self.outages += 1
+                    log.warning("event stream unavailable; retrying", error=str(outage))
+                    await trio.sleep(self.retry_after)
+                    continue
+                if entries:
+                    await self._hand_on(entries)
+        self._state = "stopped"
+
+    async def _reclaim(self) -> None:
+        entries = await self._stream.reclaim(
+            STREAM, GROUP, self.consumer, min_idle=self.reclaim_idle, count=self.batch
+        )
+        if entries:
+            self.reclaimed += len(entries)
+            log.info("reclaimed pending events", count=len(entries), consumer=self.consumer)
+            await self._hand_on(entries)
+
+    async def _hand_on(self, entries: list[StreamEntry]) -> None:
+        self.read += len(entries)
+        self.batches += 1
+        await self._transformer.send(Batch(tuple(entries)))
+
+    def request_stop(self) -> None:
+        """Stop reading (what was handed on stays with the transformer)."""
+        self._state = "stopping"
+        self._scope.cancel()
+
+    def statistics(self) -> NozzleStatistics:
+        """A snapshot of the figures."""
+        return NozzleStatistics(
+            self.name, self._state, self.read, self.reclaimed, self.batches, self.outages
+        )

@@ -1,0 +1,91 @@
+"""Put each channel's publications back in offset order before they are delivered.
+
+When several processes transform events of one channel, each takes its
+offsets from the shared sequencer and then publishes its batch on Redis
+Pub/Sub; two batches can reach a subscriber in the other order than their
+offsets (process A numbers first, process B publishes first). The publisher
+of every process therefore releases a channel's publications only in offset
+order: a publication that arrives early waits until the ones before it
+arrive, at most ``wait`` seconds; after that the gap is skipped (the history
+then refuses recoveries across it, see
+:meth:`actors.realtime.history.ChannelHistory.put`). Duplicates (an offset
+already released) are dropped.
+
+The first publication of a channel that this process has not seen yet (or
+of a new epoch) starts the channel's order. Pure: no I/O, times passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from actors.realtime.transform import Rendered
+
+
+@dataclass
+class _Channel:
+    epoch: str
+    next: int
+    early: dict[int, Rendered] = field(default_factory=dict)
+    waiting_since: float | None = None
+
+
+class ReorderBuffer:
+    """Releases each channel's publications in offset order (see the module docstring).
+
+    Args:
+        wait: longest time, in seconds, an early publication waits for a gap to fill.
+        max_channels: channels whose order is remembered (least recently used go first).
+
+    Raises:
+        ValueError: ``wait`` < 0 or ``max_channels`` < 1.
+    """
+
+    def __init__(self, *, wait: float = 0.5, max_channels: int = 100_000) -> None:
+        if wait < 0 or max_channels < 1:
+            raise ValueError("wait must be >= 0 seconds and max_channels >= 1")
+        self.wait = wait
+        self.max_channels = max_channels
+        self._channels: dict[str, _Channel] = {}
+        self.duplicates = 0
+        self.gaps = 0
+
+    def push(self, item: Rendered, now: float) -> list[Rendered]:
+        """Take one publication; return those now released, in order."""
+        state = self._channels.get(item.channel)
+        if state is None or state.epoch != item.epoch:
+            if state is None and len(self._channels) >= self.max_channels:
+                del self._channels[next(iter(self._channels))]
+            state = self._channels[item.channel] = _Channel(item.epoch, item.offset)
+        if item.offset < state.next or item.offset in state.early:
+            self.duplicates += 1
+            return []
+        if item.offset > state.next:
+            state.early[item.offset] = item
+            if state.waiting_since is None:
+                state.waiting_since = now
+            return []
+        return self._release(state, item)
+
+    def expire(self, now: float) -> list[Rendered]:
+        """Skip the gaps that have waited ``wait`` seconds; return what that releases."""
+        released: list[Rendered] = []
+        for state in self._channels.values():
+            if state.waiting_since is not None and now - state.waiting_since >= self.wait:
+                self.gaps += 1
+                state.next = min(state.early)
+                released += self._release(state, state.early.pop(state.next))
+        return released
+
+    def waiting(self) -> int:
+        """Publications held back now."""
+        return sum(len(state.early) for state in self._channels.values())
+
+    def _release(self, state: _Channel, item: Rendered) -> list[Rendered]:
+        released = [item]
+        state.next = item.offset + 1
+        while state.next in state.early:
+            released.append(state.early.pop(state.next))
+            state.next += 1
+        state.waiting_since = None if not state.early else state.waiting_since
+        return released

@@ -1,0 +1,126 @@
+"""The transformer's pure work: validate a stream entry, enrich it, render its payload once.
+
+A stream entry of ``starling:events`` has two fields, ``channel`` (a channel
+name, see :mod:`actors.realtime.channels`) and ``data`` (a JSON object, at
+most :data:`MAX_DATA_BYTES`). An entry that breaks these rules is *poison*:
+the transformer acknowledges it, counts it and logs it once, and never
+retries it.
+
+Enrichment: an event whose data names a ``user`` gets ``author`` display
+fields from the cache (``starling:profile:<user>``, a JSON object written by
+whoever owns profiles, e.g. ``starling replay``), or ``{"id": user}`` when
+there is none. The payload is rendered to bytes here, once; every subscriber
+of the channel is sent those same bytes (Disqus: "render once, fan out").
+
+Wire form of a rendered batch between processes (Redis Pub/Sub topic
+:data:`TOPIC`): a msgpack array of ``[channel, offset, epoch, entry_id, data]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from actors.realtime.channels import parse_channel
+
+STREAM = "starling:events"
+"""The stream events enter by."""
+GROUP = "starling"
+"""The consumer group every process's nozzle reads in."""
+TOPIC = "starling:realtime"
+"""The Pub/Sub topic rendered batches cross processes by."""
+PROFILE_PREFIX = "starling:profile:"
+MAX_DATA_BYTES = 64 * 1024
+
+
+class PoisonEvent(ValueError):
+    """A stream entry that can never be delivered (bad channel, data not a JSON object …)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A valid event before enrichment.
+
+    Attributes:
+        entry: the stream entry id.
+        channel: the channel name.
+        data: the decoded data object.
+        raw: the data as it came (re-used when enrichment adds nothing).
+    """
+
+    entry: str
+    channel: str
+    data: dict[str, Any]
+    raw: bytes
+
+
+class Rendered(msgspec.Struct, frozen=True, array_like=True):
+    """One event ready to publish: where, its number, and the payload bytes."""
+
+    channel: str
+    offset: int
+    epoch: str
+    entry: str
+    data: bytes
+
+
+_decoder = msgspec.json.Decoder()
+_batch_encoder = msgspec.msgpack.Encoder()
+_batch_decoder = msgspec.msgpack.Decoder(list[Rendered])
+
+
+def parse_entry(entry: str, fields: Mapping[str, str]) -> Parsed:
+    """Validate one stream entry.
+
+    Raises:
+        PoisonEvent: a missing or malformed ``channel`` or ``data``.
+    """
+    channel = fields.get("channel")
+    data = fields.get("data")
+    if channel is None or data is None:
+        raise PoisonEvent("an event needs the fields 'channel' and 'data'")
+    try:
+        parse_channel(channel)
+    except ValueError as exc:
+        raise PoisonEvent(str(exc)) from None
+    raw = data.encode()
+    if len(raw) > MAX_DATA_BYTES:
+        raise PoisonEvent(f"data is {len(raw)} bytes; at most {MAX_DATA_BYTES}")
+    try:
+        decoded = _decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise PoisonEvent(f"data is not JSON: {exc}") from None
+    if not isinstance(decoded, dict):
+        raise PoisonEvent("data must be a JSON object")
+    return Parsed(entry, channel, decoded, raw)
+
+
+def profile_key(user: str) -> str:
+    """The cache key of a user's display fields."""
+    return f"{PROFILE_PREFIX}{user}"
+
+
+def render(event: Parsed, profiles: Mapping[str, dict[str, Any]]) -> bytes:
+    """The payload bytes of ``event``, with ``author`` added when it names a ``user``."""
+    user = event.data.get("user")
+    if not isinstance(user, str) or "author" in event.data:
+        return event.raw
+    author = profiles.get(user) or {"id": user}
+    return msgspec.json.encode({**event.data, "author": author})
+
+
+def encode_batch(batch: list[Rendered]) -> bytes:
+    """The Pub/Sub message of a rendered batch."""
+    return _batch_encoder.encode(batch)
+
+
+def decode_batch(message: bytes) -> list[Rendered]:
+    """A rendered batch from its Pub/Sub message.
+
+    Raises:
+        msgspec.DecodeError: not a batch.
+    """
+    return _batch_decoder.decode(message)

@@ -1,0 +1,216 @@
+"""The transformer actor: validates, enriches and renders each event once, then fans it out.
+
+For each :class:`~actors.realtime.nozzle.Batch` from the nozzle:
+
+1. validate every entry (:func:`~actors.realtime.transform.parse_entry`);
+   poison entries are acknowledged, counted and logged, never retried;
+2. enrich: the display fields of the users the batch names, one cache read
+   per batch (``get_many``) behind a small in-process LRU;
+3. number: the next offset and the epoch of each event's channel from the
+   sequencer (one round trip per batch; Redis when processes share it);
+4. render each payload to bytes once;
+5. fan out (:class:`Fanout`): to this process's publisher, or, when
+   processes share Redis, to every process's publisher through one Pub/Sub
+   message per batch;
+6. acknowledge the batch's entries, only now (at least once: a crash before
+   this leaves them pending, and the nozzle reclaims them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgspec
+import structlog
+
+from actors.realtime.nozzle import Batch
+from actors.realtime.transform import (
+    GROUP,
+    STREAM,
+    TOPIC,
+    Parsed,
+    PoisonEvent,
+    Rendered,
+    encode_batch,
+    parse_entry,
+    profile_key,
+    render,
+)
+from actors.runtime import Actor, ActorRef
+from stores.cache import Cache
+from stores.pubsub import PubSub
+from stores.sequence import Sequencer
+from stores.stream import Stream
+
+log = structlog.get_logger(__name__)
+
+PROFILE_TTL = 60.0
+"""Seconds a user's display fields are reused before they are read again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Rendered events for the publisher, in offset order per channel; reply ``None``."""
+
+    items: tuple[Rendered, ...]
+
+
+class Fanout(Protocol):
+    """Where rendered batches go."""
+
+    async def deliver(self, batch: list[Rendered]) -> None:
+        """Hand ``batch`` on; return once it is taken (then it may be acknowledged)."""
+        ...
+
+
+class LocalFanout:
+    """To this process's publisher (the embedded default)."""
+
+    def __init__(self, publisher: ActorRef[Any]) -> None:
+        self._publisher = publisher
+
+    async def deliver(self, batch: list[Rendered]) -> None:
+        """Call the publisher; it replies once every subscriber's outbox has the batch."""
+        await self._publisher.call(Deliver(tuple(batch)))
+
+
+class SharedFanout:
+    """To every process's publisher through one Pub/Sub message per batch."""
+
+    def __init__(self, pubsub: PubSub) -> None:
+        self._pubsub = pubsub
+
+    async def deliver(self, batch: list[Rendered]) -> None:
+        """Publish the batch on :data:`~actors.realtime.transform.TOPIC`."""
+        await self._pubsub.publish(TOPIC, encode_batch(batch))
+
+
+@dataclass(frozen=True, slots=True)
+class TransformerStatistics:
+    """The transformer's figures plus the actor's."""
+
+    name: str
+    state: str
+    messages_handled: int
+    mailbox_used: int
+    mailbox_size: int
+    mailbox_peak: int
+    last_error: str | None
+    events: int
+    poison: int
+    batches: int
+
+
+class Transformer(Actor[Any]):
+    """See the module docstring.
+
+    Args:
+        stream: to acknowledge entries.
+        sequencer: numbers events per channel.
+        cache: users' display fields.
+        fanout: where rendered batches go.
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        sequencer: Sequencer,
+        cache: Cache,
+        fanout: Fanout,
+        *,
+        name: str = "transformer",
+        mailbox_size: int = 4,
+        max_profiles: int = 10_000,
+    ) -> None:
+        super().__init__(name, mailbox_size=mailbox_size)
+        self._stream = stream
+        self._sequencer = sequencer
+        self._cache = cache
+        self._fanout = fanout
+        self._profiles: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._max_profiles = max_profiles
+        self.events = 0
+        self.poison = 0
+        self.batches = 0
+
+    async def handle(self, message: Any) -> Any:
+        match message:
+            case Batch(entries):
+                await self._transform([(entry.id, entry.fields) for entry in entries])
+            case _:
+                raise TypeError(f"{self.name} cannot handle {type(message).__name__}")
+
+    async def _transform(self, entries: list[tuple[str, Any]]) -> None:
+        parsed: list[Parsed] = []
+        for entry_id, fields in entries:
+            try:
+                parsed.append(parse_entry(entry_id, fields))
+            except PoisonEvent as poison:
+                self.poison += 1
+                log.warning(
+                    "poison event acknowledged and dropped", entry=entry_id, error=str(poison)
+                )
+        if parsed:
+            profiles = await self._display_fields(parsed)
+            numbers = await self._sequencer.next_offsets([event.channel for event in parsed])
+            batch = [
+                Rendered(event.channel, offset, epoch, event.entry, render(event, profiles))
+                for event, (offset, epoch) in zip(parsed, numbers, strict=True)
+            ]
+            await self._fanout.deliver(batch)
+        await self._stream.ack(STREAM, GROUP, [entry_id for entry_id, _ in entries])
+        self.events += len(parsed)
+        self.batches += 1
+
+    async def _display_fields(self, events: list[Parsed]) -> dict[str, dict[str, Any]]:
+        users = {e.data["user"] for e in events if isinstance(e.data.get("user"), str)}
+        now = time.monotonic()
+        found: dict[str, dict[str, Any]] = {}
+        missing: list[str] = []
+        for user in users:
+            cached = self._profiles.get(user)
+            if cached is not None and now - cached[0] < PROFILE_TTL:
+                found[user] = cached[1]
+            else:
+                missing.append(user)
+        if missing:
+            values = await self._cache.get_many([profile_key(user) for user in missing])
+            for user, value in zip(missing, values, strict=True):
+                profile = _profile(user, value)
+                found[user] = profile
+                self._profiles[user] = (now, profile)
+                self._profiles.move_to_end(user)
+            while len(self._profiles) > self._max_profiles:
+                self._profiles.popitem(last=False)
+        return found
+
+    def statistics(self) -> TransformerStatistics:  # type: ignore[override]
+        """The actor's snapshot plus events, poison events and batches."""
+        base = super().statistics()
+        return TransformerStatistics(
+            base.name,
+            base.state,
+            base.messages_handled,
+            base.mailbox_used,
+            base.mailbox_size,
+            base.mailbox_peak,
+            base.last_error,
+            self.events,
+            self.poison,
+            self.batches,
+        )
+
+
+def _profile(user: str, value: bytes | None) -> dict[str, Any]:
+    """A user's display fields from the cache, or ``{"id": user}``."""
+    if value is not None:
+        try:
+            decoded = msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            decoded = None
+        if isinstance(decoded, dict):
+            return {"id": user, **decoded}
+    return {"id": user}
