@@ -9,7 +9,7 @@ VENV   ?= .venv
 DATA   ?= ../shared/data
 BIN     = $(VENV)/bin
 
-.PHONY: run test install install-test lint typecheck pytest bench-social clean
+.PHONY: run test install install-test lint typecheck pytest bench-social bench-feeds clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench-social: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/starling load demo --source $(DATA) --if-empty
 	$(BIN)/starling bench social
+
+bench-feeds: install
+	$(BIN)/starling bench feeds --source $(DATA)
 
 clean:
 	rm -rf $(VENV) starling-data tests/neo4j_server/target

@@ -725,5 +725,66 @@ def bench_social_command(
     )
 
 
+@bench_group.command("feeds")
+@click.option(
+    "--sizes",
+    default="100k,300k,1M",
+    show_default=True,
+    help="Candidate counts of the measured users (comma-separated; k and M suffixes).",
+)
+@click.option("--stories", default=1_200_000, show_default=True, help="Catalog size.")
+@click.option("--repeat", default=15, show_default=True, help="Cold builds per size.")
+@click.option("--warm-reads", default=2000, show_default=True, help="Warm reads per size.")
+@click.option("--parallel", default=50, show_default=True, help="Users built at once.")
+@click.option("--idle-builders", default=2000, show_default=True, help="For the memory figure.")
+@click.option("--seed", default=42, show_default=True, help="Seed of every synthetic draw.")
+@click.option(
+    "--source",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("../shared/data"),
+    show_default=True,
+    help="Directory holding the real story files.",
+)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="JSON file.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+def bench_feeds_command(
+    sizes: str,
+    stories: int,
+    repeat: int,
+    warm_reads: int,
+    parallel: int,
+    idle_builders: int,
+    seed: int,
+    source: Path,
+    output: Path | None,
+    debug: bool,
+) -> None:
+    """Ranked feeds vs their budgets (cold build, warm read, idle builder), on a SYNTHETIC catalog.
+
+    The catalog and users are drawn from the real HN and Medium stories (seeded).
+
+    \b
+    Examples:
+      starling bench feeds
+      starling bench feeds --sizes 100k --stories 200000 --repeat 5
+    """
+    from bench.feeds import Inputs, parse_sizes, run
+
+    try:
+        inputs = Inputs(
+            sizes=parse_sizes(sizes),
+            stories=stories,
+            repeat=repeat,
+            warm_reads=warm_reads,
+            parallel=parallel,
+            idle_builders=idle_builders,
+            seed=seed,
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    console = Console(width=200)
+    run_command(debug, lambda: run(inputs, source=source, output=output, console=console))
+
+
 if __name__ == "__main__":
     main()

@@ -10,6 +10,7 @@ from actors.realtime.history import (
     Recovery,
     new_epoch,
 )
+from actors.realtime.publisher import Publisher, PublisherStatistics, Subscriber
 
 __all__ = [
     "Channel",
@@ -19,7 +20,10 @@ __all__ = [
     "HistoriesStatistics",
     "Position",
     "Publication",
+    "Publisher",
+    "PublisherStatistics",
     "Recovery",
+    "Subscriber",
     "may_subscribe",
     "new_epoch",
     "parse_channel",

@@ -1,0 +1,258 @@
+"""The publisher: channel → local subscriber sessions, over the channels' histories.
+
+The last stage of the realtime pipeline (DESIGN.md, "Realtime"): it takes a
+rendered publication, adds it to its channel's :class:`Histories` (which
+numbers it, or keeps the number the shared sequencer gave it) and offers the
+same bytes to every session of this process subscribed to the channel, in
+one synchronous step::
+
+    publish(channel, data)             ─▶ Histories.append ─┐
+    put(channel, offset, epoch, data)  ─▶ Histories.put    ─┴▶ each subscriber: session.offer(...)
+                                                                (it queues, then wakes its writer)
+
+It is the :class:`protocols.ws_session.Hub` the sessions call (``subscribe``,
+``unsubscribe``, ``position``, ``since``, ``latest``), typed here by the
+structural :class:`Subscriber` so that ``actors/`` does not import
+``protocols/``.
+
+Ordering (the Hub contract): appending and offering happen with no
+checkpoint in between, and ``subscribe`` registers the session and reads the
+channel's position with none either. So a subscriber is offered exactly the
+publications appended after its ``subscribe`` returned, each once, in offset
+order, and the position it got is the offset just before the first one.
+
+Never blocks: :meth:`Publisher.publish` does no I/O and awaits nothing. A
+session whose outbox would overflow refuses the offer and closes itself with
+4008 (slow consumer); the publisher then drops it from every channel at once
+(it will never accept again, even if its writer is stuck on a full socket),
+counts it, and goes on to the next subscriber. One slow client never slows
+the others.
+
+A plain object, not an :class:`~actors.runtime.Actor`: the sessions call the
+hub synchronously while they answer a frame (a ``subscribe`` reply carries
+the position *and* recovery, decided at once), and an actor's mailbox would
+put a queue and a checkpoint between ``subscribe`` and the publications,
+breaking the ordering above. Every method is synchronous and short, so
+trio's cooperative scheduling already gives what a mailbox would: one call
+at a time, no interleaving. The rule that replaces the mailbox: **one owner,
+the trio thread** — the WebSocket adapter and whatever feeds it (the
+transformer, a Pub/Sub bridge) call it from tasks of the same ``trio.run``,
+never from a worker thread (use ``trio.from_thread.run_sync`` there). A
+producer that wants backpressure or supervision wraps it in a small actor
+whose ``handle`` calls :meth:`Publisher.publish`.
+
+Times: ``now`` arguments and the ``clock`` are seconds on one clock that
+never goes backwards, ``trio.current_time()`` by default, as
+:class:`Histories` asks (history ttl).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import trio
+
+from actors.realtime.history import Histories, Position, Publication, Recovery
+
+SLOW_CONSUMER: Final = 4008
+"""The close code of a slow consumer (``protocols.ws_session.CLOSE_SLOW_CONSUMER``)."""
+
+
+class _Closing(Protocol):
+    @property
+    def close(self) -> tuple[int, str] | None:
+        """The close decided, ``(code, reason)``, or ``None``."""
+        ...
+
+
+class Subscriber(Protocol):
+    """What the publisher needs of a session (:class:`protocols.ws_session.Session` is one)."""
+
+    def offer(self, channel: str, offset: int, data: bytes, /) -> bool:
+        """Queue one publication without blocking; ``False`` if refused (closing, slow)."""
+        ...
+
+    @property
+    def subscriptions(self) -> frozenset[str]:
+        """The channels the session is subscribed to."""
+        ...
+
+    def statistics(self) -> _Closing:
+        """A snapshot whose ``close`` tells why the session is closing."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherStatistics:
+    """A snapshot of a :class:`Publisher`.
+
+    Attributes:
+        channels: channels with at least one local subscriber.
+        subscribers: (session, channel) subscriptions, over all channels.
+        published: publications appended by :meth:`Publisher.publish`.
+        delivered: offers accepted by sessions (one per subscriber per publication).
+        slow_disconnects: sessions that refused an offer because their outbox
+            was full (close 4008), and were dropped.
+    """
+
+    channels: int
+    subscribers: int
+    published: int
+    delivered: int
+    slow_disconnects: int
+
+
+class Publisher:
+    """See the module docstring.
+
+    Args:
+        histories: the channels' histories; a fresh :class:`Histories` with
+            its defaults when ``None``.
+        clock: seconds, never going backwards; the time of ``since`` and
+            ``latest`` (and of ``publish`` when it is given no ``now``).
+    """
+
+    def __init__(
+        self,
+        histories: Histories | None = None,
+        *,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self.histories = Histories() if histories is None else histories
+        self._clock = clock
+        self._subscribers: dict[str, set[Subscriber]] = {}
+        self._subscriptions = 0
+        self._published = 0
+        self._delivered = 0
+        self._slow = 0
+
+    # -- producers ----------------------------------------------------------------
+
+    def publish(self, channel: str, data: bytes, now: float | None = None) -> Publication:
+        """Append ``data`` to ``channel`` and offer it to its local subscribers, in one step.
+
+        Never blocks. A subscriber that refuses (its outbox is full, or it is
+        closing) is dropped from every channel.
+
+        Args:
+            channel: a valid channel name (:func:`~actors.realtime.channels.parse_channel`;
+                not checked here: the transformer validated it).
+            data: the rendered JSON object, the same bytes for every subscriber.
+            now: seconds on the publisher's clock; read from it when ``None``.
+
+        Returns:
+            The publication, with its offset in the channel.
+        """
+        publication = self.histories.append(channel, data, self._clock() if now is None else now)
+        self._published += 1
+        self._offer(channel, publication)
+        return publication
+
+    def put(
+        self, channel: str, offset: int, epoch: str, data: bytes, now: float | None = None
+    ) -> Publication | None:
+        """Like :meth:`publish`, for a publication numbered elsewhere (the shared sequencer).
+
+        The history takes it as :meth:`Histories.put` says (a new epoch
+        restarts the channel, a gap forgets what came before it); a duplicate
+        (``offset`` at or below the channel's top) is dropped and offered to
+        nobody. Feed it each channel's publications in offset order
+        (:class:`~actors.realtime.ordering.ReorderBuffer`).
+
+        Args:
+            channel: a valid channel name (not checked here).
+            offset: the publication's offset from the sequencer.
+            epoch: the channel's epoch from the sequencer.
+            data: the rendered JSON object.
+            now: seconds on the publisher's clock; read from it when ``None``.
+
+        Returns:
+            The publication, or ``None`` for a duplicate.
+        """
+        publication = self.histories.put(
+            channel, offset, epoch, data, self._clock() if now is None else now
+        )
+        if publication is not None:
+            self._published += 1
+            self._offer(channel, publication)
+        return publication
+
+    # -- the Hub (protocols.ws_session.Hub) ---------------------------------------
+
+    def subscribe(self, session: Subscriber, channel: str, /) -> Position:
+        """Start offering ``channel``'s new publications to ``session``; its position now.
+
+        Idempotent. Creates the channel's history if new, so the position
+        carries the epoch the first publication will have.
+        """
+        subscribers = self._subscribers.setdefault(channel, set())
+        if session not in subscribers:
+            subscribers.add(session)
+            self._subscriptions += 1
+        return self.histories.position(channel)
+
+    def unsubscribe(self, session: Subscriber, channel: str, /) -> None:
+        """Stop offering ``channel`` to ``session``; nothing if it was not subscribed."""
+        subscribers = self._subscribers.get(channel)
+        if subscribers is None or session not in subscribers:
+            return
+        subscribers.remove(session)
+        self._subscriptions -= 1
+        if not subscribers:
+            del self._subscribers[channel]
+
+    def position(self, channel: str, /) -> Position:
+        """The channel's top offset and epoch (:meth:`Histories.position`)."""
+        return self.histories.position(channel)
+
+    def since(self, channel: str, offset: int, epoch: str, /) -> Recovery:
+        """What a client that last saw ``offset`` in ``epoch`` missed (:meth:`Histories.since`)."""
+        return self.histories.since(channel, offset, epoch, self._clock())
+
+    def latest(self, channel: str, limit: int, /) -> Sequence[Publication]:
+        """The newest ``limit`` publications, oldest first (:meth:`Histories.latest`)."""
+        return self.histories.latest(channel, limit, self._clock())
+
+    # -- figures ------------------------------------------------------------------
+
+    def subscribers(self, channel: str) -> int:
+        """How many local sessions are subscribed to ``channel``."""
+        return len(self._subscribers.get(channel, ()))
+
+    def statistics(self) -> PublisherStatistics:
+        """A snapshot of the publisher's figures (O(1))."""
+        return PublisherStatistics(
+            channels=len(self._subscribers),
+            subscribers=self._subscriptions,
+            published=self._published,
+            delivered=self._delivered,
+            slow_disconnects=self._slow,
+        )
+
+    # -- internals ----------------------------------------------------------------
+
+    def _offer(self, channel: str, publication: Publication) -> None:
+        """Offer ``publication`` to every local subscriber; drop those that refuse."""
+        subscribers = self._subscribers.get(channel)
+        if not subscribers:
+            return
+        offset, data = publication.offset, publication.data
+        refused: list[Subscriber] = []
+        for subscriber in subscribers:
+            if subscriber.offer(channel, offset, data):
+                self._delivered += 1
+            else:
+                refused.append(subscriber)
+        for subscriber in refused:
+            self._drop(subscriber, channel)
+
+    def _drop(self, subscriber: Subscriber, channel: str) -> None:
+        """Forget a session that refused an offer: it is closing and never accepts again."""
+        close = subscriber.statistics().close
+        if close is not None and close[0] == SLOW_CONSUMER:
+            self._slow += 1
+        # Its own channel list, plus this one in case it already forgot it.
+        for name in subscriber.subscriptions | {channel}:
+            self.unsubscribe(subscriber, name)
