@@ -766,15 +766,7 @@ def measure(world: SyntheticWorld, inputs: Inputs, steps: Steps) -> dict[str, An
     for user in measured:
         steps.step(f"pure pipeline, {user.candidates:,} candidates")
         raw = user.context
-        context = UserContext.resolve(
-            view,
-            user.name,
-            following=raw.following,
-            topics=raw.topics,
-            publications=raw.publications,
-            muted=raw.muted,
-            read=raw.read,
-        )
+        context = raw.resolve(view, user.name)
         timings = time_pipeline(view, context, hot, scorer, world.now, params, inputs.repeat)
         pipeline.append(percentiles(timings))
     actors = trio.run(

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actors.feeds import PipelineParams, UserContext, aggregate, trending
+from actors.feeds import PipelineParams, aggregate, trending
 from bench.feeds import (
     LABEL,
     STEPS,
@@ -111,15 +111,7 @@ def test_a_drawn_user_gets_the_candidate_count_that_aggregate_finds(
     hot = trending(view, world.now, params)
     user = make_user(world, view, hot, target, np.random.default_rng(target), f"u{target}")
     raw = user.context
-    context = UserContext.resolve(
-        view,
-        user.name,
-        following=raw.following,
-        topics=raw.topics,
-        publications=raw.publications,
-        muted=raw.muted,
-        read=raw.read,
-    )
+    context = raw.resolve(view, user.name)
 
     assert len(aggregate(view, context, hot)) == user.candidates
     assert abs(user.candidates - target) <= TOLERANCE * target

@@ -40,7 +40,7 @@ import structlog
 import trio
 
 from actors.feeds.catalog import CatalogView
-from actors.feeds.context import ContextSource, RawContext, first_error
+from actors.feeds.context import ContextSource, RawContext
 from actors.feeds.errors import BadCursor, SnapshotExpired
 from actors.feeds.messages import BuilderStopped, GetFeed, GetView, Invalidate
 from actors.feeds.pipeline import PipelineParams, Ranked, UserContext, rank_feed
@@ -66,6 +66,7 @@ from actors.social.events import (
     Unfollowed,
     Unmuted,
 )
+from actors.social.scatter import run_all
 from stores.cache import Cache
 from stores.errors import StoreError
 
@@ -355,25 +356,12 @@ class FeedBuilder(Actor[Any]):
         async def fetch_context() -> None:
             parts["context"] = await deps.context.load(self.user)
 
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(fetch_view)
-                nursery.start_soon(fetch_context)
-        except ExceptionGroup as group:
-            raise first_error(group) from None
+        await run_all([fetch_view, fetch_context])
         view, trending = parts["view"]
         raw: RawContext = parts["context"]
         self._view = view
         now = deps.clock()
-        context = UserContext.resolve(
-            view,
-            self.user,
-            following=raw.following,
-            topics=raw.topics,
-            publications=raw.publications,
-            muted=raw.muted,
-            read=raw.read,
-        )
+        context = raw.resolve(view, self.user)
         score = self._score_function()
         ranked, reasons = await trio.to_thread.run_sync(
             _rank_and_explain,

@@ -8,14 +8,16 @@ synthetic users) plugs in the same way.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import trio
-
 from actors.feeds import queries
+from actors.feeds.catalog import CatalogView
+from actors.feeds.pipeline import UserContext
 from actors.social.errors import NotFound
 from actors.social.pool import ReaderPool
+from actors.social.scatter import run_all
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,18 @@ class RawContext:
     publications: list[str]
     muted: list[str]
     read: list[str]
+
+    def resolve(self, view: CatalogView, user: str) -> UserContext:
+        """This context as the view's indices (see :meth:`UserContext.resolve`)."""
+        return UserContext.resolve(
+            view,
+            user,
+            following=self.following,
+            topics=self.topics,
+            publications=self.publications,
+            muted=self.muted,
+            read=self.read,
+        )
 
 
 class ContextSource(Protocol):
@@ -40,15 +54,6 @@ class ContextSource(Protocol):
             GraphUnavailable: the graph cannot be read.
         """
         ...
-
-
-def first_error(group: BaseExceptionGroup[Any]) -> BaseException:
-    """The first leaf exception of a (nested) exception group: the concurrent reads all
-    fail for the same reason (an outage), so one is reported, as a single read would."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
 
 
 class GraphContextSource:
@@ -69,12 +74,9 @@ class GraphContextSource:
             rows: list[Any] = await self._pool.read(cypher, {"user": user})
             parts[name] = [row["id"] for row in rows]
 
-        try:
-            async with trio.open_nursery() as nursery:
-                for name, cypher in queries.USER_CONTEXT.items():
-                    nursery.start_soon(read, name, cypher)
-        except ExceptionGroup as group:
-            raise first_error(group) from None
+        await run_all(
+            functools.partial(read, name, cypher) for name, cypher in queries.USER_CONTEXT.items()
+        )
         if not parts["user"]:
             raise NotFound("user", user)
         return RawContext(

@@ -18,6 +18,7 @@ Shapes: ``features: float32[n, len(FEATURES)]`` → ``scores: float32[n]``.
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -30,8 +31,8 @@ import numpy.typing as npt
 import structlog
 import trio
 
-from actors.feeds.context import first_error
 from actors.feeds.pipeline import FEATURES
+from actors.social.scatter import run_all
 
 log = structlog.get_logger(__name__)
 
@@ -185,12 +186,11 @@ class RemoteScorer:
     async def _score_rows(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         scores = np.empty(len(features), np.float32)
         starts = range(0, len(features), self.batch_rows)
-        try:
-            async with trio.open_nursery() as nursery:
-                for number, start in enumerate(starts):
-                    nursery.start_soon(self._score_batch, features, start, number, scores)
-        except ExceptionGroup as group:
-            raise first_error(group) from None  # one failed batch fails the ranking
+        # one failed batch fails the ranking (and is raised as itself)
+        await run_all(
+            functools.partial(self._score_batch, features, start, number, scores)
+            for number, start in enumerate(starts)
+        )
         return scores
 
     async def _score_batch(

@@ -33,7 +33,7 @@ from actors.feeds.pipeline import PipelineParams, trending
 from actors.runtime import Actor
 from actors.social.events import PostDeleted, Published, Recommended, Unrecommended
 from stores.errors import BackendUnavailable
-from stores.graph import GraphStore
+from stores.graph import GraphStore, Row
 
 log = structlog.get_logger(__name__)
 
@@ -133,21 +133,8 @@ class StoryIndex(Actor[Any]):
             raise IndexUnavailable(f"cannot load the story index: {exc}") from exc
         finally:
             session.close()
-        catalog = Catalog()
-        catalog.add_stories(
-            StoryRecord(
-                id=row["id"],
-                author=row["author"],
-                published_at=row["published_at"] or 0,
-                tags=tuple(row["tags"] or ()),
-                publication=row["publication"],
-                reading_time=row["reading_time"],
-                claps=row["claps"] or 0,
-                url=row["url"],
-            )
-            for row in stories
-        )
-        kept = catalog.load_recommendations((row["user"], row["post"]) for row in edges)
+        # Building ~10^5-10^6 rows into numpy is CPU work: off the trio thread.
+        catalog, kept = await trio.to_thread.run_sync(build_catalog, stories, edges)
         self.catalog, self._loaded = catalog, True
         log.info(
             "story index loaded",
@@ -169,3 +156,27 @@ class StoryIndex(Actor[Any]):
     def view(self) -> CatalogView:
         """The catalog as it is now (for tests and the benchmark)."""
         return self.catalog.view()
+
+
+def build_catalog(stories: list[Row], edges: list[Row]) -> tuple[Catalog, int]:
+    """A catalog from the rows of :data:`queries.STORIES` and :data:`queries.RECOMMENDATIONS`.
+
+    Returns:
+        The catalog and the number of recommendation edges kept.
+    """
+    catalog = Catalog()
+    catalog.add_stories(
+        StoryRecord(
+            id=row["id"],
+            author=row["author"],
+            published_at=row["published_at"] or 0,
+            tags=tuple(row["tags"] or ()),
+            publication=row["publication"],
+            reading_time=row["reading_time"],
+            claps=row["claps"] or 0,
+            url=row["url"],
+        )
+        for row in stories
+    )
+    kept = catalog.load_recommendations((row["user"], row["post"]) for row in edges)
+    return catalog, kept
