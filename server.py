@@ -6,9 +6,10 @@ settings, opens the backends, builds the supervision tree and serves the app::
     root                      one_for_one
     ├── stores                one_for_all   backend monitors (graph, cache/stream/pubsub)
     ├── social                one_for_one   graph_reader × N, graph_writer, social service
-    ├── feeds                 one_for_one   (ranked feeds: not built yet)
-    ├── realtime              rest_for_one  (realtime pipeline: not built yet)
+    ├── feeds                 rest_for_one  story index, feed builders, registry, events
+    ├── realtime              rest_for_one  publisher, relay, transformers, nozzle, events
     └── api                                 hypercorn (trio worker) serving the ASGI app
+                                            (/rpc, /health, /metrics, /ws)
 
 Settings come from the command line, then ``STARLING_*`` environment
 variables, then the embedded defaults (Ladybug under the data directory,
@@ -55,10 +56,14 @@ from actors.feeds import (
 )
 from actors.feeds.scorer import DEFAULT_REMOTE_TIMEOUT
 from actors.monitor import BackendMonitor
+from actors.realtime.pipeline import RealtimeSettings, realtime_subtree
 from actors.social import GraphReader, GraphWriter, ReaderPool, SocialEvent, SocialService
 from protocols.api import Services
 from protocols.app import AppConfig, create_app
 from protocols.http import HttpServer
+from protocols.tokens import load_secret
+from protocols.ws import DEFAULT_MAX_CONNECTIONS, WebSocketGateway
+from protocols.ws_session import Limits
 from stores.backends import KeyValueBackend, default_graph_url, open_graph, open_key_value, redact
 from stores.demo import build_demo_world
 from stores.errors import StoreError
@@ -140,6 +145,9 @@ class ServeOptions:
     feed_weights: Path | None = None
     scorer_url: str | None = None
     scorer_timeout: float = DEFAULT_REMOTE_TIMEOUT
+    realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    ws_limits: Limits = field(default_factory=Limits)
+    ws_max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 def build_tree(
@@ -147,8 +155,13 @@ def build_tree(
     options: ServeOptions,
     graph: GraphStore,
     key_value: KeyValueBackend,
+    secret: bytes,
 ) -> Supervisor:
-    """The supervision tree, with the HTTP server as its last child."""
+    """The supervision tree, with the HTTP server as its last child.
+
+    Args:
+        secret: the WebSocket token secret (:func:`protocols.tokens.load_secret`).
+    """
     stores = Supervisor(
         "stores",
         [
@@ -199,16 +212,40 @@ def build_tree(
         scorer=scorer,
         remote=remote,
     )
-    realtime = Supervisor("realtime", strategy=Strategy.REST_FOR_ONE)
+    realtime, realtime_handle = realtime_subtree(
+        stream=key_value.stream,
+        pubsub=key_value.pubsub,
+        sequencer=key_value.sequencer,
+        cache=key_value.cache,
+        shared=key_value.shared,
+        settings=options.realtime,
+        bus=bus,
+        readers=pool,
+    )
 
     def tree() -> SupervisorStatistics:
         return root.statistics()
 
-    services = Services(tree=tree, social=service.ref, bus=bus.statistics, feeds=feeds_handle)
+    services = Services(
+        tree=tree,
+        social=service.ref,
+        bus=bus.statistics,
+        feeds=feeds_handle,
+        realtime=realtime_handle,
+    )
+    gateway = WebSocketGateway(
+        realtime_handle.publisher,
+        secret,
+        limits=options.ws_limits,
+        max_connections=options.ws_max_connections,
+    )
     app = create_app(
-        services, AppConfig(api_key=settings.api_key, max_body_bytes=options.max_body_bytes)
+        services,
+        AppConfig(api_key=settings.api_key, max_body_bytes=options.max_body_bytes),
+        websocket=gateway,
     )
     http = HttpServer(app, host=options.host, port=options.port)
+    http.config.websocket_max_message_size = options.ws_limits.max_frame_bytes
     root = Supervisor(
         "root",
         [
@@ -238,7 +275,8 @@ async def serve(
     graph = await settings.open_graph(max_connections=options.readers + 2)
     key_value = open_key_value(settings.redis_url)
     try:
-        root = build_tree(settings, options, graph, key_value)
+        secret = await trio.to_thread.run_sync(load_secret, settings.data_dir)
+        root = build_tree(settings, options, graph, key_value, secret)
         if settings.api_key is None:
             log.warning("STARLING_API_KEY is not set: /rpc answers loopback clients only")
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

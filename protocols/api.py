@@ -32,6 +32,19 @@ Feed methods (Rex)::
                                                           cached, built_ms}       limit 1..100
     feed.invalidate {user}                             → {}
 
+Realtime methods (Disqus; events enter the stream starling:events and reach
+WebSocket subscribers of the channel, see actors/realtime/pipeline.py)::
+
+    realtime.publish {channel, data}                   → {channel, offset, epoch}
+                                                          data: a JSON object ≤ 64 KiB
+    comments.add {user, post, text}                    → {channel, offset, epoch}
+                                                          a ``comment`` event on post:<post>;
+                                                          text 1..10,000 characters
+
+Both return once the event is published (in this process's history, and
+offered to the subscribers connected here); -32002 when that takes longer
+than the publish timeout (the event is in the stream and will be published).
+
 Application errors::
 
     -32001  service unavailable   the actor behind the method is down ("service
@@ -39,6 +52,7 @@ Application errors::
                                   reached ("backend unavailable"); retry later
     -32002  timeout               no reply within the call timeout
     -32004  not found             an unknown user or post; data: {kind, id}
+    -32602  invalid params        also: a malformed channel name, data not a JSON object
     -32009  already exists        posts.publish with a post id that is taken; data: {kind, id}
     -32010  snapshot expired      feed.get with a cursor whose ranked snapshot is gone; data:
                                   {snapshot}; ask again without a cursor
@@ -62,6 +76,7 @@ from actors.bus import BusStatistics
 from actors.feeds import BadCursor, Feeds, GetFeed, IndexUnavailable, SnapshotExpired
 from actors.feeds import decode_cursor as decode_feed_cursor
 from actors.feeds import encode_cursor as encode_feed_cursor
+from actors.realtime.pipeline import Accepted, InvalidEvent, Realtime
 from actors.runtime import ActorCrashed, ActorRef, ActorUnavailable
 from actors.social import (
     AlreadyExists,
@@ -104,6 +119,7 @@ from protocols.jsonrpc import (
     NoParams,
     not_found,
 )
+from stores.errors import BackendUnavailable
 from supervisor import SupervisorStatistics
 
 TIMEOUT = -32002
@@ -118,6 +134,23 @@ Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Tags = Annotated[list[Name], msgspec.Meta(max_length=20)]
 Minutes = Annotated[float, msgspec.Meta(ge=0, le=10_000)]
+ChannelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+CommentText = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
+
+
+class PublishEventParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``{channel, data}`` (``realtime.publish``)."""
+
+    channel: ChannelName
+    data: dict[str, Any]
+
+
+class CommentParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``{user, post, text}`` (``comments.add``)."""
+
+    user: Id
+    post: Id
+    text: CommentText
 
 
 class FeedParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -236,6 +269,7 @@ class Services:
         social: the social service's ref.
         bus: returns the event bus's statistics (shown by ``system.stats``).
         feeds: the feeds subtree's handle (``None``: feed methods answer -32001).
+        realtime: the realtime subtree's handle (``None``: realtime methods answer -32001).
         call_timeout: seconds a method may wait for its actor's reply.
     """
 
@@ -243,6 +277,7 @@ class Services:
     social: ActorRef[Any]
     bus: Callable[[], BusStatistics] | None = None
     feeds: Feeds | None = None
+    realtime: Realtime | None = None
     call_timeout: float = 10.0
     started_at: float = field(default_factory=time.time)
 
@@ -305,7 +340,9 @@ async def answer(services: Services, call: Callable[[], Awaitable[Any]]) -> Any:
         ) from None
     except BadCursor as bad:
         raise JsonRpcError(INVALID_PARAMS, "Invalid params", {"detail": str(bad)}) from None
-    except (GraphUnavailable, IndexUnavailable) as outage:
+    except InvalidEvent as invalid:
+        raise JsonRpcError(INVALID_PARAMS, "Invalid params", {"detail": str(invalid)}) from None
+    except (GraphUnavailable, IndexUnavailable, BackendUnavailable) as outage:
         raise JsonRpcError(
             SERVICE_UNAVAILABLE, "backend unavailable", {"detail": str(outage)}
         ) from None
@@ -533,4 +570,41 @@ def build_dispatcher(services: Services) -> Dispatcher[CallContext]:
 
     rpc.add("feed.get", FeedParams, feed_get, description="a page of the user's ranked feed")
     rpc.add("feed.invalidate", UserParams, feed_invalidate, description="re-rank on next read")
+
+    def realtime() -> Realtime:
+        if services.realtime is None:
+            raise JsonRpcError(
+                SERVICE_UNAVAILABLE, "service unavailable", {"detail": "no realtime pipeline"}
+            )
+        return services.realtime
+
+    def _accepted(accepted: Accepted) -> dict[str, Any]:
+        return {"channel": accepted.channel, "offset": accepted.offset, "epoch": accepted.epoch}
+
+    async def realtime_publish(params: PublishEventParams, context: CallContext) -> dict[str, Any]:
+        pipeline = realtime()
+        accepted = await answer(services, lambda: pipeline.publish(params.channel, params.data))
+        return _accepted(accepted)
+
+    async def comments_add(params: CommentParams, context: CallContext) -> dict[str, Any]:
+        pipeline = realtime()
+        await ask(services, Counts(params.user))  # -32004 for an unknown user
+        await ask(services, GetPost(params.post))  # -32004 for an unknown post
+        data = {
+            "type": "comment",
+            "user": params.user,
+            "post": params.post,
+            "text": params.text,
+            "at": time.time(),
+        }
+        channel = f"post:{params.post}"
+        return _accepted(await answer(services, lambda: pipeline.publish(channel, data)))
+
+    rpc.add(
+        "realtime.publish",
+        PublishEventParams,
+        realtime_publish,
+        description="publish an event on a channel",
+    )
+    rpc.add("comments.add", CommentParams, comments_add, description="comment on a post, live")
     return rpc

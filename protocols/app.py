@@ -1,11 +1,12 @@
-"""The ASGI app: ``POST /rpc``, ``GET /health``, ``GET /metrics``.
+"""The ASGI app: ``POST /rpc``, ``GET /health``, ``GET /metrics``, ``GET /ws`` (WebSocket).
 
 Routing is Starlette's; the JSON-RPC codec is :mod:`protocols.jsonrpc`; the
 domain is reached only through the :class:`~protocols.api.Services` given.
 
 Access to ``/rpc``: with an API key configured, ``Authorization: Bearer
 <key>`` (compared in constant time; 401 otherwise); without one, loopback
-clients only (403 otherwise).
+clients only (403 otherwise). ``/ws`` authenticates each connection with
+its own token (:mod:`protocols.ws_session`), not the API key.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from protocols.api import CallContext, Services, build_dispatcher
 from protocols.health import health_tree
 from protocols.jsonrpc import INVALID_REQUEST, JsonRpcError, encode
 from protocols.metrics import Metrics
+from protocols.ws import WebSocketGateway
 
 MIB = 1 << 20
 JSON = "application/json"
@@ -82,8 +84,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(services: Services, config: AppConfig | None = None) -> Starlette:
-    """Build the ASGI app over ``services``."""
+def create_app(
+    services: Services,
+    config: AppConfig | None = None,
+    *,
+    websocket: WebSocketGateway | None = None,
+) -> Starlette:
+    """Build the ASGI app over ``services``; ``websocket`` serves ``GET /ws`` when given."""
     config = config or AppConfig()
     metrics = Metrics(services.tree, services.feeds.counters if services.feeds else None)
     dispatcher = build_dispatcher(services)
@@ -132,10 +139,11 @@ def create_app(services: Services, config: AppConfig | None = None) -> Starlette
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(
-        routes=[
-            Route("/rpc", rpc, methods=["POST"]),
-            Route("/health", health, methods=["GET"]),
-            Route("/metrics", prometheus, methods=["GET"]),
-        ]
-    )
+    routes: list[BaseRoute] = [
+        Route("/rpc", rpc, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", prometheus, methods=["GET"]),
+    ]
+    if websocket is not None:
+        routes.append(websocket.route("/ws"))
+    return Starlette(routes=routes)

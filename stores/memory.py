@@ -30,7 +30,7 @@ import trio
 
 from stores.errors import QueryError
 from stores.pubsub import Message
-from stores.sequence import new_epoch
+from stores.sequence import channel_epoch, new_generation
 from stores.stream import StreamEntry, check_count
 
 DEFAULT_MAX_KEYS = 65_536
@@ -500,11 +500,11 @@ class MemoryPubSub:
 
 
 class MemorySequencer:
-    """Per-channel offsets in this process (one epoch per channel per process life)."""
+    """Per-channel offsets in this process (one generation per process life)."""
 
     def __init__(self) -> None:
         self._offsets: dict[str, int] = {}
-        self._epochs: dict[str, str] = {}
+        self._generation = new_generation()
 
     async def next_offsets(self, channels: Sequence[str]) -> list[tuple[int, str]]:
         """See :class:`stores.sequence.Sequencer`."""
@@ -513,8 +513,14 @@ class MemorySequencer:
         for channel in channels:
             offset = self._offsets.get(channel, 0) + 1
             self._offsets[channel] = offset
-            epoch = self._epochs.get(channel)
-            if epoch is None:
-                epoch = self._epochs[channel] = new_epoch()
-            result.append((offset, epoch))
+            result.append((offset, self.epoch(channel)))
         return result
+
+    async def refresh(self) -> str:
+        """See :class:`stores.sequence.Sequencer`."""
+        await trio.lowlevel.checkpoint()
+        return self._generation
+
+    def epoch(self, channel: str) -> str:
+        """See :class:`stores.sequence.Sequencer`."""
+        return channel_epoch(self._generation, channel)

@@ -41,7 +41,7 @@ from redis.typing import EncodableT, FieldT
 from stores.errors import BackendUnavailable, ConfigError, QueryError, StoreError
 from stores.memory import DEFAULT_SUBSCRIPTION_BUFFER, Subscription
 from stores.pubsub import Message
-from stores.sequence import EPOCHS_KEY, OFFSETS_KEY, new_epoch
+from stores.sequence import GENERATION_KEY, OFFSETS_KEY, channel_epoch, new_generation
 from stores.stream import StreamEntry, check_count
 
 DEFAULT_MAX_CONNECTIONS = 16
@@ -589,33 +589,62 @@ class RedisPubSub:
 
 
 class RedisSequencer:
-    """Per-channel offsets in Redis, shared by every process (one pipeline per call).
+    """Per-channel offsets in Redis, shared by every process (one transaction per call).
 
-    ``HINCRBY starling:offsets <channel> 1`` per offset and ``HSETNX
-    starling:epochs <channel> <new epoch>`` per channel, then ``HMGET`` of the
-    epochs, in one ``MULTI`` transaction.
+    ``SET starling:generation <new> NX``, ``GET starling:generation`` and one
+    ``HINCRBY starling:offsets <channel> 1`` per offset, in one ``MULTI``
+    transaction, so the offsets and the generation their epochs derive from
+    are read together.
     """
 
-    def __init__(self, backend: RedisBackend) -> None:
+    def __init__(
+        self,
+        backend: RedisBackend,
+        *,
+        offsets_key: str = OFFSETS_KEY,
+        generation_key: str = GENERATION_KEY,
+    ) -> None:
         self._backend = backend
+        self._offsets_key = offsets_key
+        self._generation_key = generation_key
+        self._generation: str | None = None
 
     async def next_offsets(self, channels: Sequence[str]) -> list[tuple[int, str]]:
         """See :class:`stores.sequence.Sequencer`."""
         if not channels:
             await trio.lowlevel.checkpoint()
             return []
-        distinct = list(dict.fromkeys(channels))
 
-        def allocate(client: redis.Redis) -> list[tuple[int, str]]:
+        def allocate(client: redis.Redis) -> tuple[str, list[int]]:
             with client.pipeline(transaction=True) as pipe:
-                for channel in distinct:
-                    pipe.hsetnx(EPOCHS_KEY, channel, new_epoch())
+                pipe.set(self._generation_key, new_generation(), nx=True)
+                pipe.get(self._generation_key)
                 for channel in channels:
-                    pipe.hincrby(OFFSETS_KEY, channel, 1)
-                pipe.hmget(EPOCHS_KEY, distinct)
+                    pipe.hincrby(self._offsets_key, channel, 1)
                 replies = pipe.execute()
-            offsets = replies[len(distinct) : len(distinct) + len(channels)]
-            epochs = dict(zip(distinct, (_text(e) for e in replies[-1]), strict=True))
-            return [(int(o), epochs[c]) for o, c in zip(offsets, channels, strict=True)]
+            return _text(replies[1]), [int(offset) for offset in replies[2:]]
 
-        return await self._backend.run(allocate)
+        generation, offsets = await self._backend.run(allocate)
+        self._generation = generation
+        return [
+            (offset, channel_epoch(generation, channel))
+            for offset, channel in zip(offsets, channels, strict=True)
+        ]
+
+    async def refresh(self) -> str:
+        """See :class:`stores.sequence.Sequencer`."""
+
+        def read(client: redis.Redis) -> str:
+            with client.pipeline(transaction=True) as pipe:
+                pipe.set(self._generation_key, new_generation(), nx=True)
+                pipe.get(self._generation_key)
+                return _text(pipe.execute()[1])
+
+        self._generation = await self._backend.run(read)
+        return self._generation
+
+    def epoch(self, channel: str) -> str:
+        """See :class:`stores.sequence.Sequencer`."""
+        if self._generation is None:
+            raise RuntimeError("no generation read yet: await refresh() first")
+        return channel_epoch(self._generation, channel)

@@ -7,22 +7,41 @@ Starling processes transform events of one channel, the numbers must come
 from one place: Redis (``HINCRBY`` on one hash, the epoch set once with
 ``HSETNX`` on another), or the process itself with the in-process backend.
 
+Epochs are derived, not stored: a channel's epoch is a hash of the
+sequencer's *generation* (a random name set once, ``SET NX`` in Redis) and
+the channel name (:func:`channel_epoch`). So every process knows a channel's
+epoch without a round trip, even before its first publication (a subscriber
+to a new channel learns the epoch its publications will carry), and when the
+offsets are lost (Redis flushed) the generation goes with them, the next
+call sets a new one, and every channel's epoch changes with its numbering.
+
 Adapters: :class:`stores.memory.MemorySequencer`, :class:`stores.redis.RedisSequencer`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Sequence
 from typing import Protocol
 
 OFFSETS_KEY = "starling:offsets"
-EPOCHS_KEY = "starling:epochs"
+GENERATION_KEY = "starling:generation"
 
 
 def new_epoch() -> str:
     """A fresh epoch name: 8 hex digits."""
     return secrets.token_hex(4)
+
+
+def new_generation() -> str:
+    """A fresh generation name: 16 hex digits."""
+    return secrets.token_hex(8)
+
+
+def channel_epoch(generation: str, channel: str) -> str:
+    """The epoch of ``channel`` in ``generation``: 8 hex digits of BLAKE2b."""
+    return hashlib.blake2b(f"{generation}\x00{channel}".encode(), digest_size=4).hexdigest()
 
 
 class Sequencer(Protocol):
@@ -36,5 +55,23 @@ class Sequencer(Protocol):
 
         Raises:
             stores.errors.BackendUnavailable: the backend cannot be reached.
+        """
+        ...
+
+    async def refresh(self) -> str:
+        """Read (or set, when there is none) the generation; return it.
+
+        Call it once before :meth:`epoch`; :meth:`next_offsets` refreshes too.
+
+        Raises:
+            stores.errors.BackendUnavailable: the backend cannot be reached.
+        """
+        ...
+
+    def epoch(self, channel: str) -> str:
+        """``channel``'s epoch in the generation last read (no I/O).
+
+        Raises:
+            RuntimeError: no generation read yet (call :meth:`refresh`).
         """
         ...

@@ -394,6 +394,35 @@ async def test_offsets_count_up_per_channel_in_one_epoch(kv: Backend, name: str)
     assert await kv.sequencer.next_offsets([]) == []
 
 
+async def test_epoch_is_known_before_the_first_offset(kv: Backend, name: str) -> None:
+    """A subscriber to a new channel learns the epoch its first publication will carry."""
+    await kv.sequencer.refresh()
+    before = kv.sequencer.epoch(f"{name}:new")
+    [(offset, epoch)] = await kv.sequencer.next_offsets([f"{name}:new"])
+    assert (offset, epoch) == (1, before)
+    assert kv.sequencer.epoch(f"{name}:other") != before
+
+
+@pytest.mark.redis
+async def test_lost_offsets_come_back_with_a_new_epoch(redis_url: str, name: str) -> None:
+    """When Redis loses the offsets (flushed), the generation goes too: new epochs, from 1."""
+    backend = RedisBackend.from_url(redis_url, max_connections=2)
+    try:
+        keys = {"offsets_key": f"{name}:offsets", "generation_key": f"{name}:generation"}
+        a, b = RedisSequencer(backend, **keys), RedisSequencer(backend, **keys)
+        assert await a.refresh() == await b.refresh()
+        [(_, first)] = await a.next_offsets(["post:1"])
+        assert b.epoch("post:1") == first
+        await backend.run(lambda client: client.delete(*keys.values()))
+        [(offset, second)] = await a.next_offsets(["post:1"])
+        assert offset == 1
+        assert second != first
+        await b.refresh()
+        assert b.epoch("post:1") == second
+    finally:
+        await backend.aclose()
+
+
 async def test_append_many_keeps_order_and_ids_increase(kv: Backend, name: str) -> None:
     """A batch append stores every entry in order with increasing ids, readable by a group."""
     await kv.stream.ensure_group(name, "g")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import event, given
@@ -25,6 +25,11 @@ from actors.realtime import (
 
 def counter_epochs() -> Iterator[str]:
     return (f"e{n}" for n in itertools.count(1))
+
+
+def _by_name(epochs: Iterator[str]) -> Callable[[str], str]:
+    """An ``epochs`` argument for :class:`Histories` that ignores the channel name."""
+    return lambda _channel: next(epochs)
 
 
 def filled(count: int, *, size: int = 100, ttl: float | None = None) -> ChannelHistory:
@@ -142,7 +147,7 @@ def test_bad_bounds_are_refused() -> None:
 
 def test_histories_are_made_on_first_use_per_channel() -> None:
     """Each channel gets its own history with its own epoch and offsets, made the first time it is used."""  # noqa: E501
-    histories = Histories(epochs=counter_epochs().__next__)
+    histories = Histories(epochs=_by_name(counter_epochs()))
 
     assert histories.append("post:1", b"a", now=1.0).offset == 1
     assert histories.append("post:1", b"b", now=2.0).offset == 2
@@ -158,7 +163,7 @@ def test_histories_are_made_on_first_use_per_channel() -> None:
 
 def test_lru_eviction_gives_the_channel_a_new_epoch() -> None:
     """Past ``max_channels`` the least recently used channel is dropped; when it comes back, old positions no longer recover."""  # noqa: E501
-    histories = Histories(max_channels=2, epochs=counter_epochs().__next__)
+    histories = Histories(max_channels=2, epochs=_by_name(counter_epochs()))
     histories.append("post:a", b"1", now=1.0)  # epoch e1
     histories.append("post:b", b"1", now=2.0)  # epoch e2
     histories.position("post:a")  # a is now more recently used than b

@@ -48,7 +48,7 @@ TIMEOUT = 10.0
 
 def make_publisher(*, size: int = 100) -> Publisher:
     epochs = (f"e{n}" for n in itertools.count(1))
-    return Publisher(Histories(size=size, epochs=lambda: next(epochs)))
+    return Publisher(Histories(size=size, epochs=lambda _channel: next(epochs)))
 
 
 @asynccontextmanager

@@ -47,7 +47,7 @@ class MemoryHub:
 
     def __init__(self, *, size: int = 100) -> None:
         epochs = (f"e{n}" for n in itertools.count(1))
-        self.histories = Histories(size=size, epochs=lambda: next(epochs))
+        self.histories = Histories(size=size, epochs=lambda _channel: next(epochs))
         self.subscribers: defaultdict[str, set[Session]] = defaultdict(set)
         self.now = 0.0
 

@@ -265,7 +265,11 @@ class Histories:
         max_channels: most channels with a history at once.
         size: publications kept per channel.
         ttl: seconds a publication is kept, or ``None``.
-        epochs: makes a new epoch; :func:`new_epoch` by default (tests inject a counter).
+        epochs: the epoch of a channel whose history is being created, given its
+            name; a fresh random one (:func:`new_epoch`) by default. The realtime
+            pipeline passes :meth:`stores.sequence.Sequencer.epoch`, so a
+            subscriber to a channel not yet published to learns the epoch its
+            publications will carry.
 
     Raises:
         ValueError: ``max_channels`` < 1, or ``size``/``ttl`` as for :class:`ChannelHistory`.
@@ -277,7 +281,7 @@ class Histories:
         max_channels: int = DEFAULT_MAX_CHANNELS,
         size: int = DEFAULT_SIZE,
         ttl: float | None = None,
-        epochs: Callable[[], str] = new_epoch,
+        epochs: Callable[[str], str] = lambda _channel: new_epoch(),
     ) -> None:
         if max_channels < 1:
             raise ValueError(f"max_channels must be >= 1, got {max_channels!r}")
@@ -304,7 +308,7 @@ class Histories:
         if len(self._channels) >= self.max_channels:
             self._channels.popitem(last=False)
             self._evicted += 1
-        history = ChannelHistory(size=self.size, ttl=self.ttl, epoch=self._epochs())
+        history = ChannelHistory(size=self.size, ttl=self.ttl, epoch=self._epochs(name))
         self._channels[name] = history
         self._created += 1
         return history

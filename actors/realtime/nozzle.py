@@ -7,8 +7,8 @@ stream ``starling:events`` (a Redis stream, or the in-process one), read with
 so several processes share the stream and each entry goes to one of them.
 
 Each batch (up to ``batch`` entries, waiting at most ``block`` seconds) is
-sent to the transformer with backpressure: when the transformer falls
-behind, the nozzle stops reading and entries wait in the stream, not in
+sent to a transformer (in turn, when there are several) with backpressure:
+when the transformers fall behind, the nozzle stops reading and entries wait in the stream, not in
 memory. Every ``reclaim_every`` seconds the nozzle also claims entries that
 have been pending on any consumer for ``reclaim_idle`` seconds (a crashed
 transformer's batch, a dead process's), so nothing read is ever lost: at
@@ -17,6 +17,8 @@ least once, duplicates possible.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,13 +57,16 @@ class Nozzle:
 
     Args:
         stream: the stream port.
-        transformer: where batches go.
+        transformers: where batches go, in turn (at least one).
         consumer: this process's name in the consumer group.
         batch: most entries per read.
         block: longest wait for a first entry, seconds.
         reclaim_idle: seconds an entry must have been pending before it is reclaimed.
         reclaim_every: seconds between reclaim passes.
         retry_after: seconds to wait after the backend failed.
+
+    Raises:
+        ValueError: no transformer.
     """
 
     name = "nozzle"
@@ -69,7 +74,7 @@ class Nozzle:
     def __init__(
         self,
         stream: Stream,
-        transformer: ActorRef[Any],
+        transformers: Sequence[ActorRef[Any]],
         *,
         consumer: str,
         batch: int = 256,
@@ -78,8 +83,10 @@ class Nozzle:
         reclaim_every: float = 10.0,
         retry_after: float = 1.0,
     ) -> None:
+        if not transformers:
+            raise ValueError("the nozzle needs at least one transformer")
         self._stream = stream
-        self._transformer = transformer
+        self._transformers = itertools.cycle(transformers)
         self.consumer = consumer
         self.batch = batch
         self.block = block
@@ -134,7 +141,7 @@ class Nozzle:
     async def _hand_on(self, entries: list[StreamEntry]) -> None:
         self.read += len(entries)
         self.batches += 1
-        await self._transformer.send(Batch(tuple(entries)))
+        await next(self._transformers).send(Batch(tuple(entries)))
 
     def request_stop(self) -> None:
         """Stop reading (what was handed on stays with the transformer)."""

@@ -11,12 +11,16 @@ then refuses recoveries across it, see
 :meth:`actors.realtime.history.ChannelHistory.put`). Duplicates (an offset
 already released) are dropped.
 
-The first publication of a channel that this process has not seen yet (or
-of a new epoch) starts the channel's order. Pure: no I/O, times passed in.
+Where a channel's order starts (the first publication of a channel the
+buffer holds no state for, or of a new epoch): at the offset the ``first``
+hint gives (the publisher knows its history's top, and with the in-process
+sequencer that a new channel starts at 1), else at the first publication
+that arrives. Pure: no I/O, times passed in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from actors.realtime.transform import Rendered
@@ -36,16 +40,26 @@ class ReorderBuffer:
     Args:
         wait: longest time, in seconds, an early publication waits for a gap to fill.
         max_channels: channels whose order is remembered (least recently used go first).
+        first: ``first(channel, epoch)``, the offset a channel's order starts at
+            when the buffer holds no state for it, or ``None`` when unknown (then
+            the first publication to arrive starts it).
 
     Raises:
         ValueError: ``wait`` < 0 or ``max_channels`` < 1.
     """
 
-    def __init__(self, *, wait: float = 0.5, max_channels: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        wait: float = 0.5,
+        max_channels: int = 100_000,
+        first: Callable[[str, str], int | None] | None = None,
+    ) -> None:
         if wait < 0 or max_channels < 1:
             raise ValueError("wait must be >= 0 seconds and max_channels >= 1")
         self.wait = wait
         self.max_channels = max_channels
+        self._first = first
         self._channels: dict[str, _Channel] = {}
         self.duplicates = 0
         self.gaps = 0
@@ -56,7 +70,9 @@ class ReorderBuffer:
         if state is None or state.epoch != item.epoch:
             if state is None and len(self._channels) >= self.max_channels:
                 del self._channels[next(iter(self._channels))]
-            state = self._channels[item.channel] = _Channel(item.epoch, item.offset)
+            start = None if self._first is None else self._first(item.channel, item.epoch)
+            state = _Channel(item.epoch, item.offset if start is None else start)
+            self._channels[item.channel] = state
         if item.offset < state.next or item.offset in state.early:
             self.duplicates += 1
             return []
