@@ -56,7 +56,7 @@ from actors.feeds import (
 )
 from actors.feeds.scorer import DEFAULT_REMOTE_TIMEOUT
 from actors.monitor import BackendMonitor
-from actors.realtime.pipeline import RealtimeSettings, realtime_subtree
+from actors.realtime.pipeline import RealtimeSettings, default_consumer, realtime_subtree
 from actors.social import GraphReader, GraphWriter, ReaderPool, SocialEvent, SocialService
 from protocols.api import Services
 from protocols.app import AppConfig, create_app
@@ -410,6 +410,31 @@ def main() -> None:
     help="A JSON-RPC model service to rank with, falling back to the weights "
     "[env STARLING_SCORER_URL].",
 )
+@click.option("--transformers", default=1, show_default=True, help="Realtime transformer actors.")
+@click.option(
+    "--history-size", default=100, show_default=True, help="Publications kept per channel."
+)
+@click.option(
+    "--ws-max-connections", default=10_000, show_default=True, help="Most WebSocket clients."
+)
+@click.option(
+    "--ws-max-outbox-bytes",
+    default=1 << 20,
+    show_default=True,
+    help="Bytes queued for one WebSocket client before it is closed as slow (4008).",
+)
+@click.option(
+    "--ws-coalesce",
+    default=64,
+    show_default=True,
+    help="Most publications sent together in one WebSocket frame.",
+)
+@click.option(
+    "--consumer",
+    envvar="STARLING_CONSUMER",
+    help="This process's name in the stream's consumer group "
+    "[env STARLING_CONSUMER; default <hostname>-<pid>].",
+)
 def serve_command(
     data_dir: Path | None,
     graph_url: str | None,
@@ -425,8 +450,14 @@ def serve_command(
     feed_horizon_days: float,
     feed_weights: Path | None,
     scorer_url: str | None,
+    transformers: int,
+    history_size: int,
+    ws_max_connections: int,
+    ws_max_outbox_bytes: int,
+    ws_coalesce: int,
+    consumer: str | None,
 ) -> None:
-    """Serve JSON-RPC, /health and /metrics until Ctrl-C.
+    """Serve JSON-RPC, /health, /metrics and the WebSocket /ws until Ctrl-C.
 
     \b
     Examples:
@@ -443,6 +474,12 @@ def serve_command(
             max_live=feed_max_live,
             params=PipelineParams(horizon_seconds=feed_horizon_days * 86_400),
         )
+        realtime = RealtimeSettings(
+            transformers=transformers,
+            history_size=history_size,
+            consumer=consumer or default_consumer(),
+        )
+        limits = Limits(max_outbox_bytes=ws_max_outbox_bytes, max_batch=ws_coalesce)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     options = ServeOptions(
@@ -453,6 +490,9 @@ def serve_command(
         feeds=feeds,
         feed_weights=feed_weights,
         scorer_url=scorer_url,
+        realtime=realtime,
+        ws_limits=limits,
+        ws_max_connections=ws_max_connections,
     )
     run_command(debug, lambda: trio.run(functools.partial(serve, settings, options)))
 
