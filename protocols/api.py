@@ -421,6 +421,8 @@ def build_dispatcher(services: Services) -> Dispatcher[CallContext]:
         }
         if services.bus is not None:
             stats["bus"] = msgspec.to_builtins(services.bus())
+        if services.realtime is not None:
+            stats["realtime"] = msgspec.to_builtins(services.realtime.statistics())
         return stats
 
     async def social_follow(params: FollowParams, context: CallContext) -> dict[str, bool]:

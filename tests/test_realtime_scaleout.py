@@ -1,0 +1,152 @@
+"""Scale-out: two ``starling serve`` processes on one Redis.
+
+Both processes read the stream ``starling:events`` in the consumer group
+``starling`` (each entry goes to one of them), number events with the shared
+sequencer and cross to each other over Redis Pub/Sub. A client connected to
+process A must receive what is published through process B, and what another
+producer appends with XADD, exactly once and in offset order.
+
+Real processes (the ``starling`` command), a real Redis, real WebSocket
+clients; the servers start in real time, so waits poll ``/health`` under a
+bound.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import trio
+from trio_websocket import open_websocket_url
+
+from actors.realtime.transform import STREAM
+from protocols.tokens import issue_token
+
+pytestmark = pytest.mark.redis
+
+SECRET = "scale-out-test-secret-0123456789abcdef"
+STARTUP = 60.0
+"""Seconds a server process may take to answer /health."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def server_process(directory: Path, redis_url: str, name: str) -> Iterator[str]:
+    """``starling serve`` on a free port with its own data dir; yields its URL."""
+    port = free_port()
+    env = os.environ | {"STARLING_SECRET": SECRET}
+    command = [
+        sys.executable, "-c", "from server import main; main()", "serve",
+        "--data-dir", str(directory / name), "--redis-url", redis_url,
+        "--port", str(port), "--consumer", name, "--readers", "1",
+    ]  # fmt: skip
+    log = (directory / f"{name}.log").open("w")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+async def wait_healthy(url: str, directory: Path) -> None:
+    with trio.fail_after(STARTUP):
+        async with httpx.AsyncClient() as client:
+            while True:
+                try:
+                    if (await client.get(f"{url}/health")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass  # not listening yet
+                await trio.sleep(0.2)
+
+
+def pubs(frame: str | bytes) -> list[dict[str, Any]]:
+    decoded = json.loads(frame)
+    return [item["params"] for item in (decoded if isinstance(decoded, list) else [decoded])]
+
+
+async def test_a_client_on_one_process_gets_events_published_through_the_other(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Events published through process B (JSON-RPC) and by XADD reach a subscriber of
+    process A exactly once, in offset order; process A's and B's subscribers see the same
+    sequence."""
+    redis.Redis.from_url(redis_url).flushall()
+    with (
+        server_process(tmp_path, redis_url, "a") as url_a,
+        server_process(tmp_path, redis_url, "b") as url_b,
+    ):
+        await wait_healthy(url_a, tmp_path)
+        await wait_healthy(url_b, tmp_path)
+        token = issue_token(SECRET.encode(), "watcher")
+        with trio.fail_after(60):
+            async with (
+                open_websocket_url(f"{url_a.replace('http', 'ws')}/ws?token={token}") as on_a,
+                open_websocket_url(f"{url_b.replace('http', 'ws')}/ws?token={token}") as on_b,
+                httpx.AsyncClient(base_url=url_b) as client,
+            ):
+                for ws in (on_a, on_b):
+                    await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": 1,
+                        "method": "subscribe", "params": {"channel": "post:scale"}}))  # fmt: skip
+                    reply = json.loads(await ws.get_message())
+                    assert reply["result"]["offset"] == 0, reply
+                told = []
+                for seq in range(30):
+                    body = {"jsonrpc": "2.0", "id": seq, "method": "realtime.publish",
+                            "params": {"channel": "post:scale", "data": {"seq": seq}}}  # fmt: skip
+                    reply = (await client.post("/rpc", json=body)).json()
+                    told.append(reply["result"]["offset"])
+                assert told == list(range(1, 31))
+                producer = redis.Redis.from_url(redis_url)
+                for seq in range(30, 40):
+                    producer.xadd(
+                        STREAM, {"channel": "post:scale", "data": json.dumps({"seq": seq})}
+                    )
+                received: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
+                for name, ws in (("a", on_a), ("b", on_b)):
+                    while len(received[name]) < 40:
+                        received[name] += pubs(await ws.get_message())
+                    assert [p["offset"] for p in received[name]] == list(range(1, 41))
+                    seqs = [p["data"]["seq"] for p in received[name]]
+                    # Each RPC returned before the next was sent: their order is kept.
+                    assert seqs[:30] == list(range(30))
+                    # The XADDs are read by both processes' nozzles at once: each is numbered
+                    # by whichever process read it, so only their set is fixed.
+                    assert sorted(seqs[30:]) == list(range(30, 40))
+                assert received["a"] == received["b"]  # one order, seen by both processes
+                # Exactly once: nothing more arrives.
+                with trio.move_on_after(1.0):
+                    extra = await on_a.get_message()
+                    pytest.fail(f"a duplicate arrived: {extra!r}")
+        async with httpx.AsyncClient() as client:
+            stats = {}
+            for name, url in (("a", url_a), ("b", url_b)):
+                body = {"jsonrpc": "2.0", "id": 1, "method": "system.stats"}
+                stats[name] = (await client.post(f"{url}/rpc", json=body)).json()["result"]
+    # Both processes' nozzles share the stream: between them they read each entry once.
+    read = stats["a"]["realtime"]["read"] + stats["b"]["realtime"]["read"]
+    assert read == 40
+    assert redis.Redis.from_url(redis_url).xpending(STREAM, "starling")["pending"] == 0
