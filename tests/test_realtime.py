@@ -322,8 +322,10 @@ async def closed_with(ws: WebSocketConnection) -> int:
         try:
             await ws.get_message()
         except ConnectionClosed as closed:
-            assert closed.reason is not None
-            return closed.reason.code
+            reason = closed.reason
+            break
+    assert reason is not None
+    return reason.code
 
 
 async def test_events_reach_subscribers_in_order_exactly_once(
