@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 from protocols.api import CallContext, Services, build_dispatcher
 from protocols.health import health_tree
 from protocols.jsonrpc import INVALID_REQUEST, JsonRpcError, encode
-from protocols.metrics import Metrics
+from protocols.metrics import Metrics, RealtimeCollector
 from protocols.ws import WebSocketGateway
 
 MIB = 1 << 20
@@ -92,7 +92,16 @@ def create_app(
 ) -> Starlette:
     """Build the ASGI app over ``services``; ``websocket`` serves ``GET /ws`` when given."""
     config = config or AppConfig()
-    metrics = Metrics(services.tree, services.feeds.counters if services.feeds else None)
+    realtime = None
+    if services.realtime is not None:
+        gateway = websocket
+
+        def connections() -> tuple[int, int]:
+            figures = gateway.statistics() if gateway is not None else None
+            return (figures.open, figures.refused) if figures is not None else (0, 0)
+
+        realtime = RealtimeCollector(services.realtime.statistics, connections)
+    metrics = Metrics(services.tree, services.feeds.counters if services.feeds else None, realtime)
     dispatcher = build_dispatcher(services)
     dispatcher.on_call = metrics.observe_call
     expected = f"Bearer {config.api_key}".encode() if config.api_key else None

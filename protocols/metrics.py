@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from actors.feeds import FeedCounters
+from actors.realtime.pipeline import RealtimeStatistics
 from supervisor import SupervisorStatistics
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -99,6 +100,67 @@ class FeedCollector(Collector):
         yield from (builds, reads, waited, dropped, cache_errors, steps, live)
 
 
+class RealtimeCollector(Collector):
+    """Reads the realtime pipeline's and the WebSocket gateway's figures at each scrape.
+
+    Args:
+        realtime: the pipeline's statistics (:meth:`actors.realtime.pipeline.Realtime.statistics`).
+        connections: open WebSocket connections now, and refused ones so far.
+    """
+
+    def __init__(
+        self,
+        realtime: Callable[[], RealtimeStatistics],
+        connections: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
+        self._realtime = realtime
+        self._connections = connections
+
+    def collect(self) -> Iterator[Metric]:
+        r = self._realtime()
+        counters = {
+            "starling_realtime_read": ("Stream entries read by this process's nozzle.", r.read),
+            "starling_realtime_reclaimed": ("Pending entries reclaimed.", r.reclaimed),
+            "starling_realtime_events": ("Valid events transformed here.", r.events),
+            "starling_realtime_poison": ("Invalid events acknowledged and dropped.", r.poison),
+            "starling_realtime_published": ("Events put into this process's histories.",
+                                            r.published),
+            "starling_realtime_deliveries": ("Publications accepted by local sessions.",
+                                             r.delivered),
+            "starling_realtime_slow_disconnects": ("Sessions closed 4008 (outbox full).",
+                                                   r.slow_disconnects),
+            "starling_realtime_reorder_gaps": ("Offset gaps skipped after the reorder wait.",
+                                               r.reorder_gaps),
+        }  # fmt: skip
+        for name, (help_text, value) in counters.items():
+            family = CounterMetricFamily(name, help_text)
+            family.add_metric([], value)
+            yield family
+        subscriptions = GaugeMetricFamily(
+            "starling_realtime_subscriptions", "Local (session, channel) subscriptions."
+        )
+        subscriptions.add_metric([], r.subscribers)
+        latency = GaugeMetricFamily(
+            "starling_realtime_latency_ms",
+            "Stream-to-publish latency over the last 10-20 s, milliseconds.",
+            labels=["quantile"],
+        )
+        for quantile, ms in r.latency_ms.items():
+            latency.add_metric([quantile], ms)
+        yield from (subscriptions, latency)
+        if self._connections is not None:
+            open_now, refused = self._connections()
+            connections = GaugeMetricFamily(
+                "starling_ws_connections", "WebSocket connections open now."
+            )
+            connections.add_metric([], open_now)
+            refused_total = CounterMetricFamily(
+                "starling_ws_refused", "WebSocket connections closed 1013 (over the limit)."
+            )
+            refused_total.add_metric([], refused)
+            yield from (connections, refused_total)
+
+
 class Metrics:
     """A registry of Starling's metrics (one per app, so tests do not share state)."""
 
@@ -106,6 +168,7 @@ class Metrics:
         self,
         tree: Callable[[], SupervisorStatistics],
         feeds: FeedCounters | None = None,
+        realtime: RealtimeCollector | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.rpc_calls = Counter(
@@ -130,6 +193,8 @@ class Metrics:
         self.registry.register(TreeCollector(tree))
         if feeds is not None:
             self.registry.register(FeedCollector(feeds, tree))
+        if realtime is not None:
+            self.registry.register(realtime)
 
     def observe_call(self, method: str, seconds: float, outcome: str) -> None:
         """Record one JSON-RPC call."""

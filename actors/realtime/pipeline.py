@@ -36,6 +36,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from typing import Any
 import msgspec
 import structlog
 import trio
+from hdrh.histogram import HdrHistogram
 
 from actors.bus import EventBus
 from actors.realtime.bridge import RealtimeBridge
@@ -174,6 +176,53 @@ class Receipts:
         return accepted
 
 
+class LatencyWindow:
+    """Stream-to-publish latency of recent events, in milliseconds (HdrHistogram).
+
+    An event's latency is the wall clock when the publisher offered it to
+    the local subscribers minus the time in its stream entry id (the
+    milliseconds part, set by XADD or the in-process stream). Percentiles
+    cover the last ``window`` to ``2 × window`` seconds: two histograms take
+    turns, the older one dropped at each turn.
+
+    Args:
+        window: seconds per histogram.
+        clock: seconds, never going backwards (``time.monotonic``).
+    """
+
+    def __init__(self, window: float = 10.0, clock: Any = time.monotonic) -> None:
+        self.window = window
+        self._clock = clock
+        self._turn = clock() + window
+        self._current = HdrHistogram(1, 3_600_000, 2)
+        self._previous = HdrHistogram(1, 3_600_000, 2)
+
+    def record(self, entry: str, now_ms: float) -> None:
+        """Record the event of stream entry ``entry`` published at ``now_ms`` (epoch ms)."""
+        self._rotate()
+        stamp, _, _ = entry.partition("-")
+        if stamp.isdigit():
+            self._current.record_value(min(max(1, int(now_ms) - int(stamp)), 3_600_000))
+
+    def percentiles(self, *percentiles: float) -> dict[str, float]:
+        """``{"p50": ms, …}`` over the window; zeros when nothing was recorded."""
+        self._rotate()
+        both = HdrHistogram(1, 3_600_000, 2)
+        both.add(self._previous)
+        both.add(self._current)
+        return {f"p{p:g}": float(both.get_value_at_percentile(p)) for p in percentiles}
+
+    def _rotate(self) -> None:
+        now = self._clock()
+        if now < self._turn:
+            return
+        if now >= self._turn + self.window:  # idle for a whole window: both are old
+            self._current.reset()
+        self._previous, self._current = self._current, self._previous
+        self._current.reset()
+        self._turn = now + self.window
+
+
 @dataclass(frozen=True, slots=True)
 class Expire:
     """Tick: release what waited ``reorder_wait`` seconds for a gap to fill."""
@@ -216,6 +265,7 @@ class PublisherActor(Actor[Any]):
         self._receipts = receipts
         self._shared = shared
         self.reorder = ReorderBuffer(wait=reorder_wait, first=self._first_offset)
+        self.latency = LatencyWindow()
 
     def _first_offset(self, channel: str, epoch: str) -> int | None:
         top, known = self.publisher.position(channel)
@@ -257,9 +307,11 @@ class PublisherActor(Actor[Any]):
         return None
 
     def _release(self, items: list[Rendered], now: float) -> None:
+        wall_ms = time.time() * 1000
         for item in items:
             self.publisher.put(item.channel, item.offset, item.epoch, item.data, now)
             self._receipts.record(item)
+            self.latency.record(item.entry, wall_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +389,8 @@ class RealtimeStatistics:
         duplicates: events dropped because their offset was already published.
         channels: channels with local subscribers.
         subscribers: local (session, channel) subscriptions.
+        latency_ms: stream-to-publish latency over the last 10-20 s, ``{"p50", "p99",
+            "p99.9"}`` in milliseconds (:class:`LatencyWindow`).
     """
 
     read: int
@@ -350,6 +404,7 @@ class RealtimeStatistics:
     duplicates: int
     channels: int
     subscribers: int
+    latency_ms: dict[str, float]
 
 
 @dataclass(eq=False)
@@ -402,6 +457,7 @@ class Realtime:
             duplicates=self.publisher_actor.reorder.duplicates,
             channels=publisher.channels,
             subscribers=publisher.subscribers,
+            latency_ms=self.publisher_actor.latency.percentiles(50, 99, 99.9),
         )
 
 
