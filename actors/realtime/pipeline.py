@@ -150,14 +150,14 @@ class Receipts:
 
     def __init__(self, keep: int = 65_536) -> None:
         self._keep = keep
-        self._done: OrderedDict[str, Accepted] = OrderedDict()
+        self._done: OrderedDict[str, Rendered] = OrderedDict()
         self._waiting: dict[str, trio.Event] = {}
 
     def record(self, item: Rendered) -> None:
         """Note that ``item`` was published (the first time only)."""
         if item.entry in self._done:
             return
-        self._done[item.entry] = Accepted(item.channel, item.offset, item.epoch, item.entry)
+        self._done[item.entry] = item
         if len(self._done) > self._keep:
             self._done.popitem(last=False)
         waiting = self._waiting.pop(item.entry, None)
@@ -166,14 +166,14 @@ class Receipts:
 
     async def wait(self, entry: str) -> Accepted:
         """Wait until ``entry`` is published; cancel from outside to give up."""
-        while (accepted := self._done.get(entry)) is None:
+        while (item := self._done.get(entry)) is None:
             event = self._waiting.setdefault(entry, trio.Event())
             try:
                 await event.wait()
             finally:
                 if not event.is_set():
                     self._waiting.pop(entry, None)
-        return accepted
+        return Accepted(item.channel, item.offset, item.epoch, item.entry)
 
 
 class LatencyWindow:
@@ -197,12 +197,17 @@ class LatencyWindow:
         self._current = HdrHistogram(1, 3_600_000, 2)
         self._previous = HdrHistogram(1, 3_600_000, 2)
 
-    def record(self, entry: str, now_ms: float) -> None:
-        """Record the event of stream entry ``entry`` published at ``now_ms`` (epoch ms)."""
+    def record(self, entries: Sequence[str], now_ms: float) -> None:
+        """Record the events of stream entries ``entries``, published at ``now_ms`` (epoch ms)."""
         self._rotate()
-        stamp, _, _ = entry.partition("-")
-        if stamp.isdigit():
-            self._current.record_value(min(max(1, int(now_ms) - int(stamp)), 3_600_000))
+        counts: dict[str, int] = {}
+        for entry in entries:
+            stamp = entry[: entry.find("-")]
+            counts[stamp] = counts.get(stamp, 0) + 1
+        now = int(now_ms)
+        for stamp, count in counts.items():
+            if stamp.isdigit():
+                self._current.record_value(min(max(1, now - int(stamp)), 3_600_000), count)
 
     def percentiles(self, *percentiles: float) -> dict[str, float]:
         """``{"p50": ms, …}`` over the window; zeros when nothing was recorded."""
@@ -243,9 +248,14 @@ class PublisherActor(Actor[Any]):
             report the epoch their publications will carry.
         receipts: told of every event released.
         reorder_wait: seconds an early event waits for the ones before it.
-        shared: whether other processes number events of the same channels
-            (then a channel this process has no history of starts where its
-            first event arrives).
+
+    Where a channel's order starts: after the top of its history when the
+    history holds publications of the event's epoch, else at offset 1. So
+    when this process meets a channel mid-life (it started after the
+    channel's first publications, or the history was evicted), its first
+    event waits ``reorder_wait`` seconds for offsets that will never come,
+    once; in exchange, events of a new channel numbered by two transformers
+    (or processes) at once are never taken for duplicates.
     """
 
     def __init__(
@@ -255,7 +265,6 @@ class PublisherActor(Actor[Any]):
         receipts: Receipts,
         *,
         reorder_wait: float,
-        shared: bool,
         name: str = "publisher",
         mailbox_size: int = 64,
     ) -> None:
@@ -263,15 +272,12 @@ class PublisherActor(Actor[Any]):
         self.publisher = publisher
         self._sequencer = sequencer
         self._receipts = receipts
-        self._shared = shared
         self.reorder = ReorderBuffer(wait=reorder_wait, first=self._first_offset)
         self.latency = LatencyWindow()
 
-    def _first_offset(self, channel: str, epoch: str) -> int | None:
+    def _first_offset(self, channel: str, epoch: str) -> int:
         top, known = self.publisher.position(channel)
-        if known == epoch and top > 0:
-            return top + 1
-        return None if self._shared else 1
+        return top + 1 if known == epoch and top > 0 else 1
 
     async def on_start(self) -> None:
         await self._sequencer.refresh()
@@ -298,8 +304,11 @@ class PublisherActor(Actor[Any]):
         now = trio.current_time()
         match message:
             case Deliver(items):
+                push = self.reorder.push
+                released: list[Rendered] = []
                 for item in items:
-                    self._release(self.reorder.push(item, now), now)
+                    released += push(item, now)
+                self._release(released, now)
             case Expire():
                 self._release(self.reorder.expire(now), now)
             case _:
@@ -307,11 +316,11 @@ class PublisherActor(Actor[Any]):
         return None
 
     def _release(self, items: list[Rendered], now: float) -> None:
-        wall_ms = time.time() * 1000
         for item in items:
             self.publisher.put(item.channel, item.offset, item.epoch, item.data, now)
             self._receipts.record(item)
-            self.latency.record(item.entry, wall_ms)
+        if items:
+            self.latency.record([item.entry for item in items], time.time() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -491,7 +500,7 @@ def realtime_subtree(
     publisher = Publisher(histories)
     receipts = Receipts()
     publisher_actor = PublisherActor(
-        publisher, sequencer, receipts, reorder_wait=settings.reorder_wait, shared=shared
+        publisher, sequencer, receipts, reorder_wait=settings.reorder_wait
     )
     fanout = SharedFanout(pubsub) if shared else LocalFanout(publisher_actor.ref)
     transformers = [
