@@ -71,3 +71,25 @@ def test_any_shuffle_within_reach_comes_out_in_order(
     for offset in rest:
         released += offsets(buffer.push(item(offset), 0.0))
     assert released == list(range(1, count + 1))
+
+
+def test_the_first_hint_orders_a_new_channel_numbered_twice_at_once() -> None:
+    """With ``first`` saying a new channel starts at 1, a later batch (3, 4) that arrives
+    before the earlier one (1, 2) waits for it instead of making it look like duplicates."""
+    buffer = ReorderBuffer(first=lambda channel, epoch: 1)
+    assert buffer.push(item(3), 0.0) == []
+    assert buffer.push(item(4), 0.0) == []
+    assert offsets(buffer.push(item(1), 0.0)) == [1]
+    assert offsets(buffer.push(item(2), 0.0)) == [2, 3, 4]
+    assert buffer.duplicates == 0
+
+
+def test_a_channel_met_mid_life_waits_once_then_starts_where_it_is() -> None:
+    """A channel whose offsets 1..9 went by before this process (hint 1, first event 10)
+    is released after ``wait``, counted as one gap, then flows without waiting."""
+    buffer = ReorderBuffer(wait=0.5, first=lambda channel, epoch: 1)
+    assert buffer.push(item(10), 0.0) == []
+    assert buffer.expire(0.4) == []
+    assert offsets(buffer.expire(0.5)) == [10]
+    assert buffer.gaps == 1
+    assert offsets(buffer.push(item(11), 0.6)) == [11]
