@@ -410,7 +410,7 @@ def main() -> None:
     help="A JSON-RPC model service to rank with, falling back to the weights "
     "[env STARLING_SCORER_URL].",
 )
-@click.option("--transformers", default=1, show_default=True, help="Realtime transformer actors.")
+@click.option("--transformers", default=2, show_default=True, help="Realtime transformer actors.")
 @click.option(
     "--history-size", default=100, show_default=True, help="Publications kept per channel."
 )
@@ -760,6 +760,306 @@ async def load_demo(settings: Settings, source: Path, seed: int, if_empty: bool)
         ("seconds", round(time.perf_counter() - started, 1)),
     ]
     console.print(summary_table(f"demo world (seed {seed}) → {redact(settings.graph_url)}", rows))
+
+
+# -- realtime clients: token, tail, replay -----------------------------------------
+
+
+class LineError(click.ClickException):
+    """A command-line error shown as one line, ``error: <message>`` (exit 2: a usage error)."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def run_client_command(debug: bool, main: Callable[[], Any]) -> Any:
+    """:func:`run_command` for the realtime clients: their errors in one line, Ctrl-C clean."""
+    from protocols.client import ClientError
+    from protocols.replay import CommentFileError
+
+    def guarded() -> Any:
+        try:
+            return main()
+        except (ClientError, CommentFileError) as error:
+            if debug:
+                raise
+            click.echo(f"error: {' '.join(str(error).split())} ({error.hint})", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            sys.exit(0)  # Ctrl-C is how a tail ends: the connection was closed cleanly
+
+    return run_command(debug, guarded)
+
+
+def local_secret(data_dir: Path | None) -> bytes:
+    """The token secret a server on this machine uses: STARLING_SECRET, else ``<data dir>/secret``.
+
+    The file is created if missing, and then a note on stderr says so: only a
+    server using that data dir will accept tokens signed with it.
+
+    Raises:
+        LineError: the secret is empty.
+        OSError: the secret file cannot be read or created.
+    """
+    from protocols.tokens import SECRET_ENV, SECRET_FILE
+
+    directory = Settings.resolve(data_dir, None, None).data_dir
+    created = os.environ.get(SECRET_ENV) is None and not (directory / SECRET_FILE).exists()
+    try:
+        secret = load_secret(directory)
+    except ValueError as error:
+        raise LineError(str(error)) from None
+    if created:
+        click.echo(
+            f"note: created a new secret in {directory / SECRET_FILE}: only a server "
+            f"with --data-dir {directory} (or the same STARLING_SECRET) accepts its tokens",
+            err=True,
+        )
+    return secret
+
+
+@main.command("token")
+@click.argument("user")
+@click.option(
+    "--ttl", default=3600, show_default=True, type=click.IntRange(min=1), help="Seconds valid."
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the secret is [env STARLING_DATA_DIR; default ./starling-data].",
+)
+def token_command(user: str, ttl: int, data_dir: Path | None) -> None:
+    """Print a WebSocket token for USER, signed with the server's secret.
+
+    The secret is STARLING_SECRET, else <data-dir>/secret (the server's own).
+    Only the token goes to stdout.
+
+    \b
+    Examples:
+      starling token alice
+      starling token alice --ttl 600 --data-dir /var/lib/starling
+    """
+    from protocols.tokens import USER_ID, issue_token
+
+    if not USER_ID.fullmatch(user):
+        raise LineError(f"user {user!r}: a user id is 1-64 of letters, digits and '_.:@-'")
+    secret = run_command(False, lambda: local_secret(data_dir))
+    click.echo(issue_token(secret, user, ttl_seconds=ttl))
+
+
+@main.command("tail")
+@click.argument("channels", nargs=-1, required=True, metavar="CHANNEL...")
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="Server URL.")
+@click.option("--token", help="A token (`starling token USER`) [default: one minted locally].")
+@click.option(
+    "--user",
+    help="Whom the minted token names [default: the id of a user:<id> channel, else 'tail'].",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after N publications.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the secret to mint with is [env STARLING_DATA_DIR; default ./starling-data].",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+def tail_command(
+    channels: tuple[str, ...],
+    url: str,
+    token: str | None,
+    user: str | None,
+    limit: int | None,
+    data_dir: Path | None,
+    debug: bool,
+) -> None:
+    """Print the publications of realtime channels as JSON lines, live.
+
+    One line per publication on stdout, {"channel", "offset", "data"}; notes
+    (subscribed, reconnecting, recovered) on stderr. Without --token, a token
+    is minted with the local secret (STARLING_SECRET or <data-dir>/secret), so
+    it works against a server on the same machine. When the server closes the
+    connection (idle, restart, slow consumer) it reconnects and recovers what
+    it missed. Ctrl-C stops it.
+
+    \b
+    Examples:
+      starling tail post:1krq69r
+      starling tail user:alice post:1krq69r --limit 10
+      starling tail post:42 --url http://10.0.0.5:8080 --token "$(cat token)"
+    """
+    from actors.realtime import parse_channel
+    from protocols.client import websocket_url
+    from protocols.tokens import USER_ID, issue_token
+
+    try:
+        websocket_url(url)
+        parsed = [parse_channel(channel) for channel in channels]
+    except ValueError as error:
+        raise LineError(str(error)) from None
+    credentials: str | Callable[[], str]
+    if token is not None:
+        credentials = token
+    else:
+        users = sorted({channel.id for channel in parsed if channel.kind == "user"})
+        if user is None and len(users) > 1:
+            raise LineError(f"a token names one user: not both user:{users[0]} and user:{users[1]}")
+        name = user or (users[0] if users else "tail")
+        if not USER_ID.fullmatch(name):
+            raise LineError(f"--user {name!r}: a user id is 1-64 of letters, digits and '_.:@-'")
+        if others := [other for other in users if other != name]:
+            raise LineError(f"user:{others[0]} may be tailed by {others[0]} only, not {name}")
+        secret = run_command(debug, lambda: local_secret(data_dir))
+        # A fresh token per connection: a tail outlives any one token's hour.
+        credentials = functools.partial(issue_token, secret, name, ttl_seconds=3600)
+    run_client_command(
+        debug,
+        lambda: trio.run(
+            functools.partial(tail_channels, url, credentials, list(channels), limit=limit)
+        ),
+    )
+
+
+async def tail_channels(
+    url: str, token: str | Callable[[], str], channels: list[str], *, limit: int | None
+) -> None:
+    """Follow ``channels``: JSON lines on stdout, notes on stderr (``starling tail``)."""
+    import json
+
+    from protocols.client import Reconnecting, Subscribed, TailStatus, tail, websocket_url
+
+    def on_pub(publication: dict[str, Any]) -> None:
+        try:
+            click.echo(json.dumps(publication, ensure_ascii=False, separators=(",", ":")))
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, and let the exit not flush.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
+
+    def on_status(status: TailStatus) -> None:
+        match status:
+            case Subscribed(channel, (offset, _), None, _, _):
+                note = f"subscribed to {channel} at offset {offset}"
+            case Subscribed(channel, (offset, _), True, missed, _):
+                note = f"resubscribed to {channel}: {missed} missed publication(s) recovered"
+            case Subscribed(channel, (offset, _), False, _, _):
+                note = (
+                    f"resubscribed to {channel}: what was published while disconnected could "
+                    f"not be recovered (the server's history moved on); resuming at {offset}"
+                )
+            case Reconnecting(None, reason, delay, attempt):
+                note = f"cannot connect ({reason}); retrying in {delay:.1f} s (attempt {attempt})"
+            case Reconnecting(code, reason, delay, _):
+                note = f"connection closed ({code} {reason}); reconnecting in {delay:.1f} s"
+        click.echo(f"tail: {note}", err=True)
+
+    click.echo(f"tail: connecting to {websocket_url(url)}", err=True)
+    await tail(url, token, channels, on_pub, limit=limit, on_status=on_status)
+
+
+@main.group("replay")
+def replay_group() -> None:
+    """Replay real data as live events."""
+
+
+@replay_group.command("comments")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="Server URL.")
+@click.option(
+    "--speed",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Times faster than the threads were written: 60 plays an hour in a minute.",
+)
+@click.option(
+    "--max-gap",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Longest pause, in seconds once sped up: longer quiet spells are cut to it.",
+)
+@click.option(
+    "--api-key",
+    envvar="STARLING_API_KEY",
+    help="The server's key [env STARLING_API_KEY]; none needed on loopback without one.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Replay only the first N comments.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+def replay_comments_command(
+    file: Path,
+    url: str,
+    speed: float,
+    max_gap: float,
+    api_key: str | None,
+    limit: int | None,
+    debug: bool,
+) -> None:
+    """Replay Reddit comment threads as live comment events on post:<id> channels.
+
+    Each comment of FILE (the columns of reddit_comments_au_2025.csv) is
+    published with realtime.publish on post:<post_id>, oldest first, with the
+    threads' own timing sped up by --speed; quiet spells longer than
+    --max-gap seconds are shortened to it (the file spans a year). At the
+    defaults the whole file takes about three hours. Malformed rows are
+    skipped and counted.
+
+    \b
+    Examples:
+      starling replay comments ../shared/data/reddit_comments_au_2025.csv
+      starling replay comments ../shared/data/reddit_comments_au_2025.csv --speed 3600 --limit 500
+      starling tail post:1krq69r     # meanwhile, in another terminal
+    """
+    run_client_command(
+        debug,
+        lambda: trio.run(
+            functools.partial(
+                replay_comments, file, url, speed=speed, max_gap=max_gap, api_key=api_key,
+                limit=limit,
+            )
+        ),
+    )  # fmt: skip
+
+
+async def replay_comments(
+    file: Path, url: str, *, speed: float, max_gap: float, api_key: str | None, limit: int | None
+) -> None:
+    """Read ``file``, replay it with a progress bar, print a summary (``starling replay``)."""
+    from rich.progress import MofNCompleteColumn
+
+    from protocols.replay import read_comment_file, replay
+
+    console = Console(stderr=True)
+    with console.status(f"reading {file.name}"):
+        comments, report = await trio.to_thread.run_sync(read_comment_file, file)
+    comments = comments[:limit]
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"replaying {file.name} at ×{speed:g}", total=len(comments))
+
+        def on_progress(sent: int, failed: int) -> None:
+            progress.update(task, completed=sent + failed)
+
+        summary = await replay(
+            comments, url, speed=speed, max_gap=max_gap, api_key=api_key, on_progress=on_progress
+        )
+    for line, reason in report.examples:
+        console.print(f"[yellow]{file}:{line}: {reason}[/]", markup=True, highlight=False)
+    for comment, error in summary.errors:
+        console.print(f"[yellow]comment {comment}: {error}[/]", highlight=False)
+    console.print(
+        f"replayed {file.name}: {summary.sent:,} sent, {summary.failed:,} failed, "
+        f"on {summary.channels:,} channels in {summary.seconds:.1f} s "
+        f"({summary.batches:,} batches); {report.malformed:,} malformed rows skipped",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @main.group("bench")

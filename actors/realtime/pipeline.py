@@ -86,7 +86,8 @@ class RealtimeSettings:
     """The realtime subtree's knobs.
 
     Attributes:
-        transformers: transformer actors (batches go to them in turn).
+        transformers: transformer actors (batches go to them in turn; two overlap
+            one batch's Redis round trips with the next one's).
         batch: most stream entries per nozzle read.
         block: longest nozzle wait for a first entry, seconds.
         reclaim_idle: seconds an entry stays pending before another reader takes it.
@@ -99,7 +100,7 @@ class RealtimeSettings:
         consumer: this process's name in the consumer group.
     """
 
-    transformers: int = 1
+    transformers: int = 2
     batch: int = 256
     block: float = 1 * SECONDS
     reclaim_idle: float = 30 * SECONDS
