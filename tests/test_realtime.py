@@ -178,8 +178,12 @@ async def test_transformer_crash_mid_stream_loses_nothing(kv: KeyValueBackend) -
             lambda: set(collector.seqs("post:a")) | set(collector.seqs("post:b")) >= set(range(60))
         )
         await until(lambda: realtime.statistics().reclaimed > 0)
-        (transformer,) = [c for c in supervisor.statistics().children if c.id == "transformer-0"]
-        assert transformer.restarts == 1
+        restarts = [
+            child.restarts
+            for child in supervisor.statistics().children
+            if child.id.startswith("transformer-")
+        ]
+        assert sum(restarts) == 1  # whichever of the two took the second batch
         assert cache.calls >= 7
         for channel in ("post:a", "post:b"):
             offsets = collector.offsets(channel)
