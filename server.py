@@ -64,7 +64,14 @@ from protocols.http import HttpServer
 from protocols.tokens import load_secret
 from protocols.ws import DEFAULT_MAX_CONNECTIONS, WebSocketGateway
 from protocols.ws_session import Limits
-from stores.backends import KeyValueBackend, default_graph_url, open_graph, open_key_value, redact
+from stores.backends import (
+    DEFAULT_STREAM_MAX_LENGTH,
+    KeyValueBackend,
+    default_graph_url,
+    open_graph,
+    open_key_value,
+    redact,
+)
 from stores.demo import build_demo_world
 from stores.errors import StoreError
 from stores.graph import GraphStore, ImportSummary
@@ -148,6 +155,7 @@ class ServeOptions:
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
     ws_limits: Limits = field(default_factory=Limits)
     ws_max_connections: int = DEFAULT_MAX_CONNECTIONS
+    stream_max_length: int = DEFAULT_STREAM_MAX_LENGTH
 
 
 def build_tree(
@@ -273,7 +281,7 @@ async def serve(
     order) and bounded by :data:`SHUTDOWN_GRACE` seconds, then cancelled.
     """
     graph = await settings.open_graph(max_connections=options.readers + 2)
-    key_value = open_key_value(settings.redis_url)
+    key_value = open_key_value(settings.redis_url, stream_max_length=options.stream_max_length)
     try:
         secret = await trio.to_thread.run_sync(load_secret, settings.data_dir)
         root = build_tree(settings, options, graph, key_value, secret)
@@ -430,6 +438,14 @@ def main() -> None:
     help="Most publications sent together in one WebSocket frame.",
 )
 @click.option(
+    "--stream-max-length",
+    default=DEFAULT_STREAM_MAX_LENGTH,
+    show_default=True,
+    envvar="STARLING_STREAM_MAX_LENGTH",
+    help="Entries the event stream keeps when this process appends (XADD MAXLEN ~) "
+    "[env STARLING_STREAM_MAX_LENGTH].",
+)
+@click.option(
     "--consumer",
     envvar="STARLING_CONSUMER",
     help="This process's name in the stream's consumer group "
@@ -455,6 +471,7 @@ def serve_command(
     ws_max_connections: int,
     ws_max_outbox_bytes: int,
     ws_coalesce: int,
+    stream_max_length: int,
     consumer: str | None,
 ) -> None:
     """Serve JSON-RPC, /health, /metrics and the WebSocket /ws until Ctrl-C.
@@ -493,6 +510,7 @@ def serve_command(
         realtime=realtime,
         ws_limits=limits,
         ws_max_connections=ws_max_connections,
+        stream_max_length=stream_max_length,
     )
     run_command(debug, lambda: trio.run(functools.partial(serve, settings, options)))
 

@@ -94,8 +94,25 @@ async def _nothing() -> None:
     return None
 
 
-def open_key_value(url: str, *, max_connections: int = 16) -> KeyValueBackend:
+DEFAULT_STREAM_MAX_LENGTH = 1_000_000
+"""Entries a stream keeps (approximately) before the oldest are trimmed by appends."""
+
+
+def open_key_value(
+    url: str,
+    *,
+    max_connections: int = 16,
+    stream_max_length: int | None = DEFAULT_STREAM_MAX_LENGTH,
+) -> KeyValueBackend:
     """Open the cache/stream/pubsub backend named by ``url`` (no I/O yet).
+
+    Args:
+        url: ``memory://`` or ``redis://…``.
+        max_connections: Redis connections in the pool.
+        stream_max_length: entries a stream keeps, approximately, when this
+            process appends (``XADD MAXLEN ~``); ``None`` never trims. An entry
+            trimmed before it was read is lost: size it above the backlog the
+            pipeline may fall behind by (1,000,000 is 50 s at 20,000 events/s).
 
     Raises:
         ConfigError: an unknown scheme or an unusable URL.
@@ -107,7 +124,7 @@ def open_key_value(url: str, *, max_connections: int = 16) -> KeyValueBackend:
         return KeyValueBackend(
             url,
             MemoryCache(),
-            MemoryStream(),
+            MemoryStream(max_length=stream_max_length),
             MemoryPubSub(),
             MemorySequencer(),
             _nothing,
@@ -126,7 +143,7 @@ def open_key_value(url: str, *, max_connections: int = 16) -> KeyValueBackend:
         return KeyValueBackend(
             redact(url),
             RedisCache(backend),
-            RedisStream(backend),
+            RedisStream(backend, max_length=stream_max_length),
             RedisPubSub(backend),
             RedisSequencer(backend),
             backend.ping,
