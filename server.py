@@ -1067,16 +1067,19 @@ async def replay_comments(
         summary = await replay(
             comments, url, speed=speed, max_gap=max_gap, api_key=api_key, on_progress=on_progress
         )
+
+    def say(text: str, style: str | None = None) -> None:
+        # The file's text is data, not rich markup; one line each, unwrapped.
+        console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+
     for line, reason in report.examples:
-        console.print(f"[yellow]{file}:{line}: {reason}[/]", markup=True, highlight=False)
+        say(f"{file}:{line}: {reason}", "yellow")
     for comment, error in summary.errors:
-        console.print(f"[yellow]comment {comment}: {error}[/]", highlight=False)
-    console.print(
+        say(f"comment {comment}: {error}", "yellow")
+    say(
         f"replayed {file.name}: {summary.sent:,} sent, {summary.failed:,} failed, "
         f"on {summary.channels:,} channels in {summary.seconds:.1f} s "
-        f"({summary.batches:,} batches); {report.malformed:,} malformed rows skipped",
-        highlight=False,
-        soft_wrap=True,
+        f"({summary.batches:,} batches); {report.malformed:,} malformed rows skipped"
     )
 
 

@@ -513,15 +513,17 @@ async def test_metrics_show_the_pipeline(tmp_path: Path) -> None:
     """/metrics counts deliveries, open WebSocket connections and the stream-to-publish
     latency; system.stats shows the same figures."""
     with trio.fail_after(TIMEOUT):
-        async with running(tmp_path, "memory://") as server:
-            async with open_websocket_url(f"{server.ws_url}?token={server.token('a')}") as ws:
-                await request(ws, "subscribe", {"channel": "post:m"})
-                await server.publish_in_order("post:m", [{"n": 1}, {"n": 2}])
-                await receive(ws, 2)
-                text = (await server.client.get("/metrics")).text
-                assert "starling_realtime_deliveries_total 2.0" in text
-                assert "starling_ws_connections 1.0" in text
-                assert 'starling_realtime_latency_ms{quantile="p99"}' in text
-                stats = (await server.rpc("system.stats", {}))["realtime"]
-                assert (stats["published"], stats["delivered"], stats["subscribers"]) == (2, 2, 1)
-                assert stats["latency_ms"]["p50"] >= 1
+        async with (
+            running(tmp_path, "memory://") as server,
+            open_websocket_url(f"{server.ws_url}?token={server.token('a')}") as ws,
+        ):
+            await request(ws, "subscribe", {"channel": "post:m"})
+            await server.publish_in_order("post:m", [{"n": 1}, {"n": 2}])
+            await receive(ws, 2)
+            text = (await server.client.get("/metrics")).text
+            assert "starling_realtime_deliveries_total 2.0" in text
+            assert "starling_ws_connections 1.0" in text
+            assert 'starling_realtime_latency_ms{quantile="p99"}' in text
+            stats = (await server.rpc("system.stats", {}))["realtime"]
+            assert (stats["published"], stats["delivered"], stats["subscribers"]) == (2, 2, 1)
+            assert stats["latency_ms"]["p50"] >= 1

@@ -1,0 +1,426 @@
+"""Replay of real Reddit comment threads as live ``comment`` events, timed as they were written.
+
+Source: ``reddit_comments_au_2025.csv`` (``../shared/data``; Reddit via the
+Arctic Shift archive, see its README): 3,480 comments on the 71 threads of
+``reddit_posts_au_2025.csv``, header
+``id,post_id,author,body,score,created_utc,parent_id,subreddit,date``, bodies
+quoted over several lines. The comments are real text by real users: show
+them as data only.
+
+Each comment becomes one event on channel ``post:<post_id>``::
+
+    {"type": "comment", "id", "post", "parent", "user", "text", "score", "subreddit", "at"}
+
+``parent`` is the post id for a top-level comment, else the parent comment's
+id; ``at`` is ``created_utc`` (epoch seconds, UTC); ``user`` is left out when
+the author is ``[deleted]`` or empty. The server adds ``author`` to an event
+that names a ``user`` (:mod:`actors.realtime.transform`).
+
+Timing: event *i* is due ``sum(min((t[k] - t[k-1]) / speed, max_gap))``
+seconds after the start, over *k* ≤ *i*, where ``t`` are the comments'
+``created_utc``. ``speed`` 60 replays one hour of the threads in one minute;
+a gap that would last longer than ``max_gap`` seconds once scaled is
+shortened to ``max_gap`` (the threads span a year: without the cap a demo
+would sit idle for days between bursts). At ``speed`` 60 and ``max_gap`` 5
+the whole file takes about 2 h 53 min.
+
+Batching: whatever is due when the sender wakes goes out in one JSON-RPC
+batch of ``realtime.publish``: events due at the same moment, and all that
+fell due while the previous batch was in flight. A batch holds at most
+``batch`` events and at most one per channel: a JSON-RPC server may run a
+batch's calls concurrently, in any order (spec section 6), and Starling's
+does, so two events of one channel go in successive batches to keep their
+order. Batches are sent one at a time, each after the previous one's reply
+(``realtime.publish`` answers once its event is published), so each
+channel's offsets follow ``created_utc`` order; events of different channels
+may leave in another order than their times when the sender is behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import trio
+
+from protocols.client import open_client, rpc_batch
+from protocols.jsonrpc import MAX_BATCH
+
+SECONDS: Final = 1.0
+DEFAULT_SPEED: Final = 60.0
+"""Scaled time: 60 replays one hour of comments in one minute."""
+DEFAULT_MAX_GAP: Final = 5 * SECONDS
+"""Longest pause between two events once scaled, in seconds."""
+DEFAULT_BATCH: Final = MAX_BATCH
+MAX_REPORTED: Final = 20
+"""Malformed rows and failed events described in a report (all are counted)."""
+
+COLUMNS: Final = (
+    "id",
+    "post_id",
+    "author",
+    "body",
+    "score",
+    "created_utc",
+    "parent_id",
+    "subreddit",
+)
+"""Columns read; others (``date``) are ignored."""
+ID: Final = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
+"""Channel and user ids (``actors.realtime.channels.CHANNEL_ID``)."""
+ANONYMOUS: Final = frozenset({"", "[deleted]"})
+"""Authors that name nobody: the event gets no ``user``."""
+
+
+class CommentFileError(ValueError):
+    """The file cannot be read as comments at all: empty, or its header lacks a column.
+
+    Attributes:
+        hint: one line telling a person what to try next.
+    """
+
+    hint = "expected a CSV with the columns " + ",".join(COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    """One Reddit comment.
+
+    Attributes:
+        id: the comment id (``oajf2ct``).
+        post: the id of the post (thread) it belongs to.
+        parent: the parent comment's id, or the post's id for a top-level comment.
+        user: the author's name, ``None`` for ``[deleted]`` or empty.
+        text: the body, as written (Markdown, several lines).
+        score: Reddit's score (up minus down votes) when archived; may be negative.
+        created_utc: when it was written, epoch seconds UTC.
+        subreddit: where (``AusFinance``).
+    """
+
+    id: str
+    post: str
+    parent: str
+    user: str | None
+    text: str
+    score: int
+    created_utc: float
+    subreddit: str
+
+    @property
+    def channel(self) -> str:
+        """The channel its event goes to: ``post:<post>``."""
+        return f"post:{self.post}"
+
+    def event(self) -> dict[str, Any]:
+        """The event's data (module docstring)."""
+        data: dict[str, Any] = {
+            "type": "comment",
+            "id": self.id,
+            "post": self.post,
+            "parent": self.parent,
+        }
+        if self.user is not None:
+            data["user"] = self.user
+        data.update(text=self.text, score=self.score, subreddit=self.subreddit, at=self.created_utc)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class CommentReport:
+    """What reading a comment file found.
+
+    Attributes:
+        rows: data records read (the header and blank lines excluded).
+        kept: comments returned.
+        malformed: records skipped as malformed.
+        examples: up to :data:`MAX_REPORTED` ``(line number, reason)`` of them.
+    """
+
+    rows: int
+    kept: int
+    malformed: int
+    examples: tuple[tuple[int, str], ...] = ()
+
+
+def read_comments(path: Path) -> list[Comment]:
+    """The comments of ``path``, oldest first (by ``created_utc``, then ``id``).
+
+    Malformed rows are skipped (:func:`read_comment_file` counts them).
+
+    Blocking file I/O: call it in ``trio.to_thread.run_sync`` from async code.
+
+    Raises:
+        CommentFileError: the file is empty, or its header lacks a column of :data:`COLUMNS`.
+        OSError: the file cannot be read.
+    """
+    return read_comment_file(path)[0]
+
+
+def read_comment_file(path: Path) -> tuple[list[Comment], CommentReport]:
+    """:func:`read_comments`, and a report of the rows read and skipped.
+
+    A record is malformed (skipped and counted) when it is not valid CSV or
+    UTF-8, has another number of fields than the header, or when ``id``,
+    ``post_id`` or ``parent_id`` is not 1-64 of ``[A-Za-z0-9_.:@-]``, ``score``
+    is not an integer, or ``created_utc`` is not a finite number. Line numbers
+    are those a record starts on, the header being line 1.
+
+    Raises:
+        CommentFileError, OSError: as :func:`read_comments`.
+    """
+    comments: list[Comment] = []
+    rows = malformed = 0
+    examples: list[tuple[int, str]] = []
+    for line, record in _records(path):
+        rows += 1
+        try:
+            if isinstance(record, str):
+                raise ValueError(record)
+            comments.append(_comment(record))
+        except ValueError as exc:
+            malformed += 1
+            if len(examples) < MAX_REPORTED:
+                examples.append((line, str(exc)))
+    comments.sort(key=lambda comment: (comment.created_utc, comment.id))
+    report = CommentReport(
+        rows=rows, kept=len(comments), malformed=malformed, examples=tuple(examples)
+    )
+    return comments, report
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict[str, str] | str]]:
+    """``(first line, the record by column, or why it cannot be read)`` for each data record."""
+    # surrogateescape: an invalid byte rejects its record, not the whole file.
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as file:
+        reader = csv.reader(file, strict=True)
+        positions: dict[str, int] | None = None
+        width = end = 0
+        while True:
+            start = end + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                if positions is None:
+                    raise CommentFileError(f"{path}: no header: the file is empty") from None
+                return
+            except csv.Error as exc:
+                end = reader.line_num
+                if positions is None:
+                    raise CommentFileError(f"{path}: unreadable header: {exc}") from None
+                yield start, f"unreadable CSV: {exc}"
+                continue
+            end = reader.line_num
+            if not fields:
+                continue
+            if positions is None:
+                header = [name.strip() for name in fields]
+                missing = [name for name in COLUMNS if name not in header]
+                if missing:
+                    raise CommentFileError(f"{path}: the header lacks the columns {missing}")
+                positions = {name: header.index(name) for name in COLUMNS}
+                width = len(header)
+                continue
+            if len(fields) != width:
+                yield start, f"expected {width} fields, got {len(fields)}"
+                continue
+            try:
+                "\x00".join(fields).encode("utf-8")
+            except UnicodeEncodeError:
+                yield start, "not valid UTF-8"
+                continue
+            yield start, {name: fields[index] for name, index in positions.items()}
+
+
+def _comment(record: dict[str, str]) -> Comment:
+    """One comment from its record.
+
+    Raises:
+        ValueError: a malformed field; the message names it.
+    """
+    for name in ("id", "post_id", "parent_id"):
+        if not ID.fullmatch(record[name]):
+            raise ValueError(f"{name} {record[name][:80]!r} is not 1-64 of [A-Za-z0-9_.:@-]")
+    try:
+        score = int(record["score"])
+    except ValueError:
+        raise ValueError(f"score {record['score'][:40]!r} is not an integer") from None
+    try:
+        created = float(record["created_utc"])
+    except ValueError:
+        created = math.nan
+    if not math.isfinite(created):
+        raise ValueError(f"created_utc {record['created_utc'][:40]!r} is not a number")
+    author = record["author"].strip()
+    return Comment(
+        id=record["id"],
+        post=record["post_id"],
+        parent=record["parent_id"],
+        user=None if author in ANONYMOUS else author,
+        text=record["body"],
+        score=score,
+        created_utc=created,
+        subreddit=record["subreddit"],
+    )
+
+
+# -- timing and batching (pure) ---------------------------------------------------
+
+
+def schedule(times: Sequence[float], *, speed: float, max_gap: float) -> list[float]:
+    """When each event is due, in seconds after the start (module docstring, "Timing").
+
+    Args:
+        times: the events' times in seconds (``created_utc``), ascending.
+        speed: how many times faster than real time; > 0 (``math.inf``: all at once).
+        max_gap: the longest scaled pause, in seconds; >= 0.
+
+    Returns:
+        ``due[i]`` for each event, ascending, ``due[0] == 0.0``.
+
+    Raises:
+        ValueError: ``speed`` <= 0, ``max_gap`` < 0, or ``times`` not ascending.
+    """
+    if not speed > 0:
+        raise ValueError(f"speed must be > 0, got {speed!r}")
+    if not max_gap >= 0:
+        raise ValueError(f"max_gap must be >= 0 seconds, got {max_gap!r}")
+    due = [0.0] if times else []
+    for earlier, later in pairwise(times):
+        if later < earlier:
+            raise ValueError("times must be ascending (read_comments sorts them)")
+        due.append(due[-1] + min((later - earlier) / speed, max_gap))
+    return due
+
+
+def next_batch(pending: Sequence[Comment], size: int) -> tuple[list[Comment], list[Comment]]:
+    """Split ``pending`` into the next batch and what waits for a later one.
+
+    The batch takes comments in order, at most ``size``, at most one per
+    channel: the first pending comment of each channel. Each channel's
+    comments keep their order in what is left.
+
+    Returns:
+        ``(batch, left)``.
+    """
+    batch: list[Comment] = []
+    left: list[Comment] = []
+    channels: set[str] = set()
+    for comment in pending:
+        if len(batch) < size and comment.channel not in channels:
+            batch.append(comment)
+            channels.add(comment.channel)
+        else:
+            left.append(comment)
+    return batch, left
+
+
+# -- replay -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySummary:
+    """What a replay did.
+
+    Attributes:
+        sent: events published (the server answered with their offset).
+        failed: events the server refused or could not publish in time.
+        seconds: how long the replay took (trio's clock).
+        channels: distinct channels published to.
+        batches: JSON-RPC batches sent.
+        errors: up to :data:`MAX_REPORTED` ``(comment id, error)`` of the failures.
+    """
+
+    sent: int
+    failed: int
+    seconds: float
+    channels: int
+    batches: int
+    errors: tuple[tuple[str, str], ...] = ()
+
+
+async def replay(
+    comments: Sequence[Comment],
+    url: str,
+    *,
+    speed: float = DEFAULT_SPEED,
+    max_gap: float = DEFAULT_MAX_GAP,
+    api_key: str | None = None,
+    batch: int = DEFAULT_BATCH,
+    on_progress: Callable[[int, int], None] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> ReplaySummary:
+    """Publish ``comments`` with ``realtime.publish``, in their order and timing, scaled.
+
+    Waits with ``trio.sleep_until``: under a ``MockClock`` (autojump) with an
+    in-memory ``transport`` a replay of hours runs at once.
+
+    Args:
+        comments: from :func:`read_comments` (ascending ``created_utc``).
+        url: the server's base URL, e.g. ``http://127.0.0.1:8080``.
+        speed: scaled time, see the module docstring; > 0.
+        max_gap: the longest scaled pause, in seconds; >= 0.
+        api_key: the server's STARLING_API_KEY, sent as a bearer key.
+        batch: most events per JSON-RPC batch, 1 to 100 (the server's limit).
+        on_progress: called after each batch with the events ``(sent, failed)`` so far.
+        transport: an httpx transport instead of the network (tests).
+
+    Returns:
+        The counts; a refused event counts as failed and the replay goes on.
+
+    Raises:
+        protocols.client.Unreachable: the server cannot be reached.
+        protocols.client.HttpError: the server refused the requests (401 key, 403 not
+            loopback, 413 too large): nothing more would get through.
+        protocols.client.RpcError: a batch as a whole was refused.
+        ValueError: ``speed``, ``max_gap`` or ``batch`` out of range, or comments not in
+            ``created_utc`` order.
+    """
+    if not 1 <= batch <= MAX_BATCH:
+        raise ValueError(f"batch must be within 1..{MAX_BATCH}, got {batch!r}")
+    due = schedule([comment.created_utc for comment in comments], speed=speed, max_gap=max_gap)
+    started = trio.current_time()
+    sent = failed = batches = 0
+    channels: set[str] = set()
+    errors: list[tuple[str, str]] = []
+    pending: list[Comment] = []
+    upcoming = 0  # index of the first comment not yet due
+    async with open_client(url, api_key=api_key, transport=transport) as client:
+        while upcoming < len(comments) or pending:
+            if not pending:
+                await trio.sleep_until(started + due[upcoming])
+            now = trio.current_time()
+            while upcoming < len(comments) and started + due[upcoming] <= now:
+                pending.append(comments[upcoming])
+                upcoming += 1
+            chosen, pending = next_batch(pending, batch)
+            calls = [
+                ("realtime.publish", {"channel": comment.channel, "data": comment.event()})
+                for comment in chosen
+            ]
+            replies = await rpc_batch(client, calls)
+            batches += 1
+            for comment, reply in zip(chosen, replies, strict=True):
+                if reply.error is None:
+                    sent += 1
+                    channels.add(comment.channel)
+                else:
+                    failed += 1
+                    if len(errors) < MAX_REPORTED:
+                        errors.append((comment.id, str(reply.error)))
+            if on_progress is not None:
+                on_progress(sent, failed)
+    return ReplaySummary(
+        sent=sent,
+        failed=failed,
+        seconds=trio.current_time() - started,
+        channels=len(channels),
+        batches=batches,
+        errors=tuple(errors),
+    )
