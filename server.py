@@ -252,7 +252,7 @@ def build_tree(
         AppConfig(api_key=settings.api_key, max_body_bytes=options.max_body_bytes),
         websocket=gateway,
     )
-    http = HttpServer(app, host=options.host, port=options.port)
+    http = HttpServer(app, host=options.host, port=options.port, on_stop=gateway.going_away)
     http.config.websocket_max_message_size = options.ws_limits.max_frame_bytes
     root = Supervisor(
         "root",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +26,23 @@ class HttpServer:
 
     Args:
         graceful_timeout: seconds open requests get to finish on stop.
+        on_stop: called (synchronously) when the server is asked to stop, before
+            hypercorn waits for open connections: the WebSocket gateway's
+            ``going_away``, so long-lived connections close instead of waiting
+            out ``graceful_timeout``.
     """
 
     def __init__(
-        self, app: Any, *, host: str, port: int, graceful_timeout: float = 3 * SECONDS
+        self,
+        app: Any,
+        *,
+        host: str,
+        port: int,
+        graceful_timeout: float = 3 * SECONDS,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self.app = app
+        self._on_stop = on_stop
         self.config = Config()
         self.config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         self.config.graceful_timeout = graceful_timeout
@@ -59,6 +71,8 @@ class HttpServer:
 
     def request_stop(self) -> None:
         """Stop accepting, let open requests finish (up to ``graceful_timeout``)."""
+        if self._on_stop is not None:
+            self._on_stop()
         self._shutdown.set()
 
     def statistics(self) -> HttpStatistics:

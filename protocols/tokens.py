@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import secrets
 import tempfile
 import time
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+
+from actors.realtime.channels import CHANNEL_ID
 
 ALGORITHM = "HS256"
 SECRET_ENV = "STARLING_SECRET"
@@ -52,9 +53,8 @@ DEFAULT_TTL_SECONDS = 3600
 MAX_TOKEN_LENGTH = 4096
 """Longest token accepted, in characters; ours are about 150."""
 
-# The same rule as channel ids in actors/realtime/channels.py (kept apart:
-# protocols must not import the actors).
-USER_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
+# The same rule as channel ids: one pattern for every id.
+USER_ID = CHANNEL_ID
 
 
 class TokenError(Exception):

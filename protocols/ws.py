@@ -123,6 +123,7 @@ class WebSocketGateway:
         self.max_connections = max_connections
         self.close_timeout = close_timeout
         self._secret = secret
+        self._sessions: set[Session] = set()
         self._open = 0
         self._peak = 0
         self._accepted = 0
@@ -153,12 +154,20 @@ class WebSocketGateway:
                 limits=self.limits,
                 on_ready=ready.set,
             )
+            self._sessions.add(session)
             try:
                 await _Connection(websocket, session, ready, self.close_timeout).run()
             finally:
+                self._sessions.discard(session)
                 session.close()
         finally:
             self._open -= 1
+
+    def going_away(self) -> None:
+        """Close every connection with 1001 "server shutting down" (call it when the server
+        stops, so clients read a close instead of a dropped connection)."""
+        for session in list(self._sessions):
+            session.going_away()
 
     def statistics(self) -> GatewayStatistics:
         """A snapshot of the gateway's figures."""

@@ -71,6 +71,7 @@ Close codes (RFC 6455 section 7.4; 4000-4999 are ours)::
 
     1000  closed                    :meth:`Session.close` (the connection ended)
     1001  idle                      nothing heard for more than idle_timeout
+    1001  server shutting down      :meth:`Session.going_away` (the server stops)
     1003  binary frames not accepted
     1009  message too big           a text frame over max_frame_bytes
     4001  authentication timeout    no successful auth within auth_timeout
@@ -679,6 +680,11 @@ class Session:
         parts[0] = b"["
         parts.append(b"]")
         return b"".join(parts)
+
+    def going_away(self) -> None:
+        """The server is stopping: close 1001 "server shutting down" (the client reconnects
+        elsewhere and recovers with ``since``). Nothing if a close was decided already."""
+        self._decide_close(CLOSE_IDLE, "server shutting down")
 
     def close(self) -> None:
         """The connection ended: leave every channel in the hub and drop the outbox.

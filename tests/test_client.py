@@ -262,8 +262,8 @@ async def test_tail_retries_a_stopped_server_then_gives_up_after_max_attempts(
             await recorder.subscribed.wait()
     (error,) = failure
     assert "gave up after 2 attempts" in str(error)
-    # The server's shutdown sends no close frame (1006); then nothing listens (None).
-    assert [status.code for status in recorder.of(Reconnecting)] == [1006, None]
+    # The server closes with 1001 "server shutting down"; then nothing listens (None).
+    assert [status.code for status in recorder.of(Reconnecting)] == [1001, None]
     assert [status.attempt for status in recorder.of(Reconnecting)] == [1, 2]
 
 

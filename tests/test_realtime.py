@@ -245,6 +245,7 @@ class Server:
     ws_url: str
     secret: bytes
     client: httpx.AsyncClient
+    root: Supervisor
 
     async def rpc(self, method: str, params: Any) -> Any:
         body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
@@ -288,7 +289,8 @@ async def running(directory: Path, backend_url: str, **options: Any) -> AsyncIte
         (api,) = [child for child in root.statistics().children if child.id == "api"]
         url = api.detail.binds[0]
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-            yield Server(url, url.replace("http", "ws") + "/ws", load_secret(directory), client)
+            ws_url = url.replace("http", "ws") + "/ws"
+            yield Server(url, ws_url, load_secret(directory), client, root)
         root.request_stop()
 
 
@@ -527,3 +529,22 @@ async def test_metrics_show_the_pipeline(tmp_path: Path) -> None:
             stats = (await server.rpc("system.stats", {}))["realtime"]
             assert (stats["published"], stats["delivered"], stats["subscribers"]) == (2, 2, 1)
             assert stats["latency_ms"]["p50"] >= 1
+
+
+async def test_stopping_the_server_closes_websockets_with_1001(tmp_path: Path) -> None:
+    """On SIGINT/SIGTERM (the root asked to stop) each WebSocket client reads a close 1001
+    "server shutting down" (it reconnects elsewhere and recovers), not a dropped connection."""
+    with trio.fail_after(TIMEOUT):
+        async with (
+            running(tmp_path, "memory://") as server,
+            open_websocket_url(f"{server.ws_url}?token={server.token('a')}") as ws,
+        ):
+            await request(ws, "subscribe", {"channel": "post:bye"})
+            server.root.request_stop()
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            assert closed.value.reason is not None
+            assert (closed.value.reason.code, closed.value.reason.reason) == (
+                1001,
+                "server shutting down",
+            )

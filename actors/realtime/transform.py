@@ -8,7 +8,7 @@ retries it.
 
 Enrichment: an event whose data names a ``user`` gets ``author`` display
 fields from the cache (``starling:profile:<user>``, a JSON object written by
-whoever owns profiles, e.g. ``starling replay``), or ``{"id": user}`` when
+whoever owns profiles: the application that knows its users), or ``{"id": user}`` when
 there is none. The payload is rendered to bytes here, once; every subscriber
 of the channel is sent those same bytes (Disqus: "render once, fan out").
 
