@@ -848,7 +848,8 @@ def local_secret(data_dir: Path | None) -> bytes:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the secret is [env STARLING_DATA_DIR; default ./starling-data].",
 )
-def token_command(user: str, ttl: int, data_dir: Path | None) -> None:
+@click.option("--operator", is_flag=True, help="An operator's token: may read system: channels.")
+def token_command(user: str, ttl: int, data_dir: Path | None, operator: bool) -> None:
     """Print a WebSocket token for USER, signed with the server's secret.
 
     The secret is STARLING_SECRET, else <data-dir>/secret (the server's own).
@@ -858,13 +859,14 @@ def token_command(user: str, ttl: int, data_dir: Path | None) -> None:
     Examples:
       starling token alice
       starling token alice --ttl 600 --data-dir /var/lib/starling
+      starling token ops --operator
     """
     from protocols.tokens import USER_ID, issue_token
 
     if not USER_ID.fullmatch(user):
         raise LineError(f"user {user!r}: a user id is 1-64 of letters, digits and '_.:@-'")
     secret = run_command(False, lambda: local_secret(data_dir))
-    click.echo(issue_token(secret, user, ttl_seconds=ttl))
+    click.echo(issue_token(secret, user, ttl_seconds=ttl, operator=operator))
 
 
 @main.command("tail")
@@ -929,7 +931,10 @@ def tail_command(
             raise LineError(f"user:{others[0]} may be tailed by {others[0]} only, not {name}")
         secret = run_command(debug, lambda: local_secret(data_dir))
         # A fresh token per connection: a tail outlives any one token's hour.
-        credentials = functools.partial(issue_token, secret, name, ttl_seconds=3600)
+        operator = any(channel.startswith("system:") for channel in channels)
+        credentials = functools.partial(
+            issue_token, secret, name, ttl_seconds=3600, operator=operator
+        )
     run_client_command(
         debug,
         lambda: trio.run(

@@ -50,6 +50,8 @@ SECRET_FILE = "secret"
 SECRET_BYTES = 32
 """Length of a generated secret: the HS256 hash size (RFC 7518 section 3.2)."""
 DEFAULT_TTL_SECONDS = 3600
+OPERATOR = "operator"
+"""The ``role`` claim of an operator's token."""
 MAX_TOKEN_LENGTH = 4096
 """Longest token accepted, in characters; ours are about 150."""
 
@@ -76,10 +78,13 @@ class Claims:
     Attributes:
         user: the user id (the ``sub`` claim), matching ``^[A-Za-z0-9_.:@-]{1,64}$``.
         expires_at: the ``exp`` claim, epoch seconds (rounded down).
+        operator: the ``role`` claim is ``"operator"``: may read the ``system:``
+            channels (supervisor health, live figures).
     """
 
     user: str
     expires_at: int
+    operator: bool = False
 
 
 def load_secret(data_dir: Path) -> bytes:
@@ -134,6 +139,7 @@ def issue_token(
     *,
     ttl_seconds: int = DEFAULT_TTL_SECONDS,
     now: float | None = None,
+    operator: bool = False,
 ) -> str:
     """A signed HS256 token for ``user``, valid for ``ttl_seconds``.
 
@@ -142,10 +148,11 @@ def issue_token(
         user: the user id, ``^[A-Za-z0-9_.:@-]{1,64}$``; becomes ``sub``.
         ttl_seconds: how long the token is valid, in seconds.
         now: the issuing time in epoch seconds; defaults to ``time.time()``.
+        operator: add ``"role": "operator"`` (may read the ``system:`` channels).
 
     Returns:
         The compact JWT, claims ``{"sub": user, "iat": now, "exp": now + ttl_seconds}``
-        (``now`` rounded down to whole seconds).
+        (``now`` rounded down to whole seconds), plus ``"role": "operator"``.
 
     Raises:
         ValueError: ``user`` is not a valid user id, ``ttl_seconds`` is not
@@ -157,7 +164,9 @@ def issue_token(
         raise ValueError(f"ttl_seconds must be > 0, got {ttl_seconds!r}")
     _non_empty(secret, "secret")
     issued_at = math.floor(time.time() if now is None else now)
-    claims = {"sub": user, "iat": issued_at, "exp": issued_at + ttl_seconds}
+    claims: dict[str, Any] = {"sub": user, "iat": issued_at, "exp": issued_at + ttl_seconds}
+    if operator:
+        claims["role"] = OPERATOR
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -204,7 +213,7 @@ def verify_token(secret: bytes, token: str, *, now: float | None = None) -> Clai
         raise TokenInvalid("token not valid yet (nbf)")
     if expires_at <= checked_at:
         raise TokenExpired(f"token expired at {expires_at}")
-    return Claims(user=user, expires_at=expires_at)
+    return Claims(user=user, expires_at=expires_at, operator=payload.get("role") == OPERATOR)
 
 
 def _numeric_date(payload: dict[str, Any], claim: str) -> int:

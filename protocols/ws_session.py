@@ -450,6 +450,7 @@ class Session:
         "_limits",
         "_on_ready",
         "_opened_at",
+        "_operator",
         "_peak_bytes",
         "_pending_bytes",
         "_pushes",
@@ -479,6 +480,7 @@ class Session:
         self._last_seen = now
         self._user: str | None = None
         self._expires_at: int | None = None
+        self._operator = False
         self._subscriptions: dict[str, _Subscription] = {}
         self._replies: deque[bytes] = deque()
         self._pushes: deque[_Push] = deque()
@@ -497,6 +499,7 @@ class Session:
                 self._decide_close(CLOSE_UNAUTHENTICATED, "invalid token")
             else:
                 self._user, self._expires_at = claims.user, claims.expires_at
+                self._operator = claims.operator
 
     # -- state ------------------------------------------------------------------
 
@@ -788,6 +791,7 @@ class Session:
         if self._user is not None and claims.user != self._user:
             raise JsonRpcError(FORBIDDEN, "forbidden", {"reason": "token names another user"})
         self._user, self._expires_at = claims.user, claims.expires_at
+        self._operator = claims.operator
         return ConnectResult(claims.user, claims.expires_at)
 
     def _permitted(self, name: str) -> str:
@@ -796,7 +800,7 @@ class Session:
             channel = parse_channel(name)
         except ValueError as exc:
             raise JsonRpcError(INVALID_PARAMS, "Invalid params", {"detail": str(exc)}) from None
-        if self._user is None or not may_subscribe(channel, self._user):
+        if self._user is None or not may_subscribe(channel, self._user, operator=self._operator):
             raise JsonRpcError(FORBIDDEN, "forbidden", {"channel": name})
         return name
 

@@ -309,7 +309,12 @@ async def test_invalid_token_raises_auth_error_without_retrying(tmp_path: Path) 
     [
         pytest.param("user:bob", -32003, "forbidden", id="another-users-channel"),
         pytest.param("post:not an id", -32602, "Invalid params", id="malformed"),
-        pytest.param("topic:1", -32602, "expected 'post:<id>' or 'user:<id>'", id="unknown-kind"),
+        pytest.param(
+            "topic:1",
+            -32602,
+            "expected 'post:<id>', 'user:<id>' or 'system:<id>'",
+            id="unknown-kind",
+        ),
     ],
 )
 async def test_refused_subscribe_raises_rpc_error(
@@ -450,7 +455,9 @@ def test_token_command_uses_starling_secret(
     ("args", "words"),
     [
         pytest.param(["token", "bad id!"], "a user id is 1-64", id="token-bad-user"),
-        pytest.param(["tail", "chan:1"], "expected 'post:<id>' or 'user:<id>'", id="tail-kind"),
+        pytest.param(
+            ["tail", "chan:1"], "expected 'post:<id>', 'user:<id>' or 'system:<id>'", id="tail-kind"
+        ),
         pytest.param(["tail", "post:a b"], "the id must be 1-64", id="tail-bad-id"),
         pytest.param(["tail", "user:a", "user:b"], "a token names one user", id="two-users"),
         pytest.param(["tail", "user:bob", "--user", "alice"], "by bob only", id="not-yours"),

@@ -167,3 +167,10 @@ def test_empty_secrets_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (tmp_path / "secret").write_bytes(b"")
     with pytest.raises(ValueError, match="empty"):
         load_secret(tmp_path)
+
+
+def test_operator_role_round_trips() -> None:
+    """``operator=True`` adds ``"role": "operator"``; a plain token is no operator's."""
+    secret = b"k" * 32
+    assert verify_token(secret, issue_token(secret, "ops", operator=True)).operator is True
+    assert verify_token(secret, issue_token(secret, "ops")).operator is False

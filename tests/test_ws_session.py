@@ -278,6 +278,21 @@ def test_another_users_channel_is_forbidden() -> None:
     assert not hub.subscribers["user:bob"]
 
 
+def test_system_channels_are_for_operators_only() -> None:
+    """``system:`` channels refuse a user's token and accept an operator's (``role``
+    claim), by ``?token=`` and by ``connect``."""
+    session = open_session(user="alice")
+    err = error(session, "subscribe", {"channel": "system:dashboard"})
+    assert (err["code"], err["message"]) == (-32003, "forbidden")
+    operator = Session(
+        MemoryHub(), SECRET, NOW, token=issue_token(SECRET, "ops", now=NOW, operator=True)
+    )
+    assert result(operator, "subscribe", {"channel": "system:dashboard"})["offset"] == 0
+    later = Session(MemoryHub(), SECRET, NOW)
+    result(later, "connect", {"token": issue_token(SECRET, "ops", now=NOW, operator=True)})
+    assert result(later, "subscribe", {"channel": "system:dashboard"})["offset"] == 0
+
+
 @pytest.mark.parametrize("name", ["room:1", "post:", "post", "post:a b", "user:" + "x" * 65])
 def test_malformed_channel_names_are_invalid_params(name: str) -> None:
     """A malformed channel name gets -32602 with a detail."""

@@ -1,9 +1,10 @@
 """Channel names and who may subscribe to them: pure functions, no I/O.
 
-Two kinds of channel::
+Three kinds of channel::
 
     post:<id>    comments and reactions on one post; anyone may subscribe
     user:<id>    one user's own notifications and feed updates; only that user
+    system:<id>  the server's own figures (supervision tree, rates); operators only
 
 An id matches ``^[A-Za-z0-9_.:@-]{1,64}$`` (the same rule as user ids in
 ``protocols/tokens.py``). The kind is what comes before the first colon, so
@@ -19,8 +20,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-ChannelKind = Literal["post", "user"]
-_KINDS: dict[str, ChannelKind] = {"post": "post", "user": "user"}
+ChannelKind = Literal["post", "user", "system"]
+_KINDS: dict[str, ChannelKind] = {"post": "post", "user": "user", "system": "system"}
 CHANNEL_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
 
 
@@ -29,7 +30,7 @@ class Channel:
     """A parsed channel name.
 
     Attributes:
-        kind: ``"post"`` or ``"user"``.
+        kind: ``"post"``, ``"user"`` or ``"system"``.
         id: the post or user id, ``^[A-Za-z0-9_.:@-]{1,64}$``.
     """
 
@@ -49,16 +50,18 @@ def parse_channel(name: str) -> Channel:
     """The :class:`Channel` that ``name`` names.
 
     Args:
-        name: ``"post:<id>"`` or ``"user:<id>"``.
+        name: ``"post:<id>"``, ``"user:<id>"`` or ``"system:<id>"``.
 
     Raises:
-        ValueError: the kind is not ``post`` or ``user``, or the id does not
+        ValueError: the kind is not ``post``, ``user`` or ``system``, or the id does not
             match ``^[A-Za-z0-9_.:@-]{1,64}$``; the message says which.
     """
     prefix, colon, id = name.partition(":")
     kind = _KINDS.get(prefix)
     if not colon or kind is None:
-        raise ValueError(f"channel {name[:80]!r}: expected 'post:<id>' or 'user:<id>'")
+        raise ValueError(
+            f"channel {name[:80]!r}: expected 'post:<id>', 'user:<id>' or 'system:<id>'"
+        )
     if not CHANNEL_ID.fullmatch(id):
         raise ValueError(
             f"channel {name[:80]!r}: the id must be 1-64 characters of letters, digits and '_.:@-'"
@@ -66,16 +69,20 @@ def parse_channel(name: str) -> Channel:
     return Channel(kind=kind, id=id)
 
 
-def may_subscribe(channel: Channel, user: str) -> bool:
+def may_subscribe(channel: Channel, user: str, *, operator: bool = False) -> bool:
     """Whether ``user`` may subscribe to ``channel``.
 
     Args:
         channel: a parsed channel.
         user: the authenticated user id (from a verified token).
+        operator: the token carries the operator role.
 
     Returns:
-        ``True`` for any ``post:`` channel; for ``user:<id>``, only if ``user == id``.
+        ``True`` for any ``post:`` channel; for ``user:<id>``, only if ``user == id``;
+        for ``system:<id>``, only for an operator.
     """
     if channel.kind == "post":
         return True
+    if channel.kind == "system":
+        return operator
     return channel.id == user
