@@ -240,6 +240,7 @@ def build_tree(
         bus=bus.statistics,
         feeds=feeds_handle,
         realtime=realtime_handle,
+        restart=lambda path: root.restart_path(path),
     )
     gateway = WebSocketGateway(
         realtime_handle.publisher,

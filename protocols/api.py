@@ -25,6 +25,15 @@ Social methods (GoSocial; ids are 1-64 characters of ``[A-Za-z0-9_.:@-]``)::
     posts.read {user, post}                            → {created}
     posts.delete {post}                                → {deleted}
 
+System methods (operators: ``/rpc`` takes the API key, or loopback clients without one)::
+
+    system.health {}                                   → the supervision tree (as GET /health)
+    system.stats {}                                    → per-actor figures, bus, realtime
+    system.restart {path}                              → {path, restarts}; path like
+                                                         "realtime/transformer-0"; restarts
+                                                         it and what its strategy restarts
+                                                         with it; unknown path: -32004
+
 Feed methods (Rex)::
 
     feed.get {user, limit=20, cursor=null}             → {items: [{post, score, reasons}…],
@@ -120,7 +129,7 @@ from protocols.jsonrpc import (
     not_found,
 )
 from stores.errors import BackendUnavailable
-from supervisor import SupervisorStatistics
+from supervisor import ChildStartError, SupervisorStatistics
 
 TIMEOUT = -32002
 ALREADY_EXISTS = -32009
@@ -143,6 +152,12 @@ class PublishEventParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True
 
     channel: ChannelName
     data: dict[str, Any]
+
+
+class RestartParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``{path}`` (``system.restart``): child ids joined by ``/`` below the root."""
+
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 
 
 class CommentParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -270,6 +285,8 @@ class Services:
         bus: returns the event bus's statistics (shown by ``system.stats``).
         feeds: the feeds subtree's handle (``None``: feed methods answer -32001).
         realtime: the realtime subtree's handle (``None``: realtime methods answer -32001).
+        restart: restarts the child at a tree path (``Supervisor.restart_path`` of the
+            root), for ``system.restart``; ``None``: -32001.
         call_timeout: seconds a method may wait for its actor's reply.
     """
 
@@ -278,6 +295,7 @@ class Services:
     bus: Callable[[], BusStatistics] | None = None
     feeds: Feeds | None = None
     realtime: Realtime | None = None
+    restart: Callable[[str], Awaitable[None]] | None = None
     call_timeout: float = 10.0
     started_at: float = field(default_factory=time.time)
 
@@ -490,6 +508,29 @@ def build_dispatcher(services: Services) -> Dispatcher[CallContext]:
 
     rpc.add("system.health", NoParams, system_health, description="the supervision tree")
     rpc.add("system.stats", NoParams, system_stats, description="per-actor figures")
+
+    async def system_restart(params: RestartParams, context: CallContext) -> dict[str, Any]:
+        if services.restart is None:
+            raise JsonRpcError(SERVICE_UNAVAILABLE, "service unavailable", {"detail": "no tree"})
+        try:
+            await services.restart(params.path)
+        except KeyError:
+            raise not_found("child", params.path) from None
+        except ChildStartError as refused:
+            raise JsonRpcError(
+                SERVICE_UNAVAILABLE, "service unavailable", {"detail": str(refused)}
+            ) from None
+        restarts = next(
+            (child.restarts for path, child in services.tree().walk() if path == params.path), 0
+        )
+        return {"path": params.path, "restarts": restarts}
+
+    rpc.add(
+        "system.restart",
+        RestartParams,
+        system_restart,
+        description="restart a child of the supervision tree (operators)",
+    )
     rpc.add("social.follow", FollowParams, social_follow, description="follow a user")
     rpc.add("social.unfollow", FollowParams, social_unfollow, description="unfollow a user")
     rpc.add(

@@ -241,6 +241,56 @@ class Supervisor:
         if child in self._children:
             self._children.remove(child)
 
+    async def restart_child(self, id: str) -> None:
+        """Restart the running child ``id`` now, as its strategy would after a crash.
+
+        The operator's restart: the child is stopped gracefully and started
+        again, with the siblings its strategy restarts with it (``rest_for_one``:
+        the children after it; ``one_for_all``: all of them), in order. Each
+        restarted child's restart count goes up; the supervisor's intensity
+        window does not (an operator's act is not a failure). Returns once
+        they run again.
+
+        Raises:
+            KeyError: no such child.
+            ChildStartError: the supervisor or the child is not running.
+            Exception: a child's start failure (the supervisor's own restart
+                loop does not take over: the caller sees it).
+        """
+        child = self._find(id)
+        if self._state is not _State.RUNNING or self._stop_requested:
+            raise ChildStartError(f"supervisor {self.id!r} is not running")
+        if child.state != "running":
+            raise ChildStartError(f"child {id!r} of {self.id!r} is {child.state}, not running")
+        group = self._restart_group(child)
+        log.info("restarting on request", supervisor=self.id, child=id,
+                 group=[c.spec.id for c in group])  # fmt: skip
+        for member in reversed(group):
+            await self._stop_child(member)
+        for member in group:
+            member.restarts += 1
+            await self._start(member)
+
+    async def restart_path(self, path: str) -> None:
+        """:meth:`restart_child` of the child at ``path`` below this supervisor.
+
+        Args:
+            path: child ids joined with ``/``, as in :meth:`SupervisorStatistics.walk`,
+                e.g. ``"realtime/transformer-0"``.
+
+        Raises:
+            KeyError: no child at ``path`` (or a step of it is not a supervisor).
+            ChildStartError: see :meth:`restart_child`.
+        """
+        *parents, last = path.split("/")
+        supervisor: Supervisor = self
+        for step in parents:
+            handle = supervisor._find(step).handle
+            if not isinstance(handle, Supervisor):
+                raise KeyError(path)
+            supervisor = handle
+        await supervisor.restart_child(last)
+
     def which_children(self) -> list[tuple[str, Any]]:
         """``(id, handle)`` of every child, in start order (handle ``None`` if not running)."""
         return [(child.spec.id, child.handle) for child in self._children]

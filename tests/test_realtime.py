@@ -548,3 +548,27 @@ async def test_stopping_the_server_closes_websockets_with_1001(tmp_path: Path) -
                 1001,
                 "server shutting down",
             )
+
+
+async def test_system_restart_restarts_a_child_and_the_pipeline_keeps_delivering(
+    tmp_path: Path,
+) -> None:
+    """``system.restart`` of a transformer restarts it (and, rest_for_one, what follows it);
+    events still flow; an unknown path is -32004."""
+    with trio.fail_after(TIMEOUT):
+        async with (
+            running(tmp_path, "memory://") as server,
+            open_websocket_url(f"{server.ws_url}?token={server.token('a')}") as ws,
+        ):
+            await request(ws, "subscribe", {"channel": "post:r"})
+            result = await server.rpc("system.restart", {"path": "realtime/transformer-0"})
+            assert result == {"path": "realtime/transformer-0", "restarts": 1}
+            actors = (await server.rpc("system.stats", {}))["actors"]
+            assert actors["realtime/nozzle"]["restarts"] == 1  # after it: restarted too
+            assert actors["realtime/publisher"]["restarts"] == 0  # before it: untouched
+            await server.publish_in_order("post:r", [{"n": 1}])
+            assert (await receive(ws, 1))[0]["data"] == {"n": 1}
+            body = {"jsonrpc": "2.0", "id": 1, "method": "system.restart",
+                    "params": {"path": "realtime/nothing"}}  # fmt: skip
+            reply = (await server.client.post("/rpc", json=body)).json()
+            assert reply["error"]["code"] == -32004

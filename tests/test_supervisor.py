@@ -378,3 +378,40 @@ def test_child_spec_validation() -> None:
     assert ChildSpec.supervisor("s", start).shutdown == math.inf
     with pytest.raises(ValueError, match="duplicate child ids"):
         Supervisor("root", [ChildSpec("x", start), ChildSpec("x", start)])
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        (Strategy.ONE_FOR_ONE, [("stop", "b"), ("start", "b")]),
+        (
+            Strategy.ONE_FOR_ALL,
+            [("stop", "c"), ("stop", "b"), ("stop", "a"),
+             ("start", "a"), ("start", "b"), ("start", "c")],
+        ),
+        (Strategy.REST_FOR_ONE, [("stop", "c"), ("stop", "b"), ("start", "b"), ("start", "c")]),
+    ],
+)  # fmt: skip
+async def test_an_operator_restart_follows_the_strategy(
+    strategy: Strategy, expected: list[tuple[str, str]]
+) -> None:
+    """``restart_path`` stops and starts the child and the siblings its strategy names;
+    their restart counts go up, the intensity window does not, and no error is recorded."""
+    log: list[tuple[str, str]] = []
+    a, b, c = workers(log, "a", "b", "c")
+    inner = Supervisor("inner", [a.spec(), b.spec(), c.spec()], strategy=strategy)
+    root = Supervisor("root", [ChildSpec.supervisor("inner", inner.run)])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        log.clear()
+        await root.restart_path("inner/b")
+        assert log == expected
+        stats = inner.statistics()
+        assert [child.state for child in stats.children] == ["running"] * 3
+        assert stats.children[1].restarts == 1
+        assert (stats.restarts_in_window, stats.last_error) == (0, None)
+        with pytest.raises(KeyError):
+            await root.restart_path("inner/zed")
+        with pytest.raises(KeyError):
+            await root.restart_path("inner/a/deeper")
+        root.request_stop()
