@@ -8,8 +8,9 @@ settings, opens the backends, builds the supervision tree and serves the app::
     ├── social                one_for_one   graph_reader × N, graph_writer, social service
     ├── feeds                 rest_for_one  story index, feed builders, registry, events
     ├── realtime              rest_for_one  publisher, relay, transformers, nozzle, events
-    └── api                                 hypercorn (trio worker) serving the ASGI app
-                                            (/rpc, /health, /metrics, /ws)
+    ├── api                                 hypercorn (trio worker) serving the ASGI app
+    │                                       (/rpc, /health, /metrics, /ws, /dashboard, /demo)
+    └── dashboard                           a snapshot a second on system:dashboard
 
 Settings come from the command line, then ``STARLING_*`` environment
 variables, then the embedded defaults (Ladybug under the data directory,
@@ -60,6 +61,7 @@ from actors.realtime.pipeline import RealtimeSettings, default_consumer, realtim
 from actors.social import GraphReader, GraphWriter, ReaderPool, SocialEvent, SocialService
 from protocols.api import Services
 from protocols.app import AppConfig, create_app
+from protocols.dashboard import DashboardReporter, Snapshots, Sources
 from protocols.http import HttpServer
 from protocols.tokens import load_secret
 from protocols.ws import DEFAULT_MAX_CONNECTIONS, WebSocketGateway
@@ -252,6 +254,19 @@ def build_tree(
         services,
         AppConfig(api_key=settings.api_key, max_body_bytes=options.max_body_bytes),
         websocket=gateway,
+        secret=secret,
+    )
+    reporter = DashboardReporter(
+        realtime_handle.publisher,
+        Snapshots(
+            Sources(
+                tree=tree,
+                realtime=realtime_handle.statistics,
+                gateway=gateway.statistics,
+                feeds=feeds_handle.counters,
+                rpc_tally=app.state.metrics.rpc_tally,
+            )
+        ),
     )
     http = HttpServer(app, host=options.host, port=options.port, on_stop=gateway.going_away)
     http.config.websocket_max_message_size = options.ws_limits.max_frame_bytes
@@ -263,6 +278,7 @@ def build_tree(
             ChildSpec.supervisor("feeds", feeds.run),
             ChildSpec.supervisor("realtime", realtime.run),
             ChildSpec("api", http.run, shutdown=5 * SECONDS),
+            ChildSpec(reporter.name, reporter.run),
         ],
         intensity=3,
         period=30,

@@ -1,4 +1,5 @@
-"""The ASGI app: ``POST /rpc``, ``GET /health``, ``GET /metrics``, ``GET /ws`` (WebSocket).
+"""The ASGI app: ``POST /rpc``, ``GET /health``, ``GET /metrics``, ``GET /ws`` (WebSocket),
+``GET /dashboard`` (the operators' live page) and ``GET /demo`` (the end-user page).
 
 Routing is Starlette's; the JSON-RPC codec is :mod:`protocols.jsonrpc`; the
 domain is reached only through the :class:`~protocols.api.Services` given.
@@ -6,26 +7,33 @@ domain is reached only through the :class:`~protocols.api.Services` given.
 Access to ``/rpc``: with an API key configured, ``Authorization: Bearer
 <key>`` (compared in constant time; 401 otherwise); without one, loopback
 clients only (403 otherwise). ``/ws`` authenticates each connection with
-its own token (:mod:`protocols.ws_session`), not the API key.
+its own token (:mod:`protocols.ws_session`), not the API key. The pages are
+static files (``protocols/static/``, no build step); they get their
+WebSocket tokens from ``GET /dashboard/token`` (an operator's) and
+``GET /demo/token?user=`` (a user's), which answer whoever ``/rpc`` answers.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from protocols.api import CallContext, Services, build_dispatcher
 from protocols.health import health_tree
 from protocols.jsonrpc import INVALID_REQUEST, JsonRpcError, encode
 from protocols.metrics import Metrics, RealtimeCollector
+from protocols.tokens import USER_ID, issue_token
 from protocols.ws import WebSocketGateway
 
 MIB = 1 << 20
@@ -84,13 +92,64 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+STATIC = Path(__file__).parent / "static"
+TOKEN_TTL_SECONDS = 3600
+
+
+def page_routes(secret: bytes, refuse: Callable[[Request], Response | None]) -> list[BaseRoute]:
+    """``/dashboard``, ``/demo``, their token routes and ``/static``.
+
+    Args:
+        secret: signs the pages' WebSocket tokens.
+        refuse: the ``/rpc`` access rule (API key or loopback); the token routes
+            answer only whom it lets through.
+    """
+
+    async def dashboard_page(request: Request) -> Response:
+        return FileResponse(STATIC / "dashboard.html")
+
+    async def demo_page(request: Request) -> Response:
+        return FileResponse(STATIC / "demo.html")
+
+    async def dashboard_token(request: Request) -> Response:
+        if (refusal := refuse(request)) is not None:
+            return refusal
+        token = issue_token(secret, "dashboard", ttl_seconds=TOKEN_TTL_SECONDS, operator=True)
+        return Response(encode({"token": token}), media_type=JSON)
+
+    async def demo_token(request: Request) -> Response:
+        if (refusal := refuse(request)) is not None:
+            return refusal
+        user = request.query_params.get("user", "")
+        if not USER_ID.fullmatch(user):
+            return _error_response(
+                400, INVALID_REQUEST, "Invalid Request", "user: 1-64 of letters, digits, '_.:@-'"
+            )
+        token = issue_token(secret, user, ttl_seconds=TOKEN_TTL_SECONDS)
+        return Response(encode({"token": token}), media_type=JSON)
+
+    return [
+        Route("/dashboard", dashboard_page, methods=["GET"]),
+        Route("/dashboard/token", dashboard_token, methods=["GET"]),
+        Route("/demo", demo_page, methods=["GET"]),
+        Route("/demo/token", demo_token, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+
+
 def create_app(
     services: Services,
     config: AppConfig | None = None,
     *,
     websocket: WebSocketGateway | None = None,
+    secret: bytes | None = None,
 ) -> Starlette:
-    """Build the ASGI app over ``services``; ``websocket`` serves ``GET /ws`` when given."""
+    """Build the ASGI app over ``services``.
+
+    Args:
+        websocket: serves ``GET /ws`` when given.
+        secret: the token secret; when given, the pages and their token routes are served.
+    """
     config = config or AppConfig()
     realtime = None
     if services.realtime is not None:
@@ -153,6 +212,10 @@ def create_app(
         Route("/health", health, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
     ]
+    if secret is not None:
+        routes += page_routes(secret, refuse)
     if websocket is not None:
         routes.append(websocket.route("/ws"))
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    app.state.metrics = metrics
+    return app

@@ -171,6 +171,8 @@ class Metrics:
         realtime: RealtimeCollector | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
+        self.rpc_tally: dict[str, tuple[int, float, int]] = {}
+        """method → (calls, seconds, calls not ok), since start (the dashboard's rates)."""
         self.rpc_calls = Counter(
             "starling_rpc_calls",
             "JSON-RPC calls by method and outcome (ok, app_error, error).",
@@ -200,3 +202,5 @@ class Metrics:
         """Record one JSON-RPC call."""
         self.rpc_calls.labels(method, outcome).inc()
         self.rpc_latency.labels(method).observe(seconds)
+        calls, total, errors = self.rpc_tally.get(method, (0, 0.0, 0))
+        self.rpc_tally[method] = (calls + 1, total + seconds, errors + (outcome != "ok"))

@@ -3,6 +3,7 @@
 # pre-builds the Neo4j test server so that the tests never wait for Maven:
 #
 #   * redis-server                 (apt, only if not on PATH)
+#   * chromium, chromium-driver    (apt, only if not on PATH: the browser test)
 #   * a JDK (17+) and Maven        (apt, only if javac or mvn is not on PATH)
 #   * tests/neo4j_server's jar     (Maven; downloads ~130 MB into ~/.m2 the first time)
 #
@@ -27,6 +28,9 @@ if ! command -v javac >/dev/null 2>&1; then
   packages+=(default-jdk-headless)
 fi
 command -v mvn >/dev/null 2>&1 || packages+=(maven)
+# The browser test drives Debian's Chromium through chromedriver (Selenium).
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
 
 if ((${#packages[@]} > 0)); then
   sudo=()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+import trio
 
 # Plain one-line logs in tests: no colour, no rich tracebacks in captured output.
 structlog.configure(
@@ -110,4 +111,23 @@ def slashdot_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     assert result.exit_code == 0, result.output
     assert "870,161" in result.output, result.output
     assert "78,303" in result.output, result.output
+    return directory
+
+
+@pytest.fixture(scope="session")
+def demo_graph(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedded graph holding the demo world, built once per session."""
+    directory = tmp_path_factory.mktemp("demo") / "graph"
+
+    from stores.demo import build_demo_world
+    from stores.ladybug import LadybugGraph
+
+    async def build() -> None:
+        graph = await LadybugGraph.open(directory)
+        try:
+            await build_demo_world(graph, data_dir)
+        finally:
+            await graph.aclose()
+
+    trio.run(build)
     return directory

@@ -21,29 +21,12 @@ import trio
 
 from actors.feeds import FeedSettings, GetFeed, GraphContextSource, LinearScorer, feeds_subtree
 from actors.social import ReaderPool
-from stores.demo import build_demo_world
 from stores.graph import GraphStore
 from stores.ladybug import LadybugGraph
 from stores.memory import MemoryCache
 from tests.social_world import running_social
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def demo_graph(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An embedded graph holding the demo world, built once per session."""
-    directory = tmp_path_factory.mktemp("demo") / "graph"
-
-    async def build() -> None:
-        graph = await LadybugGraph.open(directory)
-        try:
-            await build_demo_world(graph, data_dir)
-        finally:
-            await graph.aclose()
-
-    trio.run(build)
-    return directory
 
 
 async def ids(store: GraphStore, cypher: str, **params: Any) -> set[Any]:

@@ -87,7 +87,7 @@ async def test_health_shows_the_tree(server: Running) -> None:
     tree = response.json()
     assert tree["status"] == "ok"
     assert [child["id"] for child in tree["children"]] == [
-        "stores", "social", "feeds", "realtime", "api"
+        "stores", "social", "feeds", "realtime", "api", "dashboard"
     ]  # fmt: skip
     social = tree["children"][1]
     assert [child["id"] for child in social["children"]] == [
