@@ -1,6 +1,7 @@
 # Starling: the two commands of the README, and their parts.
 #
-#   make run    install, build the demo world from ../shared/data once, serve on the embedded default
+#   make run    install, build the demo world from ../shared/data once, serve it on the embedded
+#               default, replay the real Reddit threads live, print what to try (starling demo)
 #   make test   install everything (redis-server, the Neo4j test server, Python packages)
 #               and run lint, types and the whole test suite against real services
 
@@ -23,8 +24,7 @@ install-test: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 
 run: install
-	$(BIN)/starling load demo --source $(DATA) --if-empty
-	$(BIN)/starling serve
+	$(BIN)/starling demo --source $(DATA)
 
 lint:
 	$(BIN)/ruff check .

@@ -1,0 +1,88 @@
+"""``starling demo`` as a newcomer runs it: a real process on the real data, and what it
+prints pasted into a shell.
+
+The command builds the demo world (about 20 s), serves it, replays the Reddit threads and
+prints a dashboard URL, a token, three curl calls and a tail command. This test runs each
+printed command as printed (through ``sh``), checks every curl answers a JSON-RPC result, the
+tail prints live comments of the thread, the pages load, and Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+STARTUP = 180.0
+"""Seconds the demo may take to build its world and start (20-30 s here)."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_the_demo_prints_commands_that_work_when_pasted(tmp_path: Path, data_dir: Path) -> None:
+    """Every printed curl answers a result, the printed tail shows the thread's comments, the
+    dashboard and demo pages load, and SIGINT stops the demo cleanly."""
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    env = os.environ | {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "COLUMNS": "400"}
+    stderr = (tmp_path / "demo.err").open("w+")
+    demo = subprocess.Popen(
+        [sys.executable, "-c", "from server import main; main()", "demo",
+         "--data-dir", str(tmp_path / "data"), "--source", str(data_dir), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + STARTUP
+        text = ""
+        while "starling tail" not in text:
+            assert demo.poll() is None, f"the demo exited: {text[-2000:]}"
+            assert time.monotonic() < deadline, f"the demo did not start: {text[-2000:]}"
+            time.sleep(0.5)
+            text = (tmp_path / "demo.err").read_text()
+        lines = [line.strip() for line in text.splitlines()]
+        curls = [line for line in lines if line.startswith("curl ")]
+        assert len(curls) == 3
+        for command in curls:
+            done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
+            reply = json.loads(done.stdout)
+            assert "result" in reply, (command, reply)
+        (tail,) = [line for line in lines if line.startswith("starling tail")]
+        tail += f" --limit 2 --data-dir {tmp_path / 'data'}"
+        done = subprocess.run(tail, shell=True, capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 0, done.stderr
+        published = [json.loads(line) for line in done.stdout.splitlines()]
+        thread = re.search(r"post:(\S+)", tail)
+        assert thread is not None
+        assert [p["data"]["type"] for p in published] == ["comment", "comment"]
+        assert {p["channel"] for p in published} == {f"post:{thread.group(1)}"}
+        (page,) = [line.split()[-1] for line in lines if line.startswith("demo page")]
+        (dashboard,) = [line.split()[-1] for line in lines if line.startswith("dashboard")]
+        for url in (page, dashboard):
+            assert httpx.get(url, timeout=10).status_code == 200
+        token = next(line.split()[-1] for line in lines if line.startswith("token"))
+        assert token.count(".") == 2
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            code = demo.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            raise
+        stderr.close()
+    assert code == 0
