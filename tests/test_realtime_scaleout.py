@@ -48,7 +48,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def server_process(directory: Path, redis_url: str, name: str) -> Iterator[str]:
+def server_process(
+    directory: Path, redis_url: str, name: str, graph_url: str | None = None
+) -> Iterator[str]:
     """``starling serve`` on a free port with its own data dir; yields its URL."""
     port = free_port()
     env = os.environ | {"STARLING_SECRET": SECRET}
@@ -56,6 +58,7 @@ def server_process(directory: Path, redis_url: str, name: str) -> Iterator[str]:
         sys.executable, "-c", "from server import main; main()", "serve",
         "--data-dir", str(directory / name), "--redis-url", redis_url,
         "--port", str(port), "--consumer", name, "--readers", "1",
+        *(["--graph-url", graph_url] if graph_url else []),
     ]  # fmt: skip
     log = (directory / f"{name}.log").open("w")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -150,3 +153,52 @@ async def test_a_client_on_one_process_gets_events_published_through_the_other(
     read = stats["a"]["realtime"]["read"] + stats["b"]["realtime"]["read"]
     assert read == 40
     assert redis.Redis.from_url(redis_url).xpending(STREAM, "starling")["pending"] == 0
+
+
+@pytest.mark.neo4j
+async def test_two_processes_on_one_redis_and_one_neo4j(
+    tmp_path: Path, redis_url: str, neo4j_url: str
+) -> None:
+    """docs/operations.md, "Two processes on one Redis and one Neo4j", step by step: the
+    graph is loaded once, a follow written through process B is read through process A, and
+    its notification reaches a subscriber of A's WebSocket once."""
+    redis.Redis.from_url(redis_url).flushall()
+    prefix = f"ops{os.getpid()}x"
+    a, b, c = (f"{prefix}{name}" for name in "abc")
+    edges = tmp_path / "edges.txt"
+    edges.write_text(f"source target\n{a} {b}\n{b} {a}\n{c} {b}\n")  # a header line
+    env = os.environ | {"STARLING_SECRET": SECRET}
+    await trio.run_process(
+        [sys.executable, "-c", "from server import main; main()", "load", "graph", str(edges),
+         "--graph-url", neo4j_url, "--data-dir", str(tmp_path / "load")],
+        check=True, env=env, capture_stdout=True, capture_stderr=True,
+    )  # fmt: skip
+    with (
+        server_process(tmp_path, redis_url, "a", neo4j_url) as url_a,
+        server_process(tmp_path, redis_url, "b", neo4j_url) as url_b,
+    ):
+        await wait_healthy(url_a, tmp_path)
+        await wait_healthy(url_b, tmp_path)
+        token = issue_token(SECRET.encode(), a)
+        with trio.fail_after(60):
+            async with (
+                open_websocket_url(f"{url_a.replace('http', 'ws')}/ws?token={token}") as ws,
+                httpx.AsyncClient() as client,
+            ):
+                await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": 1,
+                    "method": "subscribe", "params": {"channel": f"user:{a}"}}))  # fmt: skip
+                assert "result" in json.loads(await ws.get_message())
+                body = {"jsonrpc": "2.0", "id": 1, "method": "social.follow",
+                        "params": {"follower": c, "followee": a}}  # fmt: skip
+                reply = (await client.post(f"{url_b}/rpc", json=body)).json()
+                assert reply["result"] == {"created": True}
+                body = {"jsonrpc": "2.0", "id": 2, "method": "social.counts",
+                        "params": {"user": a}}  # fmt: skip
+                reply = (await client.post(f"{url_a}/rpc", json=body)).json()
+                assert reply["result"] == {"following": 1, "followers": 2}
+                (pub,) = pubs(await ws.get_message())
+                assert pub["channel"] == f"user:{a}"
+                assert (pub["data"]["kind"], pub["data"]["user"]) == ("followed", c)
+                with trio.move_on_after(1.0):
+                    extra = await ws.get_message()
+                    pytest.fail(f"a duplicate arrived: {extra!r}")
