@@ -384,7 +384,7 @@ def run_command(debug: bool, main: Callable[[], Any]) -> Any:
     configure_logging(debug)
     try:
         return main()
-    except (StoreError, MalformedInput, ScorerConfigError, OSError) as error:
+    except (StoreError, MalformedInput, ScorerConfigError, OSError, ValueError) as error:
         if debug:
             raise
         hint = {
@@ -393,6 +393,7 @@ def run_command(debug: bool, main: Callable[[], Any]) -> Any:
             "QueryError": "run with --debug for the query and traceback",
             "ConfigError": "see `starling --help` for the URL forms",
             "MalformedInput": "fix the line, or drop --strict to skip malformed lines",
+            "ValueError": "check the value named above (flags and STARLING_* variables)",
         }.get(type(error).__name__, "run with --debug for details")
         message = " ".join(str(error).split())  # one line, whatever the driver said
         click.echo(f"error: {message} ({hint})", err=True)
@@ -921,12 +922,14 @@ def print_status(console: Console, snapshot: dict[str, Any]) -> None:
     "--speed",
     default=600.0,
     show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
     help="How much faster than real time the Reddit threads are replayed.",
 )
 @click.option(
     "--max-gap",
     default=2.0,
     show_default=True,
+    type=click.FloatRange(min=0),
     help="Longest pause between replayed comments, in seconds.",
 )
 def demo_command(

@@ -85,7 +85,7 @@ from actors.bus import BusStatistics
 from actors.feeds import BadCursor, Feeds, GetFeed, IndexUnavailable, SnapshotExpired
 from actors.feeds import decode_cursor as decode_feed_cursor
 from actors.feeds import encode_cursor as encode_feed_cursor
-from actors.realtime.pipeline import Accepted, InvalidEvent, Realtime
+from actors.realtime.pipeline import Accepted, InvalidEvent, PublishTimeout, Realtime
 from actors.runtime import ActorCrashed, ActorRef, ActorUnavailable
 from actors.social import (
     AlreadyExists,
@@ -358,6 +358,8 @@ async def answer(services: Services, call: Callable[[], Awaitable[Any]]) -> Any:
         ) from None
     except BadCursor as bad:
         raise JsonRpcError(INVALID_PARAMS, "Invalid params", {"detail": str(bad)}) from None
+    except PublishTimeout as slow:
+        raise JsonRpcError(TIMEOUT, "timeout", {"timeout_seconds": slow.seconds}) from None
     except InvalidEvent as invalid:
         raise JsonRpcError(INVALID_PARAMS, "Invalid params", {"detail": str(invalid)}) from None
     except (GraphUnavailable, IndexUnavailable, BackendUnavailable) as outage:

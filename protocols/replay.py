@@ -1,8 +1,8 @@
 """Replay of real Reddit comment threads as live ``comment`` events, timed as they were written.
 
 Source: ``reddit_comments_au_2025.csv`` (``../shared/data``; Reddit via the
-Arctic Shift archive, see its README): 3,480 comments on the 71 threads of
-``reddit_posts_au_2025.csv``, header
+Arctic Shift archive, see its README): 3,480 comments on 71 of the 95 posts
+of ``reddit_posts_au_2025.csv`` (the other 24 have none), header
 ``id,post_id,author,body,score,created_utc,parent_id,subreddit,date``, bodies
 quoted over several lines. The comments are real text by real users: show
 them as data only.

@@ -206,15 +206,15 @@ async def test_poison_events_are_acknowledged_and_counted(kv: KeyValueBackend) -
                 {"channel": "post:1", "data": "not json"},
                 {"channel": "post:1", "data": "[1, 2]"},
                 {"data": "{}"},
+                {"channel": "system:dashboard", "data": "{}"},  # the server's own channel
                 event("post:1", seq=1),
             ],
         )
         await until(lambda: len(collector.got) == 1)
         assert collector.got == [("post:1", 1, {"seq": 1})]
-        await until(lambda: realtime.statistics().poison == 4)
+        await until(lambda: realtime.statistics().poison == 5)
         stats = realtime.statistics()
-        assert (stats.events, stats.read) == (1, 5)
-        await until(lambda: realtime.statistics().read == 5)
+        assert (stats.events, stats.read) == (1, 6)
         assert await kv.stream.pending(STREAM, GROUP) == 0
 
 
@@ -233,7 +233,25 @@ async def test_publish_waits_for_its_offset_and_refuses_bad_events(kv: KeyValueB
             await realtime.publish("chat:1", {"n": 3})
         with pytest.raises(InvalidEvent, match="bytes"):
             await realtime.publish("post:9", {"pad": "x" * 70_000})
+        with pytest.raises(InvalidEvent, match="server's own"):
+            await realtime.publish("system:dashboard", {"n": 4})
         assert await kv.stream.length(STREAM) == length
+
+
+async def test_publish_times_out_with_its_own_bound() -> None:
+    """With no pipeline running, ``publish`` leaves the event in the stream and raises
+    PublishTimeout after ``publish_timeout`` seconds."""
+    from actors.realtime.pipeline import PublishTimeout
+
+    kv = open_key_value("memory://")
+    _, realtime = realtime_subtree(
+        stream=kv.stream, pubsub=kv.pubsub, sequencer=kv.sequencer, cache=kv.cache,
+        shared=False, settings=quick(publish_timeout=0.2),
+    )  # fmt: skip
+    with pytest.raises(PublishTimeout) as slow:
+        await realtime.publish("post:1", {"n": 1})
+    assert slow.value.seconds == 0.2
+    assert await kv.stream.length(STREAM) == 1
 
 
 # --- the whole server ------------------------------------------------------------
@@ -527,7 +545,8 @@ async def test_metrics_show_the_pipeline(tmp_path: Path) -> None:
             assert "starling_ws_connections 1.0" in text
             assert 'starling_realtime_latency_ms{quantile="p99"}' in text
             stats = (await server.rpc("system.stats", {}))["realtime"]
-            assert (stats["published"], stats["delivered"], stats["subscribers"]) == (2, 2, 1)
+            assert (stats["delivered"], stats["subscribers"]) == (2, 1)
+            assert stats["published"] >= 2  # and the dashboard's snapshots (system:dashboard)
             assert stats["latency_ms"]["p50"] >= 1
 
 

@@ -125,6 +125,14 @@ class InvalidEvent(ValueError):
     """An event ``realtime.publish`` refuses: a malformed channel, data not a JSON object …"""
 
 
+class PublishTimeout(Exception):
+    """The event is in the stream but was not published within ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"not published within {seconds:g} s (it is in the stream)")
+        self.seconds = seconds
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """Where a published event landed.
@@ -439,7 +447,7 @@ class Realtime:
         Raises:
             InvalidEvent: a malformed channel or data.
             stores.errors.BackendUnavailable: the stream cannot be reached.
-            trio.TooSlowError: not published within ``publish_timeout`` seconds
+            PublishTimeout: not published within ``publish_timeout`` seconds
                 (it is in the stream and will be, at least once).
         """
         fields = {"channel": channel, "data": json.dumps(data, separators=(",", ":"))}
@@ -448,8 +456,11 @@ class Realtime:
         except PoisonEvent as invalid:
             raise InvalidEvent(str(invalid)) from None
         entry = await self.stream.append(STREAM, fields)
-        with trio.fail_after(self.settings.publish_timeout):
-            return await self.receipts.wait(entry)
+        try:
+            with trio.fail_after(self.settings.publish_timeout):
+                return await self.receipts.wait(entry)
+        except trio.TooSlowError:
+            raise PublishTimeout(self.settings.publish_timeout) from None
 
     def statistics(self) -> RealtimeStatistics:
         """A snapshot of the pipeline's figures (O(transformers))."""

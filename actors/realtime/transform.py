@@ -1,7 +1,8 @@
 """The transformer's pure work: validate a stream entry, enrich it, render its payload once.
 
-A stream entry of ``starling:events`` has two fields, ``channel`` (a channel
-name, see :mod:`actors.realtime.channels`) and ``data`` (a JSON object, at
+A stream entry of ``starling:events`` has two fields, ``channel`` (a
+``post:`` or ``user:`` channel name, see :mod:`actors.realtime.channels`;
+``system:`` channels are published by the server itself) and ``data`` (a JSON object, at
 most :data:`MAX_DATA_BYTES`). An entry that breaks these rules is *poison*:
 the transformer acknowledges it, counts it and logs it once, and never
 retries it.
@@ -83,9 +84,11 @@ def parse_entry(entry: str, fields: Mapping[str, str]) -> Parsed:
     if channel is None or data is None:
         raise PoisonEvent("an event needs the fields 'channel' and 'data'")
     try:
-        parse_channel(channel)
+        kind = parse_channel(channel).kind
     except ValueError as exc:
         raise PoisonEvent(str(exc)) from None
+    if kind == "system":
+        raise PoisonEvent(f"channel {channel!r}: system: channels are the server's own")
     raw = data.encode()
     if len(raw) > MAX_DATA_BYTES:
         raise PoisonEvent(f"data is {len(raw)} bytes; at most {MAX_DATA_BYTES}")
