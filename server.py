@@ -61,6 +61,7 @@ from actors.feeds.scorer import DEFAULT_REMOTE_TIMEOUT
 from actors.monitor import BackendMonitor
 from actors.realtime.pipeline import RealtimeSettings, default_consumer, realtime_subtree
 from actors.social import GraphReader, GraphWriter, ReaderPool, SocialEvent, SocialService
+from bench.realtime import command as realtime_bench_command
 from protocols.api import Services
 from protocols.app import AppConfig, create_app
 from protocols.dashboard import DashboardReporter, Snapshots, Sources
@@ -1395,6 +1396,9 @@ def bench_social_command(
             settings, clients=clients, seconds=seconds, runs=runs, only=only, output=output
         ),
     )
+
+
+bench_group.add_command(realtime_bench_command, "realtime")
 
 
 @bench_group.command("feeds")

@@ -1,0 +1,1316 @@
+"""Realtime delivery benchmark: Disqus's budget, end to end through ``starling serve``.
+
+Run it as ``starling bench realtime``. The budget (the realtime issue, after
+https://blog.disqus.com/scaling-realtime-at-disqus): on this machine, clients
+included,
+
+- >= 20,000 events/s entering the stream ``starling:events``,
+- delivered to 1,000 WebSocket subscribers on 200 channels (5 per channel,
+  so 100,000 deliveries/s),
+- end to end (the producer's ``time.time()`` in the event → the subscriber's
+  ``time.time()`` when the frame arrived) p99 <= 25 ms,
+- nothing lost.
+
+One run, every process on this machine::
+
+    parent (this module)     starts everything below, samples CPU from /proc/<pid>/stat
+    ├── redis-server         (redis backend, no --redis-url) private, no persistence
+    ├── starling serve       a temp data dir, a free port, STARLING_SECRET shared with clients
+    ├── subscribers × P      trio + trio-websocket; subscriber i reads channel i % C
+    └── producer             trio; every TICK_SECONDS appends the events due so far,
+                             channels round-robin, data = {"run", "seq", "sent"}
+
+The producer appends with ``XADD`` in one redis-py pipeline per tick (redis), or
+with JSON-RPC batches of ``realtime.publish`` (memory: the stream is in the
+server's process; each call returns once published, so batches go out
+concurrently, at most :data:`MAX_INFLIGHT` at once).
+
+Timeline: the producer starts at ``start``; events sent during the first
+``warmup`` seconds are delivered and checked but not measured; the window is
+``[start + warmup, start + warmup + duration)``. Latency and deliveries/s
+count the events *sent* in the window, frames/s the frames *received* in it.
+After the producer stops, the subscribers get its per-channel counts and
+drain until they have everything or ``drain`` seconds passed; then ``lost`` is
+what some subscriber never got, ``duplicated`` what one got twice (both over
+every event of the run, warm-up included).
+
+Latencies go into HdrHistograms (1 µs .. 60 s, 3 significant digits), one per
+client process, merged in the parent. CPU%: user + system time over the
+window, 100% = one core; ``other_cpu_pct`` is what the rest of the machine
+used meanwhile (busy time in /proc/stat minus ours): a shared machine's noise,
+to read beside the latencies. Caveat: ``sent`` is stamped when the producer sends
+a batch; if the producer falls behind its schedule the delay it suffered is
+not in the latency (``producer_lag_ms`` shows it, and events/s falls short).
+
+``--knee`` steps the rate up a ladder until a rate misses (p99 > 25 ms, a
+loss, a dropped connection, or fewer than 95% of the events entering), then
+bisects between the last pass and the first miss; the knee is the highest
+rate that passed; the budget rate is then measured too if the search did
+not reach it. With ``--repeat N`` every figure is the median of N runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Literal
+
+import click
+import httpx
+import msgspec
+import redis
+import trio
+from hdrh.histogram import HdrHistogram
+from rich.console import Console
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
+
+from bench.report import print_table, write_json
+from protocols.jsonrpc import MAX_BATCH
+from protocols.tokens import issue_token
+
+Backend = Literal["memory", "redis"]
+
+BUDGET_RATE = 20_000
+"""Events per second entering the stream."""
+BUDGET_SUBSCRIBERS = 1_000
+BUDGET_CHANNELS = 200
+BUDGET_P99_MS = 25.0
+MIN_RATE_SHARE = 0.95
+"""A run passes only if at least this share of the target rate entered the stream."""
+
+KNEE_LADDER = (100, 250, 500, 1_000, 2_500, 5_000, 10_000, 20_000, 30_000, 40_000)
+"""Rates (events/s) the knee search steps through, lowest first."""
+KNEE_BISECTIONS = 2
+
+TICK_SECONDS = 0.005
+"""The producer's schedule: a batch every 5 ms."""
+MAX_TICK_EVENTS = 5_000
+"""Most events one tick sends when catching up (the rest wait for the next tick)."""
+MAX_INFLIGHT = 32
+"""Most JSON-RPC batches in flight at once (memory backend)."""
+HANDSHAKES = 32
+"""WebSocket handshakes in progress at once, per client process."""
+PING_EVERY = 20.0
+"""Seconds between JSON-RPC ``ping`` notifications (the server closes after 60 idle)."""
+START_DELAY = 2.0
+"""Seconds between the subscribers' readiness and the producer's first tick (its process starts)."""
+SERVER_START_TIMEOUT = 60.0
+READY_TIMEOUT = 120.0
+"""Seconds the client processes may take to connect and subscribe."""
+STOP_TIMEOUT = 10.0
+
+LOWEST_US, HIGHEST_US, DIGITS = 1, 60_000_000, 3
+"""The histograms' range in microseconds, and their precision."""
+
+SECRET = "starling-bench-realtime-secret-0123456789"
+"""The token secret of the server and the clients (``STARLING_SECRET``), 32+ bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One benchmark run's settings.
+
+    Attributes:
+        backend: ``memory`` (in-process stream) or ``redis``.
+        rate: events per second the producer aims at.
+        subscribers: WebSocket subscribers; subscriber ``i`` reads channel ``i % channels``.
+        channels: channels ``post:bench-0`` .. ``post:bench-<channels - 1>``.
+        duration: seconds measured.
+        warmup: seconds of load before the measured window.
+        drain: longest wait, seconds, for the last deliveries after the producer stopped.
+        client_processes: subscriber processes.
+        transformers: the server's ``--transformers``.
+        ws_coalesce: the server's ``--ws-coalesce``.
+    """
+
+    backend: Backend
+    rate: int
+    subscribers: int = BUDGET_SUBSCRIBERS
+    channels: int = BUDGET_CHANNELS
+    duration: float = 10.0
+    warmup: float = 2.0
+    drain: float = 5.0
+    client_processes: int = 2
+    transformers: int = 1
+    ws_coalesce: int = 64
+
+    def __post_init__(self) -> None:
+        if self.rate < 1 or self.subscribers < 1 or self.channels < 1:
+            raise ValueError("rate, subscribers and channels must be >= 1")
+        if self.client_processes < 1 or self.client_processes > self.subscribers:
+            raise ValueError("client processes must be between 1 and the subscribers")
+        if not (self.duration > 0 and self.warmup >= 0 and self.drain > 0):
+            raise ValueError("duration and drain must be > 0 seconds, warmup >= 0")
+
+
+def channel_name(index: int) -> str:
+    """The name of channel ``index``."""
+    return f"post:bench-{index}"
+
+
+# -- wire --------------------------------------------------------------------------
+
+
+class _Data(msgspec.Struct):
+    run: str
+    seq: int
+    sent: float
+
+
+class _PubParams(msgspec.Struct):
+    channel: str
+    offset: int
+    data: _Data
+
+
+class _Frame(msgspec.Struct):
+    """A server frame: a ``pub`` (params set) or a reply (ignored here)."""
+
+    method: str | None = None
+    params: _PubParams | None = None
+
+
+_frames = msgspec.json.Decoder(list[_Frame] | _Frame)
+_json = msgspec.json.Encoder()
+
+
+# -- processes: messages between the parent and its children ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPlan:
+    """What one subscriber process does: subscribers ``first .. first + count - 1``."""
+
+    url: str
+    run: str
+    first: int
+    count: int
+    channels: int
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The measured window, epoch seconds: ``start <= t < end``."""
+
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """The events each channel got (per-channel counts) and the drain deadline (epoch seconds)."""
+
+    per_channel: tuple[int, ...]
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReport:
+    """One subscriber process's figures.
+
+    Attributes:
+        histogram: the latencies (µs) of the events sent in the window, HdrHistogram-encoded.
+        frames: frames received in the window; ``frame_messages``: the ``pub``s in them.
+        measured: ``pub``s of events sent in the window.
+        received: distinct events received (the whole run).
+        expected: events the subscribers should have received (the whole run).
+        lost, duplicated: over the whole run.
+        disconnects: connections the server closed.
+        connect_errors: subscribers that could not connect or subscribe.
+    """
+
+    histogram: bytes
+    frames: int
+    frame_messages: int
+    measured: int
+    received: int
+    expected: int
+    lost: int
+    duplicated: int
+    disconnects: int
+    connect_errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerPlan:
+    """What the producer does: ``rate`` events/s from ``start`` (epoch) for ``seconds``."""
+
+    backend: Backend
+    target: str
+    """``http://host:port/rpc`` (memory) or a ``redis://`` URL."""
+    run: str
+    rate: int
+    channels: int
+    start: float
+    seconds: float
+    window: Window
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerReport:
+    """What entered the stream.
+
+    Attributes:
+        per_channel: events accepted per channel (the whole run).
+        accepted: events accepted; ``in_window``: of them, sent in the window.
+        errors: events refused or lost on the way (HTTP or Redis errors).
+        max_lag_ms: the latest a batch went out after its tick, milliseconds.
+    """
+
+    per_channel: tuple[int, ...]
+    accepted: int
+    in_window: int
+    errors: int
+    max_lag_ms: float
+
+
+# -- helpers -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (free now; the caller binds it soon)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads), from /proc/<pid>/stat.
+
+    Returns ``nan`` when the process is gone.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return math.nan
+    fields = stat.rpartition(")")[2].split()
+    # After "pid (comm)": fields[0] is state (field 3), so utime (14) and stime (15) are 11, 12.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds every core of the machine spent busy (not idle nor iowait), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_until(epoch: float) -> None:
+    delay = epoch - time.time()
+    if delay > 0:
+        time.sleep(delay)
+
+
+async def _trio_sleep_until_epoch(epoch: float) -> None:
+    await trio.sleep_until(trio.current_time() + (epoch - time.time()))
+
+
+def new_histogram() -> Any:
+    """An empty latency histogram (µs)."""
+    return HdrHistogram(LOWEST_US, HIGHEST_US, DIGITS)
+
+
+# -- the services: redis-server and starling serve ------------------------------------
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[tuple[str, int]]:
+    """A private ``redis-server`` without persistence; yields its URL and pid.
+
+    Raises:
+        RuntimeError: redis-server is not installed or did not answer in time.
+    """
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="starling-bench-redis-") as directory:
+        command = [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--dir", directory]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            client = redis.Redis.from_url(url)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise RuntimeError(f"redis-server did not start on port {port}") from None
+                    time.sleep(0.05)
+            client.close()
+            yield url, process.pid
+        finally:
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Graceful (SIGINT), then brutal (SIGKILL) after :data:`STOP_TIMEOUT`."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def starling_command() -> list[str]:
+    """How to run ``starling``: the venv's script, else this interpreter."""
+    script = Path(sys.executable).parent / "starling"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from server import main; main()"]
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A running ``starling serve``: its pid and base URL (``http://127.0.0.1:PORT``)."""
+
+    pid: int
+    url: str
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+
+@contextlib.contextmanager
+def running_server(scenario: Scenario, redis_url: str) -> Iterator[Server]:
+    """``starling serve`` on a free port with a temp data dir, until the block ends.
+
+    Raises:
+        RuntimeError: the server exited or did not answer ``/health`` in time
+            (the message ends with its log).
+    """
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STARLING_")}
+    env["STARLING_SECRET"] = SECRET
+    with tempfile.TemporaryDirectory(prefix="starling-bench-realtime-") as directory:
+        command = [*starling_command(), "serve", "--port", str(port), "--data-dir", directory]
+        command += ["--redis-url", redis_url, "--transformers", str(scenario.transformers)]
+        command += ["--ws-coalesce", str(scenario.ws_coalesce)]
+        log_path = Path(directory) / "server.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + SERVER_START_TIMEOUT
+            while not _healthy(url):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = log_path.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"starling serve did not start:\n{tail}")
+                time.sleep(0.1)
+            yield Server(process.pid, url)
+        finally:
+            _stop(process)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def realtime_stats(url: str) -> dict[str, Any]:
+    """The server's ``system.stats`` realtime figures (``{}`` if it does not answer)."""
+    request = {"jsonrpc": "2.0", "method": "system.stats", "id": 1}
+    try:
+        reply = httpx.post(f"{url}/rpc", json=request, timeout=5.0).json()
+        stats: dict[str, Any] = reply["result"].get("realtime", {})
+        return stats
+    except (httpx.HTTPError, KeyError, ValueError):
+        return {}
+
+
+# -- subscribers (a child process) ----------------------------------------------------
+
+
+class _Subscriber:
+    """One WebSocket subscriber: connects, subscribes, then checks and times every ``pub``."""
+
+    __slots__ = ("channel", "closed", "duplicated", "received", "seen", "ws")
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.seen = bytearray()
+        self.received = 0
+        self.duplicated = 0
+        self.closed = False
+        self.ws: WebSocketConnection | None = None
+
+
+class _ClientRun:
+    """The trio program of one subscriber process."""
+
+    def __init__(self, plan: ClientPlan, conn: Connection) -> None:
+        self.plan = plan
+        self.conn = conn
+        self.subscribers = [
+            _Subscriber(channel_name(i % plan.channels))
+            for i in range(plan.first, plan.first + plan.count)
+        ]
+        self.histogram = new_histogram()
+        self.window = Window(math.inf, math.inf)
+        self.frames = 0
+        self.frame_messages = 0
+        self.measured = 0
+        self.connect_errors = 0
+        self.connect_error: str | None = None
+        self.disconnects = 0
+        self.stopping = False
+
+    async def main(self) -> None:
+        ready = trio.Semaphore(0)
+        handshakes = trio.Semaphore(HANDSHAKES)
+        async with trio.open_nursery() as nursery:
+            for index, subscriber in enumerate(self.subscribers):
+                nursery.start_soon(self._subscriber, index, subscriber, handshakes, ready)
+            for _ in self.subscribers:
+                await ready.acquire()
+            self.conn.send(
+                ("ready", (len(self.subscribers) - self.connect_errors, self.connect_error))
+            )
+            self.window = await trio.to_thread.run_sync(self.conn.recv)
+            nursery.start_soon(self._ping)
+            expected: Expected = await trio.to_thread.run_sync(self.conn.recv)
+            await self._drain(expected)
+            self.stopping = True
+            self.conn.send(("report", self._report(expected)))
+            nursery.cancel_scope.cancel()
+
+    async def _subscriber(
+        self,
+        index: int,
+        subscriber: _Subscriber,
+        handshakes: trio.Semaphore,
+        ready: trio.Semaphore,
+    ) -> None:
+        token = issue_token(SECRET.encode(), f"bench-{self.plan.first + index}", ttl_seconds=3600)
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                async with handshakes:
+                    ws = await stack.enter_async_context(
+                        open_websocket_url(f"{self.plan.url}?token={token}", disconnect_timeout=1.0)
+                    )
+                    request = {"jsonrpc": "2.0", "method": "subscribe", "id": 1}
+                    request["params"] = {"channel": subscriber.channel}
+                    await ws.send_message(_json.encode(request).decode())
+                    reply = msgspec.json.decode(await ws.get_message())
+                    if not isinstance(reply, dict) or "result" not in reply:
+                        raise RuntimeError(f"subscribe refused: {reply}")
+            except (OSError, ConnectionClosed, HandshakeError, RuntimeError) as error:
+                self.connect_errors += 1
+                self.connect_error = self.connect_error or f"{type(error).__name__}: {error}"
+                subscriber.closed = True
+                ready.release()
+                return
+            except BaseException:
+                ready.release()
+                raise
+            subscriber.ws = ws
+            ready.release()
+            await self._receive(ws, subscriber)
+
+    async def _receive(self, ws: WebSocketConnection, subscriber: _Subscriber) -> None:
+        run, histogram = self.plan.run, self.histogram
+        while True:
+            try:
+                frame = await ws.get_message()
+            except ConnectionClosed:
+                subscriber.closed = True
+                if not self.stopping:
+                    self.disconnects += 1
+                return
+            now = time.time()
+            decoded = _frames.decode(frame)
+            items = decoded if isinstance(decoded, list) else [decoded]
+            window = self.window
+            in_window = window.start <= now < window.end
+            if in_window:
+                self.frames += 1
+            for item in items:
+                params = item.params
+                if params is None or item.method != "pub":
+                    continue
+                data = params.data
+                if data.run != run:
+                    continue  # another run's event (a shared Redis)
+                if in_window:
+                    self.frame_messages += 1
+                seq, seen = data.seq, subscriber.seen
+                if seq >= len(seen):
+                    seen.extend(bytes(seq + 1024 - len(seen)))
+                if seen[seq]:
+                    subscriber.duplicated += 1
+                else:
+                    seen[seq] = 1
+                    subscriber.received += 1
+                if window.start <= data.sent < window.end:
+                    self.measured += 1
+                    histogram.record_value(max(LOWEST_US, int((now - data.sent) * 1e6)))
+
+    async def _ping(self) -> None:
+        ping = _json.encode({"jsonrpc": "2.0", "method": "ping"}).decode()
+        while True:
+            await trio.sleep(PING_EVERY)
+            for subscriber in self.subscribers:
+                if subscriber.ws is not None and not subscriber.closed:
+                    with contextlib.suppress(ConnectionClosed):
+                        await subscriber.ws.send_message(ping)
+
+    def _expected(self, subscriber: _Subscriber, expected: Expected) -> int:
+        return expected.per_channel[int(subscriber.channel.rpartition("-")[2])]
+
+    async def _drain(self, expected: Expected) -> None:
+        while time.time() < expected.deadline:
+            if all(s.closed or s.received >= self._expected(s, expected) for s in self.subscribers):
+                return
+            await trio.sleep(0.05)
+
+    def _report(self, expected: Expected) -> ClientReport:
+        wanted = [self._expected(s, expected) for s in self.subscribers]
+        return ClientReport(
+            histogram=self.histogram.encode(),
+            frames=self.frames,
+            frame_messages=self.frame_messages,
+            measured=self.measured,
+            received=sum(s.received for s in self.subscribers),
+            expected=sum(wanted),
+            lost=sum(max(0, w - s.received) for s, w in zip(self.subscribers, wanted, strict=True)),
+            duplicated=sum(s.duplicated for s in self.subscribers),
+            disconnects=self.disconnects,
+            connect_errors=self.connect_errors,
+        )
+
+
+def client_main(plan: ClientPlan, conn: Connection) -> None:
+    """The entry point of a subscriber process (``multiprocessing``, spawn)."""
+    try:
+        trio.run(_ClientRun(plan, conn).main)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            conn.send(("error", f"{type(error).__name__}: {error}"))
+        raise
+
+
+# -- the producer (a child process) ----------------------------------------------------
+
+
+class _Producer:
+    """Appends ``rate`` events/s on a fixed schedule (see the module docstring)."""
+
+    def __init__(self, plan: ProducerPlan) -> None:
+        self.plan = plan
+        self.next_seq = [0] * plan.channels
+        self.accepted = [0] * plan.channels
+        self.in_window = 0
+        self.errors = 0
+        self.max_lag = 0.0
+        self._channel = 0
+
+    def _events(self, count: int, sent: float) -> list[tuple[int, bytes]]:
+        events: list[tuple[int, bytes]] = []
+        for _ in range(count):
+            channel = self._channel
+            self._channel = (channel + 1) % self.plan.channels
+            seq = self.next_seq[channel]
+            self.next_seq[channel] = seq + 1
+            events.append((channel, _json.encode(_Data(self.plan.run, seq, sent))))
+        return events
+
+    def _accept(self, events: list[tuple[int, bytes]], ok: Sequence[bool], sent: float) -> None:
+        window = self.plan.window
+        for (channel, _), accepted in zip(events, ok, strict=True):
+            if accepted:
+                self.accepted[channel] += 1
+                if window.start <= sent < window.end:
+                    self.in_window += 1
+            else:
+                self.errors += 1
+
+    async def main(self) -> ProducerReport:
+        plan = self.plan
+        ticks = math.ceil(plan.seconds / TICK_SECONDS)
+        emitted = 0
+        async with contextlib.AsyncExitStack() as stack:
+            if plan.backend == "memory":
+                client = await stack.enter_async_context(RpcConnections(plan.target))
+                inflight = trio.Semaphore(MAX_INFLIGHT)
+                nursery = await stack.enter_async_context(trio.open_nursery())
+            else:
+                store = redis.Redis.from_url(plan.target)
+                stack.callback(store.close)
+            for tick in range(1, ticks + 1):
+                due_at = plan.start + tick * TICK_SECONDS
+                await _trio_sleep_until_epoch(due_at)
+                if time.time() >= plan.start + plan.seconds:
+                    break  # behind schedule: what is not sent by the end is never sent
+                count = min(MAX_TICK_EVENTS, int(plan.rate * tick * TICK_SECONDS) - emitted)
+                if count <= 0:
+                    continue
+                emitted += count
+                sent = time.time()
+                self.max_lag = max(self.max_lag, sent - due_at)
+                events = self._events(count, sent)
+                if plan.backend == "memory":
+                    for first in range(0, len(events), MAX_BATCH):
+                        chunk = events[first : first + MAX_BATCH]
+                        await inflight.acquire()
+                        nursery.start_soon(self._post, client, inflight, chunk, sent)
+                else:
+                    ok = await trio.to_thread.run_sync(_xadd, store, events)
+                    self._accept(events, ok, sent)
+        return ProducerReport(
+            per_channel=tuple(self.accepted),
+            accepted=sum(self.accepted),
+            in_window=self.in_window,
+            errors=self.errors,
+            max_lag_ms=self.max_lag * 1000,
+        )
+
+    async def _post(
+        self,
+        client: RpcConnections,
+        inflight: trio.Semaphore,
+        events: list[tuple[int, bytes]],
+        sent: float,
+    ) -> None:
+        try:
+            body = b"[" + b",".join(_publish_request(i, e) for i, e in enumerate(events)) + b"]"
+            try:
+                replies = msgspec.json.decode(await client.post(body))
+            except (OSError, trio.BrokenResourceError, ValueError, msgspec.DecodeError):
+                replies = []
+            if not isinstance(replies, list):
+                replies = []
+            done = {r.get("id") for r in replies if isinstance(r, dict) and "result" in r}
+            self._accept(events, [i in done for i in range(len(events))], sent)
+        finally:
+            inflight.release()
+
+
+class RpcConnections:
+    """Keep-alive HTTP/1.1 connections that POST JSON to one URL, one request at a time each.
+
+    A few lines of HTTP instead of httpx: the producer shares the machine
+    with the server, and httpx costs it about a millisecond of CPU per request.
+    Use as an async context manager (closes the idle connections).
+
+    Args:
+        url: ``http://host:port/path``.
+    """
+
+    def __init__(self, url: str) -> None:
+        parsed = httpx.URL(url)
+        self._host, self._port = parsed.host, parsed.port or 80
+        self._head = (
+            f"POST {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
+            "Content-Type: application/json\r\nContent-Length: "
+        ).encode()
+        self._idle: list[trio.SocketStream] = []
+
+    async def __aenter__(self) -> RpcConnections:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        while self._idle:
+            await self._idle.pop().aclose()
+
+    async def post(self, body: bytes) -> bytes:
+        """POST ``body``; the response body.
+
+        Raises:
+            OSError, trio.BrokenResourceError: the connection failed.
+            ValueError: not a 200 response with a Content-Length.
+        """
+        stream = (
+            self._idle.pop() if self._idle else await trio.open_tcp_stream(self._host, self._port)
+        )
+        try:
+            await stream.send_all(b"%s%d\r\n\r\n%s" % (self._head, len(body), body))
+            reply = await _read_response(stream)
+        except BaseException:
+            stream.socket.close()
+            raise
+        self._idle.append(stream)
+        return reply
+
+
+async def _read_response(stream: trio.SocketStream) -> bytes:
+    """One HTTP/1.1 response's body (Content-Length framing).
+
+    Raises:
+        ValueError: not a 200, or no Content-Length.
+        trio.BrokenResourceError: the connection closed early.
+    """
+    buffer = bytearray()
+    while (end := buffer.find(b"\r\n\r\n")) < 0:
+        chunk = await stream.receive_some(65_536)
+        if not chunk:
+            raise trio.BrokenResourceError("connection closed")
+        buffer += chunk
+    head = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+    if head[0].split(" ")[1] != "200":
+        raise ValueError(f"HTTP {head[0]}")
+    lengths = [line.split(":", 1)[1] for line in head if line.lower().startswith("content-length:")]
+    if not lengths:
+        raise ValueError("no Content-Length")
+    size = int(lengths[0])
+    body = buffer[end + 4 :]
+    while len(body) < size:
+        chunk = await stream.receive_some(65_536)
+        if not chunk:
+            raise trio.BrokenResourceError("connection closed")
+        body += chunk
+    return bytes(body[:size])
+
+
+def _publish_request(id: int, event: tuple[int, bytes]) -> bytes:
+    channel, data = event
+    head = b'{"jsonrpc":"2.0","method":"realtime.publish","id":%d,"params":{"channel":' % id
+    return head + _json.encode(channel_name(channel)) + b',"data":' + data + b"}}"
+
+
+def _xadd(store: redis.Redis, events: list[tuple[int, bytes]]) -> list[bool]:
+    """XADD every event in one pipeline (a worker thread); which were accepted."""
+    pipe = store.pipeline(transaction=False)
+    for channel, data in events:
+        pipe.xadd("starling:events", {"channel": channel_name(channel), "data": data})
+    try:
+        replies = pipe.execute(raise_on_error=False)
+    except redis.RedisError:
+        return [False] * len(events)
+    return [not isinstance(reply, Exception) for reply in replies]
+
+
+def producer_main(plan: ProducerPlan, conn: Connection) -> None:
+    """The entry point of the producer process (``multiprocessing``, spawn)."""
+    try:
+        conn.send(("report", trio.run(_Producer(plan).main)))
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            conn.send(("error", f"{type(error).__name__}: {error}"))
+        raise
+
+
+# -- one run (the parent) --------------------------------------------------------------
+
+
+@dataclass
+class _Child:
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+
+    def receive(self, what: str, timeout: float) -> Any:
+        """The child's next message, which must be ``(what, value)``.
+
+        Raises:
+            RuntimeError: the child failed, said something else, or said nothing in time.
+        """
+        if not self.conn.poll(timeout):
+            raise RuntimeError(f"{self.process.name}: no {what} within {timeout:.0f} s")
+        kind, value = self.conn.recv()
+        if kind != what:
+            raise RuntimeError(f"{self.process.name}: {kind}: {value}")
+        return value
+
+
+@contextlib.contextmanager
+def _children() -> Iterator[list[_Child]]:
+    """Child processes started into the yielded list; each is ended after the block."""
+    children: list[_Child] = []
+    try:
+        yield children
+    finally:
+        for child in children:
+            child.process.join(STOP_TIMEOUT)
+            if child.process.is_alive():
+                child.process.kill()
+                child.process.join()
+            child.conn.close()
+
+
+def _spawn(children: list[_Child], name: str, target: Any, plan: Any) -> _Child:
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=target, args=(plan, child), name=name, daemon=True)
+    process.start()
+    child.close()
+    children.append(_Child(process, parent))
+    return children[-1]
+
+
+def run_once(scenario: Scenario, redis_url: str | None = None) -> dict[str, Any]:
+    """One run (module docstring); its row of figures.
+
+    Args:
+        scenario: the settings.
+        redis_url: an existing Redis (redis backend); ``None`` starts a private one.
+
+    Raises:
+        RuntimeError: a service or a child process failed.
+    """
+    run = f"{os.getpid()}-{time.time_ns()}"
+    with contextlib.ExitStack() as stack:
+        redis_pid: int | None = None
+        if scenario.backend == "memory":
+            store_url = "memory://"
+        elif redis_url is not None:
+            store_url = redis_url
+        else:
+            store_url, redis_pid = stack.enter_context(private_redis())
+        server = stack.enter_context(running_server(scenario, store_url))
+        children = stack.enter_context(_children())
+        share, extra = divmod(scenario.subscribers, scenario.client_processes)
+        first = 0
+        for index in range(scenario.client_processes):
+            count = share + (1 if index < extra else 0)
+            plan = ClientPlan(server.ws_url, run, first, count, scenario.channels)
+            _spawn(children, f"subscribers-{index}", client_main, plan)
+            first += count
+        clients = list(children)
+        ready = [client.receive("ready", READY_TIMEOUT) for client in clients]
+        connected = sum(count for count, _ in ready)
+        connect_error = next((error for _, error in ready if error is not None), None)
+        start = time.time() + START_DELAY
+        window = Window(start + scenario.warmup, start + scenario.warmup + scenario.duration)
+        for client in clients:
+            client.conn.send(window)
+        target = f"{server.url}/rpc" if scenario.backend == "memory" else store_url
+        seconds = scenario.warmup + scenario.duration
+        producer_plan = ProducerPlan(
+            scenario.backend, target, run, scenario.rate, scenario.channels, start, seconds, window
+        )
+        producer = _spawn(children, "producer", producer_main, producer_plan)
+        pids = {
+            "server": [server.pid],
+            "client": [c.process.pid for c in clients if c.process.pid is not None],
+            "producer": [producer.process.pid] if producer.process.pid is not None else [],
+            "redis": [redis_pid] if redis_pid is not None else [],
+        }
+        _wait_until(window.start)
+        cpu_before = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
+        cpu_before["machine"] = machine_cpu_seconds()
+        _wait_until(window.end)
+        cpu_after = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
+        cpu_after["machine"] = machine_cpu_seconds()
+        produced: ProducerReport = producer.receive("report", seconds + 60)
+        expected = Expected(produced.per_channel, time.time() + scenario.drain)
+        for client in clients:
+            client.conn.send(expected)
+        reports: list[ClientReport] = [
+            client.receive("report", scenario.drain + 30) for client in clients
+        ]
+        stats = realtime_stats(server.url)
+    cpu = {
+        k: 100 * (cpu_after[k] - cpu_before[k]) / scenario.duration if pids.get(k, [0]) else None
+        for k in cpu_before
+    }
+    ours = sum(v for k, v in cpu.items() if k != "machine" and v is not None and not math.isnan(v))
+    cpu["other"] = None if cpu["machine"] is None else cpu["machine"] - ours
+    row = _row(scenario, produced, reports, cpu, stats, connected)
+    row["connect_error"] = connect_error
+    return row
+
+
+def _row(
+    scenario: Scenario,
+    produced: ProducerReport,
+    reports: Sequence[ClientReport],
+    cpu: dict[str, float | None],
+    stats: dict[str, Any],
+    connected: int,
+) -> dict[str, Any]:
+    histogram = new_histogram()
+    for report in reports:
+        histogram.decode_and_add(report.histogram)
+    frames = sum(r.frames for r in reports)
+    frame_messages = sum(r.frame_messages for r in reports)
+    lost, duplicated = sum(r.lost for r in reports), sum(r.duplicated for r in reports)
+    disconnects = sum(r.disconnects for r in reports)
+    measured = int(histogram.get_total_count()) > 0
+
+    def at(percentile: float) -> float | None:
+        """A latency percentile in ms; ``None`` when nothing sent in the window arrived."""
+        return _ms(histogram.get_value_at_percentile(percentile)) if measured else None
+
+    p99 = at(99.0)
+    events_per_s = produced.in_window / scenario.duration
+    passed = (
+        p99 is not None
+        and p99 <= BUDGET_P99_MS
+        and lost == 0
+        and disconnects == 0
+        and connected == scenario.subscribers
+        and events_per_s >= MIN_RATE_SHARE * scenario.rate
+    )
+    return {
+        "backend": scenario.backend,
+        "rate": scenario.rate,
+        "subscribers": scenario.subscribers,
+        "channels": scenario.channels,
+        "events_per_s": round(events_per_s, 1),
+        "deliveries_per_s": round(sum(r.measured for r in reports) / scenario.duration, 1),
+        "frames_per_s": round(frames / scenario.duration, 1),
+        "messages_per_frame": round(frame_messages / frames, 2) if frames else 0.0,
+        "p50_ms": at(50.0),
+        "p99_ms": p99,
+        "p999_ms": at(99.9),
+        "max_ms": _ms(histogram.get_max_value()) if measured else None,
+        "lost": lost,
+        "duplicated": duplicated,
+        "disconnects": disconnects,
+        "connected": connected,
+        "events_total": produced.accepted,
+        "deliveries_total": sum(r.received for r in reports),
+        "deliveries_expected": sum(r.expected for r in reports),
+        "producer_errors": produced.errors,
+        "producer_lag_ms": round(produced.max_lag_ms, 2),
+        "server_cpu_pct": _pct(cpu["server"]),
+        "client_cpu_pct": _pct(cpu["client"]),
+        "producer_cpu_pct": _pct(cpu["producer"]),
+        "redis_cpu_pct": _pct(cpu["redis"]),
+        "other_cpu_pct": _pct(cpu["other"]),
+        "server_slow_disconnects": stats.get("slow_disconnects"),
+        "server_reorder_gaps": stats.get("reorder_gaps"),
+        "server_duplicates": stats.get("duplicates"),
+        "passed": passed,
+    }
+
+
+def _ms(microseconds: Any) -> float:
+    return round(float(microseconds) / 1000, 3)
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else round(value, 1)
+
+
+# -- many runs: rates, repeats, the knee ------------------------------------------------
+
+
+NUMERIC_SKIP = frozenset({"backend", "rate", "subscribers", "channels", "passed", "connect_error"})
+
+
+def medians(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One row of the runs' medians (same backend and rate); ``passed`` if the median passes.
+
+    The median row passes when its p99 is within budget, enough events
+    entered, and *no* run lost an event or a connection.
+    """
+    row: dict[str, Any] = {k: runs[0][k] for k in ("backend", "rate", "subscribers", "channels")}
+    row["runs"] = len(runs)
+    for key in runs[0]:
+        if key in NUMERIC_SKIP:
+            continue
+        values = [r[key] for r in runs if r[key] is not None]
+        row[key] = statistics.median(values) if values else None
+    row["connect_error"] = next((r["connect_error"] for r in runs if r["connect_error"]), None)
+    row["lost"] = max(r["lost"] for r in runs)
+    row["disconnects"] = max(r["disconnects"] for r in runs)
+    row["passed"] = (
+        row["p99_ms"] is not None
+        and row["p99_ms"] <= BUDGET_P99_MS
+        and row["lost"] == 0
+        and row["disconnects"] == 0
+        and min(r["connected"] for r in runs) == row["subscribers"]
+        and row["events_per_s"] >= MIN_RATE_SHARE * row["rate"]
+    )
+    return row
+
+
+@dataclass
+class Session:
+    """Every run of one invocation, and what the table shows."""
+
+    console: Console
+    repeat: int
+    redis_url: str | None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+
+    def measure(self, scenario: Scenario) -> dict[str, Any]:
+        """Run ``scenario`` ``repeat`` times; the medians row."""
+        runs = []
+        for attempt in range(1, self.repeat + 1):
+            self.console.log(
+                f"{scenario.backend}: {scenario.rate:,} events/s, {scenario.subscribers:,} "
+                f"subscribers on {scenario.channels:,} channels (run {attempt}/{self.repeat})"
+            )
+            row = run_once(scenario, self.redis_url)
+            self.console.log(
+                f"  → {row['events_per_s']:,.0f} events/s, p99 {row['p99_ms']} ms, "
+                f"lost {row['lost']}, server CPU {row['server_cpu_pct']}%"
+            )
+            if row["connect_error"] is not None:
+                self.console.log(
+                    f"  [red]{scenario.subscribers - row['connected']} subscribers failed "
+                    f"to connect[/]: {row['connect_error'][:300]}"
+                )
+            runs.append(row)
+        self.runs += runs
+        summary = medians(runs)
+        self.summary.append(summary)
+        return summary
+
+
+def knee(session: Session, base: Scenario, ladder: Sequence[int]) -> dict[str, Any]:
+    """The highest rate that passes for ``base``'s backend (module docstring)."""
+    passed: int | None = None
+    failed: int | None = None
+    for rate in ladder:
+        if session.measure(_at(base, rate))["passed"]:
+            passed = rate
+        else:
+            failed = rate
+            break
+    low = passed or 0
+    if failed is not None:
+        for _ in range(KNEE_BISECTIONS):
+            grain = 10 ** max(1, len(str(failed)) - 2)  # two significant digits
+            middle = round((low + failed) / 2 / grain) * grain
+            if middle <= low or middle >= failed:
+                break
+            if session.measure(_at(base, middle))["passed"]:
+                low = passed = middle
+            else:
+                failed = middle
+    return {"backend": base.backend, "knee_rate": passed, "first_miss": failed}
+
+
+def _at(base: Scenario, rate: int) -> Scenario:
+    return Scenario(**{**asdict(base), "rate": rate})
+
+
+TABLE_COLUMNS = {
+    "backend": "backend",
+    "rate": "target/s",
+    "events_per_s": "events/s",
+    "deliveries_per_s": "deliveries/s",
+    "frames_per_s": "frames/s",
+    "messages_per_frame": "msg/frame",
+    "p50_ms": "p50 ms",
+    "p99_ms": "p99 ms",
+    "p999_ms": "p99.9 ms",
+    "max_ms": "max ms",
+    "lost": "lost",
+    "duplicated": "dup",
+    "disconnects": "closed",
+    "server_cpu_pct": "server %",
+    "client_cpu_pct": "clients %",
+    "producer_cpu_pct": "producer %",
+    "redis_cpu_pct": "redis %",
+    "other_cpu_pct": "others %",
+    "runs": "runs",
+    "passed": "budget",
+}
+"""The table's columns (row key → heading); CPU in % of one core."""
+
+
+def table_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows as the table shows them: a subset of the columns, short headings."""
+    shown = [k for k in TABLE_COLUMNS if not rows or k in rows[0]]
+    return [{TABLE_COLUMNS[k]: _shown(k, row.get(k)) for k in shown} for row in rows]
+
+
+def _shown(key: str, value: Any) -> Any:
+    if value is None:
+        return "-"
+    if key == "passed":
+        return "pass" if value else "miss"
+    if key.endswith("_ms") or key == "messages_per_frame":
+        return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
+    if isinstance(value, float):
+        return round(value)
+    return value
+
+
+def parse_rates(values: Sequence[str]) -> tuple[int, ...]:
+    """``("20000", "5k,10k")`` → ``(20000, 5000, 10000)``.
+
+    Raises:
+        ValueError: a rate is not a positive number (``k`` suffix allowed).
+    """
+    rates: list[int] = []
+    for value in values:
+        for part in value.split(","):
+            text = part.strip().lower()
+            if not text:
+                continue
+            scale = 1000 if text.endswith("k") else 1
+            rate = round(float(text.rstrip("k")) * scale)
+            if rate < 1:
+                raise ValueError(f"rate {part!r} must be >= 1 event/s")
+            rates.append(rate)
+    return tuple(rates)
+
+
+def run(
+    base: Scenario,
+    *,
+    backends: Sequence[Backend],
+    rates: Sequence[int],
+    knee_search: bool,
+    repeat: int = 1,
+    redis_url: str | None = None,
+    output: Path | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Measure every backend at every rate (or search the knee); print and write the results.
+
+    Returns:
+        The JSON document's extra fields: ``budget``, ``settings``, ``summary``, ``knee``.
+    """
+    console = console or Console(width=200, stderr=True)
+    session = Session(console, repeat, redis_url)
+    knees = []
+    for backend in backends:
+        scenario = _at(Scenario(**{**asdict(base), "backend": backend}), base.rate)
+        if knee_search:
+            knees.append(knee(session, scenario, rates))
+            if not any(r["backend"] == backend and r["rate"] == BUDGET_RATE for r in session.runs):
+                session.measure(_at(scenario, BUDGET_RATE))  # the budget point, always
+        else:
+            for rate in rates:
+                session.measure(_at(scenario, rate))
+    out = Console(width=200)
+    print_table("realtime delivery: runs", table_rows(session.runs), out)
+    if repeat > 1:
+        print_table(
+            f"realtime delivery: medians of {repeat} runs", table_rows(session.summary), out
+        )
+    if knees:
+        print_table(f"knee: highest rate with p99 <= {BUDGET_P99_MS:g} ms, 0 lost", knees, out)
+    extra = {
+        "budget": {
+            "rate": BUDGET_RATE,
+            "subscribers": BUDGET_SUBSCRIBERS,
+            "channels": BUDGET_CHANNELS,
+            "p99_ms": BUDGET_P99_MS,
+            "min_rate_share": MIN_RATE_SHARE,
+        },
+        "settings": {**asdict(base), "backends": list(backends), "repeat": repeat},
+        "summary": session.summary,
+        "knee": knees,
+    }
+    path = write_json("realtime", session.runs, extra, output)
+    out.print(f"wrote {path}")
+    return extra
+
+
+@click.command("realtime")
+@click.option(
+    "--backend",
+    type=click.Choice(["memory", "redis", "both"]),
+    default="both",
+    show_default=True,
+    help="The stream: in-process (memory://) or Redis.",
+)
+@click.option("--subscribers", default=BUDGET_SUBSCRIBERS, show_default=True)
+@click.option("--channels", default=BUDGET_CHANNELS, show_default=True)
+@click.option(
+    "--rate",
+    "rates",
+    multiple=True,
+    help=f"Events/s (repeatable or comma-separated, k suffix) [default: {BUDGET_RATE}; "
+    "with --knee: the ladder].",
+)
+@click.option("--duration", default=10.0, show_default=True, help="Seconds measured per run.")
+@click.option("--warmup", default=2.0, show_default=True, help="Seconds of load before.")
+@click.option("--drain", default=5.0, show_default=True, help="Longest wait for the last pubs.")
+@click.option("--client-processes", default=2, show_default=True, help="Subscriber processes.")
+@click.option("--repeat", default=1, show_default=True, help="Runs per rate (medians).")
+@click.option("--redis-url", help="An existing Redis [default: a private redis-server per run].")
+@click.option("--knee", is_flag=True, help="Search the highest rate within the budget.")
+@click.option("--transformers", default=1, show_default=True, help="Passed to starling serve.")
+@click.option("--ws-coalesce", default=64, show_default=True, help="Passed to starling serve.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="JSON file.")
+def command(
+    backend: str,
+    subscribers: int,
+    channels: int,
+    rates: tuple[str, ...],
+    duration: float,
+    warmup: float,
+    drain: float,
+    client_processes: int,
+    repeat: int,
+    redis_url: str | None,
+    knee: bool,
+    transformers: int,
+    ws_coalesce: int,
+    output: Path | None,
+) -> None:
+    """Realtime delivery vs Disqus's budget: 20k events/s to 1,000 subscribers, p99 <= 25 ms.
+
+    Starts `starling serve` (and a private redis-server), subscriber processes
+    and a producer on this machine; prints latency, throughput, losses and CPU.
+
+    \b
+    Examples:
+      starling bench realtime
+      starling bench realtime --backend memory --rate 5k,10k,20k --repeat 3
+      starling bench realtime --backend redis --knee
+      starling bench realtime --subscribers 20 --channels 4 --rate 200 --duration 2
+    """
+    try:
+        parsed = parse_rates(rates)
+        base = Scenario(
+            backend="memory",
+            rate=BUDGET_RATE,
+            subscribers=subscribers,
+            channels=channels,
+            duration=duration,
+            warmup=warmup,
+            drain=drain,
+            client_processes=client_processes,
+            transformers=transformers,
+            ws_coalesce=ws_coalesce,
+        )
+        if repeat < 1:
+            raise ValueError("repeat must be >= 1")
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    both: list[Backend] = ["memory", "redis"]
+    backends = [b for b in both if backend in (b, "both")]
+    ladder = parsed or (KNEE_LADDER if knee else (BUDGET_RATE,))
+    try:
+        run(
+            base,
+            backends=backends,
+            rates=ladder,
+            knee_search=knee,
+            repeat=repeat,
+            redis_url=redis_url,
+            output=output,
+        )
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from None
+
+
+if __name__ == "__main__":
+    command()
