@@ -224,6 +224,7 @@ def build_tree(
         settings=options.feeds,
         scorer=scorer,
         remote=remote,
+        pubsub=key_value.pubsub if key_value.shared else None,
     )
     realtime, realtime_handle = realtime_subtree(
         stream=key_value.stream,

@@ -161,7 +161,8 @@ async def test_two_processes_on_one_redis_and_one_neo4j(
 ) -> None:
     """docs/operations.md, "Two processes on one Redis and one Neo4j", step by step: the
     graph is loaded once, a follow written through process B is read through process A, and
-    its notification reaches a subscriber of A's WebSocket once."""
+    its notification reaches a subscriber of A's WebSocket once; a post published through B
+    shows in a follower's feed ranked by A."""
     redis.Redis.from_url(redis_url).flushall()
     prefix = f"ops{os.getpid()}x"
     a, b, c = (f"{prefix}{name}" for name in "abc")
@@ -202,3 +203,18 @@ async def test_two_processes_on_one_redis_and_one_neo4j(
                 with trio.move_on_after(1.0):
                     extra = await ws.get_message()
                     pytest.fail(f"a duplicate arrived: {extra!r}")
+                # A post published through B reaches A's feeds (shared feed events):
+                # b follows a, so b's feed ranked on A has it.
+                post = f"{prefix}p"
+                draft = {"id": post, "title": "Shared"}
+                body = {"jsonrpc": "2.0", "id": 3, "method": "posts.publish",
+                        "params": {"author": a, "post": draft}}  # fmt: skip
+                assert "result" in (await client.post(f"{url_b}/rpc", json=body)).json()
+                with trio.fail_after(10):
+                    while True:  # the event crosses Redis Pub/Sub: poll A's feed
+                        body = {"jsonrpc": "2.0", "id": 4, "method": "feed.get",
+                                "params": {"user": b, "limit": 20}}  # fmt: skip
+                        reply = (await client.post(f"{url_a}/rpc", json=body)).json()
+                        if post in [item["post"] for item in reply["result"]["items"]]:
+                            break
+                        await trio.sleep(0.2)

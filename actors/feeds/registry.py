@@ -22,12 +22,14 @@ Subtree (``rest_for_one``: a restarted story index restarts what depends on it):
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import structlog
 import trio
 
@@ -42,15 +44,19 @@ from actors.runtime import Actor, ActorRef, ActorUnavailable
 from actors.social.events import (
     Followed,
     Muted,
+    PostDeleted,
     PostRead,
     Published,
+    Recommended,
     SocialEvent,
     Unfollowed,
     Unmuted,
+    Unrecommended,
 )
 from stores.cache import Cache
 from stores.errors import StoreError
 from stores.graph import GraphStore
+from stores.pubsub import PubSub
 from supervisor import Backoff, ChildSpec, RestartType, Strategy, Supervisor
 
 log = structlog.get_logger(__name__)
@@ -167,14 +173,28 @@ class FeedRegistry(Actor[Any]):
             self._live.pop(user, None)
 
 
+SHARED_TOPIC = "starling:feed-events"
+"""The Pub/Sub topic feed events cross processes by (Redis only)."""
+
+
 class FeedEventRouter:
     """Forwards the bus's feed-related events to the story index and the registry.
+
+    With ``pubsub`` (several processes on one Redis), it also shares them: each
+    event of this process's bus is published on :data:`SHARED_TOPIC`, and each
+    event another process published there is routed here as if it were local,
+    so every process's story index and feed builders follow every write
+    (fire-and-forget: an event missed in a Redis outage is caught up by the
+    snapshot TTL and the next restart's load). Only the feeds see remote
+    events; the bus (and so the realtime bridge) sees only this process's.
 
     Args:
         bus: the social event bus.
         index: the story index's ref.
         registry: the registry's ref.
         size: the subscription's channel size, in events.
+        pubsub: shares events with other processes when given.
+        origin: this process's name on :data:`SHARED_TOPIC` (its own are skipped).
     """
 
     name = "feed_events"
@@ -186,13 +206,20 @@ class FeedEventRouter:
         registry: ActorRef[Any],
         *,
         size: int = 1024,
+        pubsub: PubSub | None = None,
+        origin: str = "",
     ) -> None:
         self._bus = bus
         self._index = index
         self._registry = registry
         self._size = size
+        self._pubsub = pubsub
+        self._origin = origin or secrets.token_hex(8)
         self._scope = trio.CancelScope()
         self.routed = 0
+        self.shared = 0
+        self.received = 0
+        self.share_failures = 0
 
     def request_stop(self) -> None:
         """Stop routing (the supervisor's graceful stop): the subscription is closed."""
@@ -205,13 +232,68 @@ class FeedEventRouter:
         kinds = set(INDEX_EVENTS) | set(USER_EVENTS)
         self._scope = trio.CancelScope()
         with self._scope, self._bus.subscribe("feeds", size=self._size, kinds=kinds) as events:
-            task_status.started(self)
-            async for event in events:
-                if event.kind in INDEX_EVENTS:
-                    await self._index.send(event)
-                if event.kind in USER_EVENTS:
-                    await self._registry.send(event)
-                self.routed += 1
+            async with trio.open_nursery() as nursery:
+                if self._pubsub is not None:
+                    await nursery.start(self._receive_shared, self._pubsub)
+                task_status.started(self)
+                async for event in events:
+                    await self._route(event)
+                    if self._pubsub is not None:
+                        await self._share(self._pubsub, event)
+
+    async def _route(self, event: SocialEvent) -> None:
+        if event.kind in INDEX_EVENTS:
+            await self._index.send(event)
+        if event.kind in USER_EVENTS:
+            await self._registry.send(event)
+        self.routed += 1
+
+    async def _share(self, pubsub: PubSub, event: SocialEvent) -> None:
+        try:
+            await pubsub.publish(SHARED_TOPIC, encode_event(self._origin, event))
+            self.shared += 1
+        except StoreError as failure:
+            self.share_failures += 1
+            log.warning("feed event not shared", kind=event.kind, error=str(failure))
+
+    async def _receive_shared(
+        self, pubsub: PubSub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with pubsub.subscribe(SHARED_TOPIC) as messages:
+            task_status.started()
+            async for message in messages:
+                try:
+                    origin, event = decode_event(message.data)
+                except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as bad:
+                    log.warning("not a feed event; dropped", error=str(bad))
+                    continue
+                if origin != self._origin:
+                    self.received += 1
+                    await self._route(event)
+
+
+_EVENT_TYPES: dict[str, type[Any]] = {
+    cls.__name__: cls
+    for cls in (Followed, Unfollowed, Recommended, Unrecommended, Muted, Unmuted, PostRead,
+                PostDeleted, Published)
+}  # fmt: skip
+
+
+def encode_event(origin: str, event: SocialEvent) -> bytes:
+    """A domain event as a Pub/Sub message: msgpack ``[origin, type name, fields]``."""
+    return msgspec.msgpack.encode([origin, type(event).__name__, msgspec.to_builtins(event)])
+
+
+def decode_event(data: bytes) -> tuple[str, SocialEvent]:
+    """``(origin, event)`` from :func:`encode_event`'s bytes.
+
+    Raises:
+        msgspec.DecodeError, msgspec.ValidationError: not an event.
+        KeyError: an unknown event type.
+    """
+    origin, name, fields = msgspec.msgpack.decode(data, type=tuple[str, str, dict[str, Any]])
+    event: SocialEvent = msgspec.convert(fields, type=_EVENT_TYPES[name])
+    return origin, event
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +353,7 @@ def feeds_subtree(
     remote: RemoteScorer | None = None,
     index: StoryIndex | None = None,
     clock: Callable[[], float] = time.time,
+    pubsub: PubSub | None = None,
 ) -> tuple[Supervisor, Feeds]:
     """The ``feeds`` supervisor and the handle the API uses (see the module docstring).
 
@@ -278,6 +361,8 @@ def feeds_subtree(
         store: the graph the story index loads from (``None`` with a prepared ``index``).
         index: a prepared story index (the benchmark's synthetic catalog).
         clock: epoch seconds now (ages, horizon, TTL of snapshots).
+        pubsub: shares feed events with the other processes on one Redis
+            (:class:`FeedEventRouter`); ``None`` in a single process.
     """
     index = index or StoryIndex(store, settings.params, clock=clock)
     counters = FeedCounters()
@@ -305,7 +390,7 @@ def feeds_subtree(
         registry=registry.ref,
         clock=clock,
     )
-    router = FeedEventRouter(bus, index.ref, registry.ref)
+    router = FeedEventRouter(bus, index.ref, registry.ref, pubsub=pubsub)
     feeds = Supervisor(
         "feeds",
         [
