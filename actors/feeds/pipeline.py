@@ -306,8 +306,14 @@ def diversify(
     share a publication. Greedy: each position takes the best story that keeps
     the rule; a story that does not fit waits (up to ``feed_size`` of them) and
     is tried first at the next positions. Of several stories with one URL only
-    the best is kept. The loop runs over at most ``len(order)`` stories, never
+    the best is kept (a waiting story whose URL was placed meanwhile is dropped
+    when it is met). The loop runs over at most ``len(order)`` stories, never
     over all candidates.
+
+    Waiting stories are kept per publication, best first, so a publication at
+    its limit (often most of a feed's candidates come from one) is skipped as
+    a whole instead of story by story; within an open publication only the
+    stories of the few authors at their limit are passed over.
 
     Returns:
         Candidate positions in feed order, at most ``feed_size``.
@@ -321,7 +327,8 @@ def diversify(
     author_count: Counter[int] = Counter()
     publication_count: Counter[int] = Counter()
     seen_urls: set[int] = set()
-    waiting: list[int] = []
+    waiting: dict[int, list[int]] = {}  # publication (-1: none) -> waiting positions, ascending
+    waiting_count = 0
     placed: list[int] = []
 
     def fits(k: int) -> bool:
@@ -344,27 +351,48 @@ def diversify(
             if publications[old] >= 0:
                 publication_count[publications[old]] -= 1
 
+    def take_waiting() -> int:
+        """The best waiting story that fits now (removed), or -1."""
+        nonlocal waiting_count
+        best, best_queue, best_index = -1, None, -1
+        for publication in list(waiting):
+            queue = waiting[publication]
+            if publication >= 0 and publication_count[publication] >= limit:
+                continue
+            i = 0
+            while i < len(queue):
+                k = queue[i]
+                if best >= 0 and k > best:
+                    break
+                if urls[k] and urls[k] in seen_urls:
+                    del queue[i]  # a better story with this URL was placed meanwhile
+                    waiting_count -= 1
+                    continue
+                if author_count[authors[k]] < limit:
+                    best, best_queue, best_index = k, queue, i
+                    break
+                i += 1
+            if not queue:
+                del waiting[publication]
+        if best_queue is not None:
+            del best_queue[best_index]
+            waiting_count -= 1
+            if not best_queue:
+                del waiting[publications[best] if publications[best] >= 0 else -1]
+        return best
+
     next_k = 0
     while len(placed) < params.feed_size:
-        chosen = -1
-        j = 0
-        while j < len(waiting):
-            k = waiting[j]
-            if urls[k] and urls[k] in seen_urls:
-                del waiting[j]  # a better story with this URL was placed meanwhile
-            elif fits(k):
-                chosen = waiting.pop(j)
-                break
-            else:
-                j += 1
+        chosen = take_waiting() if waiting else -1
         while chosen < 0 and next_k < len(stories):
             k, next_k = next_k, next_k + 1
             if urls[k] and urls[k] in seen_urls:
                 continue
             if fits(k):
                 chosen = k
-            elif len(waiting) < params.feed_size:
-                waiting.append(k)
+            elif waiting_count < params.feed_size:
+                waiting.setdefault(max(publications[k], -1), []).append(k)
+                waiting_count += 1
         if chosen < 0:
             break
         place(chosen)
