@@ -20,6 +20,7 @@ in-process cache/stream/pubsub).
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import os
@@ -61,7 +62,6 @@ from actors.feeds.scorer import DEFAULT_REMOTE_TIMEOUT
 from actors.monitor import BackendMonitor
 from actors.realtime.pipeline import RealtimeSettings, default_consumer, realtime_subtree
 from actors.social import GraphReader, GraphWriter, ReaderPool, SocialEvent, SocialService
-from bench.realtime import command as realtime_bench_command
 from protocols.api import Services
 from protocols.app import AppConfig, create_app
 from protocols.dashboard import DashboardReporter, Snapshots, Sources
@@ -1358,7 +1358,26 @@ async def replay_comments(
     )
 
 
-@main.group("bench")
+class LazyGroup(click.Group):
+    """A group whose commands in ``lazy`` (name → ``"module:attribute"``) are imported
+    only when listed or run, so that other commands do not pay for their imports."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            command: click.Command = getattr(importlib.import_module(module), attribute)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@main.group("bench", cls=LazyGroup, lazy={"realtime": "bench.realtime:command"})
 def bench_group() -> None:
     """Benchmarks: print a table and write JSON under bench/results/."""
 
@@ -1397,9 +1416,6 @@ def bench_social_command(
             settings, clients=clients, seconds=seconds, runs=runs, only=only, output=output
         ),
     )
-
-
-bench_group.add_command(realtime_bench_command, "realtime")
 
 
 @bench_group.command("feeds")

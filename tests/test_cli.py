@@ -18,7 +18,10 @@ COMMANDS = ["bench", "demo", "load", "replay", "serve", "status", "tail", "token
 
 def leaves(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     found = []
-    for name, command in sorted(group.commands.items()):
+    context = click.Context(group)
+    for name in group.list_commands(context):  # lazy commands (bench realtime) included
+        command = group.get_command(context, name)
+        assert command is not None
         if isinstance(command, click.Group):
             found += leaves(command, (*prefix, name))
         else:
