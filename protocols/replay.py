@@ -38,7 +38,6 @@ may leave in another order than their times when the sender is behind.
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +51,8 @@ import trio
 
 from protocols.client import open_client, rpc_batch
 from protocols.jsonrpc import MAX_BATCH
+from stores.importers import MalformedInput
+from stores.stories import csv_records
 
 SECONDS: Final = 1.0
 DEFAULT_SPEED: Final = 60.0
@@ -196,46 +197,15 @@ def read_comment_file(path: Path) -> tuple[list[Comment], CommentReport]:
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, str] | str]]:
-    """``(first line, the record by column, or why it cannot be read)`` for each data record."""
-    # surrogateescape: an invalid byte rejects its record, not the whole file.
-    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as file:
-        reader = csv.reader(file, strict=True)
-        positions: dict[str, int] | None = None
-        width = end = 0
-        while True:
-            start = end + 1
-            try:
-                fields = next(reader)
-            except StopIteration:
-                if positions is None:
-                    raise CommentFileError(f"{path}: no header: the file is empty") from None
-                return
-            except csv.Error as exc:
-                end = reader.line_num
-                if positions is None:
-                    raise CommentFileError(f"{path}: unreadable header: {exc}") from None
-                yield start, f"unreadable CSV: {exc}"
-                continue
-            end = reader.line_num
-            if not fields:
-                continue
-            if positions is None:
-                header = [name.strip() for name in fields]
-                missing = [name for name in COLUMNS if name not in header]
-                if missing:
-                    raise CommentFileError(f"{path}: the header lacks the columns {missing}")
-                positions = {name: header.index(name) for name in COLUMNS}
-                width = len(header)
-                continue
-            if len(fields) != width:
-                yield start, f"expected {width} fields, got {len(fields)}"
-                continue
-            try:
-                "\x00".join(fields).encode("utf-8")
-            except UnicodeEncodeError:
-                yield start, "not valid UTF-8"
-                continue
-            yield start, {name: fields[index] for name, index in positions.items()}
+    """``(first line, the record by column, or why it cannot be read)`` for each data record.
+
+    Raises:
+        CommentFileError: the file is empty, or its header lacks a column of :data:`COLUMNS`.
+    """
+    try:
+        yield from csv_records(path, COLUMNS)
+    except MalformedInput as bad:
+        raise CommentFileError(f"{path}: {bad.reason}") from None
 
 
 def _comment(record: dict[str, str]) -> Comment:

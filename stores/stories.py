@@ -239,7 +239,7 @@ def _read(
     notes: Counter[str] = Counter()
     rows = duplicates = malformed = 0
     examples: list[tuple[int, str]] = []
-    for line, record in _records(path, columns, optional):
+    for line, record in csv_records(path, columns, optional):
         rows += 1
         found: list[str] = []
         try:
@@ -269,10 +269,15 @@ def _read(
     return list(stories.values()), report
 
 
-def _records(
-    path: Path, columns: tuple[str, ...], optional: tuple[str, ...]
+def csv_records(
+    path: Path, columns: tuple[str, ...], optional: tuple[str, ...] = ()
 ) -> Iterator[tuple[int, Record | str]]:
     """Yield ``(first line, record as a dict, or the reason it cannot be read)``.
+
+    The CSV reading shared by every importer of real files (stories here, the
+    Reddit comments in :mod:`protocols.replay`): a header naming ``columns``
+    (and maybe ``optional``), quoted fields over several lines, a record with
+    the wrong number of fields or bytes that are not UTF-8 rejected alone.
 
     Raises:
         MalformedInput: the file has no header, or it lacks one of ``columns``.
