@@ -173,7 +173,7 @@ def _stop(child: subprocess.Popen[bytes]) -> None:
             _children.discard(child)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """Returns a TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -357,7 +357,7 @@ def _start_neo4j(home: pathlib.Path, log_path: pathlib.Path) -> tuple[subprocess
     if java is None:
         raise RuntimeError("'java' is not on PATH; the Neo4j test server needs Java 17 or newer")
     jar = _neo4j_jar()
-    port = _free_port()
+    port = free_port()
     classpath = os.pathsep.join([str(jar), str(jar.parent / "lib" / "*")])
     command = [java, *NEO4J_JVM_OPTIONS, "-cp", classpath, NEO4J_MAIN_CLASS, str(home), str(port)]
     child = _spawn(command, log_path=log_path, stdout_pipe=True, stdin_pipe=True, cwd=home)
@@ -474,7 +474,7 @@ def _start_redis(
         _PortInUseError: The port was taken before Redis could bind it.
         RuntimeError: The server died or did not answer in time.
     """
-    port = _free_port()
+    port = free_port()
     command = [
         executable,
         "--port", str(port),

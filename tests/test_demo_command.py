@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,17 +21,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.services import free_port
+
 pytestmark = pytest.mark.slow
 
 STARTUP = 180.0
 """Seconds the demo may take to build its world and start (20-30 s here)."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def test_the_demo_prints_commands_that_work_when_pasted(tmp_path: Path, data_dir: Path) -> None:

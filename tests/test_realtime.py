@@ -160,7 +160,9 @@ def quick(**overrides: Any) -> RealtimeSettings:
     return RealtimeSettings(**(values | overrides))
 
 
-async def test_transformer_crash_mid_stream_loses_nothing(kv: KeyValueBackend) -> None:
+async def test_transformer_crash_mid_stream_loses_nothing(
+    kv: KeyValueBackend, clock: trio.testing.MockClock | None
+) -> None:
     """A transformer crashing on its second batch is restarted; the nozzle reclaims that
     batch, and every event reaches the subscriber (at least once), each channel in offset
     order; nothing stays pending."""
@@ -193,7 +195,9 @@ async def test_transformer_crash_mid_stream_loses_nothing(kv: KeyValueBackend) -
         assert await kv.stream.pending(STREAM, GROUP) == 0
 
 
-async def test_poison_events_are_acknowledged_and_counted(kv: KeyValueBackend) -> None:
+async def test_poison_events_are_acknowledged_and_counted(
+    kv: KeyValueBackend, clock: trio.testing.MockClock | None
+) -> None:
     """Entries that can never be delivered are acknowledged, counted and skipped; the valid
     event after them is published with offset 1 (poison takes no offset)."""
     collector = Collector()
@@ -218,7 +222,9 @@ async def test_poison_events_are_acknowledged_and_counted(kv: KeyValueBackend) -
         assert await kv.stream.pending(STREAM, GROUP) == 0
 
 
-async def test_publish_waits_for_its_offset_and_refuses_bad_events(kv: KeyValueBackend) -> None:
+async def test_publish_waits_for_its_offset_and_refuses_bad_events(
+    kv: KeyValueBackend, clock: trio.testing.MockClock | None
+) -> None:
     """``Realtime.publish`` returns the offset its event got; a bad channel or oversize data is
     refused before it reaches the stream."""
     from actors.realtime.pipeline import InvalidEvent
@@ -238,9 +244,11 @@ async def test_publish_waits_for_its_offset_and_refuses_bad_events(kv: KeyValueB
         assert await kv.stream.length(STREAM) == length
 
 
-async def test_publish_times_out_with_its_own_bound() -> None:
+async def test_publish_times_out_with_its_own_bound(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """With no pipeline running, ``publish`` leaves the event in the stream and raises
-    PublishTimeout after ``publish_timeout`` seconds."""
+    PublishTimeout after ``publish_timeout`` seconds (autojump clock)."""
     from actors.realtime.pipeline import PublishTimeout
 
     kv = open_key_value("memory://")

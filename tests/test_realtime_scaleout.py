@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,19 +31,13 @@ from trio_websocket import open_websocket_url
 
 from actors.realtime.transform import STREAM
 from protocols.tokens import issue_token
+from tests.services import free_port
 
 pytestmark = pytest.mark.redis
 
 SECRET = "scale-out-test-secret-0123456789abcdef"
 STARTUP = 60.0
 """Seconds a server process may take to answer /health."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager
