@@ -35,7 +35,7 @@ import trio
 from actors.feeds import FeedCounters
 from actors.realtime.pipeline import RealtimeStatistics
 from actors.realtime.publisher import Publisher
-from protocols.health import health_tree
+from protocols.health import health_tree, live_feed_builders
 from protocols.ws import GatewayStatistics
 from supervisor import SupervisorStatistics
 
@@ -104,8 +104,7 @@ class Snapshots:
             snapshot["ws"] = {"open": g.open, "peak_open": g.peak_open, "refused": g.refused}
         if s.feeds is not None:
             counters["feed_builds"] = s.feeds.builds
-            live = sum(1 for path, _ in root.walk() if "/feed_builders/" in path)
-            snapshot["feeds"] = {"live": live, "builds": s.feeds.builds}
+            snapshot["feeds"] = {"live": live_feed_builders(root), "builds": s.feeds.builds}
         rates = {
             name: round((value - self._last.get(name, value)) / elapsed, 2)
             for name, value in counters.items()

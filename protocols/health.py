@@ -70,3 +70,8 @@ def _error(text: str | None) -> dict[str, str] | None:
         return None
     type_, _, message = text.partition(": ")
     return {"type": type_, "message": message}
+
+
+def live_feed_builders(root: SupervisorStatistics) -> int:
+    """How many feed builder actors run now (the dynamic children of ``feed_builders``)."""
+    return sum(1 for path, _ in root.walk() if "/feed_builders/" in path)

@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 
 from actors.feeds import FeedCounters
 from actors.realtime.pipeline import RealtimeStatistics
+from protocols.health import live_feed_builders
 from supervisor import SupervisorStatistics
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -94,9 +95,7 @@ class FeedCollector(Collector):
         for step, ms in sorted(c.step_ms.items()):
             steps.add_metric([step], ms / 1000)
         live = GaugeMetricFamily("starling_feed_builders_live", "Feed builder actors running.")
-        live.add_metric(
-            [], sum(1 for path, _ in self._tree().walk("root") if "/feed_builders/" in path)
-        )
+        live.add_metric([], live_feed_builders(self._tree()))
         yield from (builds, reads, waited, dropped, cache_errors, steps, live)
 
 
