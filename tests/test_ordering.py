@@ -93,3 +93,14 @@ def test_a_channel_met_mid_life_waits_once_then_starts_where_it_is() -> None:
     assert offsets(buffer.expire(0.5)) == [10]
     assert buffer.gaps == 1
     assert offsets(buffer.push(item(11), 0.6)) == [11]
+
+
+def test_forgetting_a_channel_releases_what_it_holds() -> None:
+    """Past ``max_channels`` the channel met first is forgotten; its early publications are
+    released (the gap skipped), never dropped; only held channels are expired."""
+    buffer = ReorderBuffer(max_channels=1, first=lambda channel, epoch: 1)
+    assert buffer.push(item(2, "post:a"), 0.0) == []
+    released = buffer.push(item(1, "post:b"), 0.0)
+    assert [(i.channel, i.offset) for i in released] == [("post:a", 2), ("post:b", 1)]
+    assert (buffer.gaps, buffer.waiting()) == (1, 0)
+    assert buffer.expire(10.0) == []

@@ -39,7 +39,8 @@ class ReorderBuffer:
 
     Args:
         wait: longest time, in seconds, an early publication waits for a gap to fill.
-        max_channels: channels whose order is remembered (least recently used go first).
+        max_channels: channels whose order is remembered (past it, the one met first is
+            forgotten: what it holds is released, its gap skipped).
         first: ``first(channel, epoch)``, the offset a channel's order starts at
             when the buffer holds no state for it, or ``None`` when unknown (then
             the first publication to arrive starts it).
@@ -61,47 +62,64 @@ class ReorderBuffer:
         self.max_channels = max_channels
         self._first = first
         self._channels: dict[str, _Channel] = {}
+        self._held: set[str] = set()  # channels with early publications
         self.duplicates = 0
         self.gaps = 0
 
     def push(self, item: Rendered, now: float) -> list[Rendered]:
         """Take one publication; return those now released, in order."""
+        released: list[Rendered] = []
         state = self._channels.get(item.channel)
         if state is None or state.epoch != item.epoch:
             if state is None and len(self._channels) >= self.max_channels:
-                del self._channels[next(iter(self._channels))]
+                # Forget the channel met first; what it holds is released, its gap skipped.
+                oldest = next(iter(self._channels))
+                released += self._skip_gap(oldest, self._channels.pop(oldest))
             start = None if self._first is None else self._first(item.channel, item.epoch)
             state = _Channel(item.epoch, item.offset if start is None else start)
             self._channels[item.channel] = state
+            self._held.discard(item.channel)  # a new epoch: the old one's early ones are void
         if item.offset < state.next or item.offset in state.early:
             self.duplicates += 1
-            return []
+            return released
         if item.offset > state.next:
             state.early[item.offset] = item
+            self._held.add(item.channel)
             if state.waiting_since is None:
                 state.waiting_since = now
-            return []
-        return self._release(state, item)
+            return released
+        return released + self._release(item.channel, state, item)
 
     def expire(self, now: float) -> list[Rendered]:
-        """Skip the gaps that have waited ``wait`` seconds; return what that releases."""
+        """Skip the gaps that have waited ``wait`` seconds; return what that releases.
+
+        Looks only at the channels holding publications, not at every channel.
+        """
         released: list[Rendered] = []
-        for state in self._channels.values():
+        for channel in list(self._held):
+            state = self._channels[channel]
             if state.waiting_since is not None and now - state.waiting_since >= self.wait:
-                self.gaps += 1
-                state.next = min(state.early)
-                released += self._release(state, state.early.pop(state.next))
+                released += self._skip_gap(channel, state)
         return released
 
     def waiting(self) -> int:
         """Publications held back now."""
-        return sum(len(state.early) for state in self._channels.values())
+        return sum(len(self._channels[channel].early) for channel in self._held)
 
-    def _release(self, state: _Channel, item: Rendered) -> list[Rendered]:
+    def _skip_gap(self, channel: str, state: _Channel) -> list[Rendered]:
+        if not state.early:
+            return []
+        self.gaps += 1
+        state.next = min(state.early)
+        return self._release(channel, state, state.early.pop(state.next))
+
+    def _release(self, channel: str, state: _Channel, item: Rendered) -> list[Rendered]:
         released = [item]
         state.next = item.offset + 1
         while state.next in state.early:
             released.append(state.early.pop(state.next))
             state.next += 1
-        state.waiting_since = None if not state.early else state.waiting_since
+        if not state.early:
+            state.waiting_since = None
+            self._held.discard(channel)
         return released
