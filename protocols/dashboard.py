@@ -7,7 +7,8 @@ interval. :class:`DashboardReporter` publishes one snapshot per interval on
 the operator-only channel :data:`CHANNEL` through this process's publisher
 (not through the stream: each process reports itself), so the dashboard
 page (``GET /dashboard``, ``protocols/static/``) draws live numbers pushed
-over its WebSocket, and backfills its charts with ``history``.
+over its WebSocket, and backfills its charts with ``history`` (the snapshots
+taken while someone watched: none are taken while nobody is subscribed).
 
 Snapshot (JSON object, one per interval)::
 
@@ -164,7 +165,8 @@ class ReporterStatistics:
 
 
 class DashboardReporter:
-    """Publishes a snapshot on :data:`CHANNEL` every ``interval`` seconds.
+    """Publishes a snapshot on :data:`CHANNEL` every ``interval`` seconds while a session
+    of this process is subscribed to it.
 
     Args:
         publisher: this process's publisher (its ``system:`` channel).
@@ -193,8 +195,11 @@ class DashboardReporter:
         task_status.started(self)
         with self._scope:
             while True:
-                self._publisher.publish(CHANNEL, msgspec.json.encode(self._snapshots.take()))
-                self.published += 1
+                # Nobody watching: no snapshot (walking a tree of thousands of feed
+                # builders each second is not free); the next one's rates span the gap.
+                if self._publisher.subscribers(CHANNEL):
+                    self._publisher.publish(CHANNEL, msgspec.json.encode(self._snapshots.take()))
+                    self.published += 1
                 await trio.sleep(self.interval)
         self._state = "stopped"
 
