@@ -67,8 +67,7 @@ from protocols.app import AppConfig, create_app
 from protocols.dashboard import DashboardReporter, Snapshots, Sources
 from protocols.http import HttpServer
 from protocols.tokens import load_secret
-from protocols.ws import DEFAULT_MAX_CONNECTIONS, WebSocketGateway
-from protocols.ws_session import Limits
+from protocols.websocket import DEFAULT_MAX_CONNECTIONS, Limits, WebSocketGateway, pub_frame
 from stores.backends import (
     DEFAULT_STREAM_MAX_LENGTH,
     KeyValueBackend,
@@ -233,6 +232,7 @@ def build_tree(
         cache=key_value.cache,
         shared=key_value.shared,
         settings=options.realtime,
+        render=pub_frame,
         bus=bus,
         readers=pool,
     )
@@ -272,8 +272,7 @@ def build_tree(
             )
         ),
     )
-    http = HttpServer(app, host=options.host, port=options.port, on_stop=gateway.going_away)
-    http.config.websocket_max_message_size = options.ws_limits.max_frame_bytes
+    http = HttpServer(app, host=options.host, port=options.port, websocket=gateway)
     root = Supervisor(
         "root",
         [
@@ -454,12 +453,6 @@ def main() -> None:
     help="Bytes queued for one WebSocket client before it is closed as slow (4008).",
 )
 @click.option(
-    "--ws-coalesce",
-    default=64,
-    show_default=True,
-    help="Most publications sent together in one WebSocket frame.",
-)
-@click.option(
     "--stream-max-length",
     default=DEFAULT_STREAM_MAX_LENGTH,
     show_default=True,
@@ -492,7 +485,6 @@ def serve_command(
     history_size: int,
     ws_max_connections: int,
     ws_max_outbox_bytes: int,
-    ws_coalesce: int,
     stream_max_length: int,
     consumer: str | None,
 ) -> None:
@@ -518,7 +510,7 @@ def serve_command(
             history_size=history_size,
             consumer=consumer or default_consumer(),
         )
-        limits = Limits(max_outbox_bytes=ws_max_outbox_bytes, max_batch=ws_coalesce)
+        limits = Limits(max_outbox_bytes=ws_max_outbox_bytes)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     options = ServeOptions(

@@ -412,7 +412,6 @@ def running_server(scenario: Scenario, redis_url: str) -> Iterator[Server]:
     with tempfile.TemporaryDirectory(prefix="starling-bench-realtime-") as directory:
         command = [*starling_command(), "serve", "--port", str(port), "--data-dir", directory]
         command += ["--redis-url", redis_url, "--transformers", str(scenario.transformers)]
-        command += ["--ws-coalesce", str(scenario.ws_coalesce)]
         log_path = Path(directory) / "server.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=log, env=env)

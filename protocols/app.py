@@ -1,5 +1,6 @@
-"""The ASGI app: ``POST /rpc``, ``GET /health``, ``GET /metrics``, ``GET /ws`` (WebSocket),
-``GET /dashboard`` (the operators' live page) and ``GET /demo`` (the end-user page).
+"""The ASGI app: ``POST /rpc``, ``GET /health``, ``GET /metrics``, ``GET /dashboard`` (the
+operators' live page) and ``GET /demo`` (the end-user page). ``GET /ws`` is not
+here: the listener hands it to the WebSocket edge (:mod:`protocols.http`).
 
 Routing is Starlette's; the JSON-RPC codec is :mod:`protocols.jsonrpc`; the
 domain is reached only through the :class:`~protocols.api.Services` given.
@@ -7,7 +8,7 @@ domain is reached only through the :class:`~protocols.api.Services` given.
 Access to ``/rpc``: with an API key configured, ``Authorization: Bearer
 <key>`` (compared in constant time; 401 otherwise); without one, loopback
 clients only (403 otherwise). ``/ws`` authenticates each connection with
-its own token (:mod:`protocols.ws_session`), not the API key. The pages are
+its own token (:mod:`protocols.websocket.session`), not the API key. The pages are
 static files (``protocols/static/``, no build step); they get their
 WebSocket tokens from ``GET /dashboard/token`` (an operator's) and
 ``GET /demo/token?user=`` (a user's), which answer whoever ``/rpc`` answers.
@@ -34,7 +35,7 @@ from protocols.health import health_tree
 from protocols.jsonrpc import INVALID_REQUEST, JsonRpcError, encode
 from protocols.metrics import Metrics, RealtimeCollector
 from protocols.tokens import USER_ID, issue_token
-from protocols.ws import WebSocketGateway
+from protocols.websocket import WebSocketGateway
 
 MIB = 1 << 20
 JSON = "application/json"
@@ -147,7 +148,8 @@ def create_app(
     """Build the ASGI app over ``services``.
 
     Args:
-        websocket: serves ``GET /ws`` when given.
+        websocket: the WebSocket gateway whose figures ``/metrics`` reports (it
+            serves ``GET /ws`` beside the app, :class:`protocols.http.HttpServer`).
         secret: the token secret; when given, the pages and their token routes are served.
     """
     config = config or AppConfig()
@@ -214,8 +216,6 @@ def create_app(
     ]
     if secret is not None:
         routes += page_routes(secret, refuse)
-    if websocket is not None:
-        routes.append(websocket.route("/ws"))
     app = Starlette(routes=routes)
     app.state.metrics = metrics
     return app

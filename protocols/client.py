@@ -2,7 +2,7 @@
 
 Used by the command line (``starling tail``, ``starling replay``) and by
 benchmarks. It speaks the wire of :mod:`protocols.app` (``POST /rpc``) and of
-:mod:`protocols.ws_session` (``GET /ws``), and imports nothing of the server.
+:mod:`protocols.websocket.session` (``GET /ws``), and imports nothing of the server.
 
 HTTP::
 
@@ -41,7 +41,7 @@ Errors, as httpx draws them::
     └── ProtocolError    the server's reply is not JSON-RPC 2.0
 
 Close codes: RFC 6455 section 7.4 and the IANA registry; 4000-4999 are
-Starling's (:mod:`protocols.ws_session`).
+Starling's (:mod:`protocols.websocket.session`).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ RETRY_CODES: Final = frozenset(
 DEFAULT_BACKOFF: Final = Backoff(initial=0.5 * SECONDS, factor=2.0, maximum=10 * SECONDS)
 """Reconnect delays: 0.5 s, 1 s, 2 s … up to 10 s, less up to 20 % of jitter."""
 DEFAULT_PING_INTERVAL: Final = 20 * SECONDS
-"""Well under the server's 60 s idle timeout (``protocols.ws_session.Limits``)."""
+"""Well under the server's 60 s idle timeout (``protocols.websocket.session.Limits``)."""
 DEFAULT_PING_TIMEOUT: Final = 10 * SECONDS
 DEFAULT_CONNECT_TIMEOUT: Final = 10 * SECONDS
 DEFAULT_HTTP_TIMEOUT: Final = 30 * SECONDS
@@ -169,7 +169,8 @@ class RpcError(ClientError):
     """A JSON-RPC error reply (jsonrpc.org/specification section 5.1).
 
     Attributes:
-        code: the error code (``protocols.jsonrpc``, ``protocols.api``, ``protocols.ws_session``).
+        code: the error code (``protocols.jsonrpc``, ``protocols.api``,
+            ``protocols.websocket.session``).
         message: the error's short sentence.
         data: the error's ``data`` object (``{}`` when it has none).
     """

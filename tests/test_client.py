@@ -45,7 +45,7 @@ from protocols.client import (
 )
 from protocols.jsonrpc import MAX_BATCH
 from protocols.tokens import issue_token, load_secret, verify_token
-from protocols.ws_session import Limits
+from protocols.websocket.session import Limits
 from server import ServeOptions, Settings, main, serve
 from stores.backends import default_graph_url
 from supervisor import Backoff

@@ -37,7 +37,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 from actors.realtime.pipeline import Realtime, RealtimeSettings, realtime_subtree
 from actors.realtime.transform import GROUP, STREAM
 from protocols.tokens import issue_token, load_secret
-from protocols.ws_session import CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, KiB, Limits
+from protocols.websocket import pub_frame
+from protocols.websocket.session import CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, KiB, Limits
 from server import ServeOptions, Settings, serve
 from stores.backends import KeyValueBackend, default_graph_url, open_key_value
 from stores.cache import Cache
@@ -63,13 +64,17 @@ def backend_url(request: pytest.FixtureRequest) -> str:
 
 @dataclass(eq=False)
 class Collector:
-    """A subscriber that keeps every offer: ``(channel, offset, data)``."""
+    """A subscriber that keeps every offer: ``(channel, offset, data)``, read from the frame."""
 
     got: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
     subscriptions: frozenset[str] = frozenset()
 
-    def offer(self, channel: str, offset: int, data: bytes, /) -> bool:
-        self.got.append((channel, offset, json.loads(data)))
+    def offer(self, channel: str, offset: int, frame: bytes, /) -> bool:
+        length = frame[1]  # an unmasked server frame: 2, 4 or 10 header bytes (RFC 6455 5.2)
+        payload = frame[2:] if length < 126 else frame[4:] if length == 126 else frame[10:]
+        params = json.loads(payload)["params"]
+        assert (params["channel"], params["offset"]) == (channel, offset)
+        self.got.append((channel, offset, params["data"]))
         return True
 
     def statistics(self) -> SimpleNamespace:
@@ -111,6 +116,7 @@ async def subtree(
         cache=kv.cache if cache is None else cache,
         shared=kv.shared,
         settings=settings,
+        render=pub_frame,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
@@ -254,7 +260,7 @@ async def test_publish_times_out_with_its_own_bound(
     kv = open_key_value("memory://")
     _, realtime = realtime_subtree(
         stream=kv.stream, pubsub=kv.pubsub, sequencer=kv.sequencer, cache=kv.cache,
-        shared=False, settings=quick(publish_timeout=0.2),
+        shared=False, settings=quick(publish_timeout=0.2), render=pub_frame,
     )  # fmt: skip
     with pytest.raises(PublishTimeout) as slow:
         await realtime.publish("post:1", {"n": 1})

@@ -1,8 +1,9 @@
-"""``GET /ws`` end to end: real trio-websocket clients, a real hypercorn server, the real publisher.
+"""``GET /ws`` end to end: real WebSocket clients, the real listener and edge, the real publisher.
 
-Each test starts hypercorn (``protocols.http.HttpServer``) on 127.0.0.1, port
-0, serving a Starlette app that holds only the WebSocket route, with a
-:class:`actors.realtime.Publisher` over a real ``Histories`` as the hub.
+Each test starts the ``api`` listener (``protocols.http.HttpServer``) on
+127.0.0.1, port 0, with an empty Starlette app for HTTP and the WebSocket
+gateway for ``/ws``, and a :class:`actors.realtime.Publisher` over a real
+``Histories`` as the hub.
 The session's clocks are the wall clock (token ``exp``), so the timeouts
 tested here are real and short (auth timeout 0.5 s); every wait is bounded
 by ``trio.fail_after``.
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -26,8 +29,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 from actors.realtime import Histories, Publisher
 from protocols.http import HttpServer
 from protocols.tokens import issue_token
-from protocols.ws import CLOSE_TRY_AGAIN_LATER, WebSocketGateway
-from protocols.ws_session import (
+from protocols.websocket import CLOSE_TRY_AGAIN_LATER, WebSocketGateway, pub_frame, text_frame
+from protocols.websocket.session import (
     CLOSE_SLOW_CONSUMER,
     CLOSE_TOKEN_EXPIRED,
     CLOSE_TOO_BIG,
@@ -48,7 +51,7 @@ TIMEOUT = 10.0
 
 def make_publisher(*, size: int = 100) -> Publisher:
     epochs = (f"e{n}" for n in itertools.count(1))
-    return Publisher(Histories(size=size, epochs=lambda _channel: next(epochs)))
+    return Publisher(pub_frame, Histories(size=size, epochs=lambda _channel: next(epochs)))
 
 
 @asynccontextmanager
@@ -60,9 +63,8 @@ async def serving(
         publisher, SECRET, limits=limits, max_connections=max_connections, close_timeout=1.0
     )
     server = HttpServer(
-        Starlette(routes=[gateway.route("/ws")]), host="127.0.0.1", port=0, graceful_timeout=1.0
+        Starlette(routes=[]), host="127.0.0.1", port=0, graceful_timeout=1.0, websocket=gateway
     )
-    server.config.websocket_max_message_size = limits.max_frame_bytes
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         try:
@@ -98,11 +100,11 @@ async def result(ws: WebSocketConnection, method: str, params: Any = None) -> An
 
 
 def pubs(frame: str | bytes) -> list[dict[str, Any]]:
-    """The ``pub`` params in one frame: a bare notification or a coalesced array."""
+    """The ``pub`` params in one frame: one notification per frame."""
     decoded = json.loads(frame)
-    items = decoded if isinstance(decoded, list) else [decoded]
-    assert all(item.get("method") == "pub" for item in items), decoded
-    return [item["params"] for item in items]
+    assert isinstance(decoded, dict), decoded
+    assert decoded.get("method") == "pub", decoded
+    return [decoded["params"]]
 
 
 async def receive_pubs(ws: WebSocketConnection, count: int) -> list[dict[str, Any]]:
@@ -333,23 +335,23 @@ async def test_slow_client_is_closed_4008_while_fast_client_gets_everything() ->
 
 
 @pytest.mark.parametrize(
-    ("text", "reason"),
+    "text",
     [
-        # Hypercorn's websocket_max_message_size (set to max_frame_bytes) counts characters.
-        pytest.param("x" * (2 * KiB + 1), None, id="ascii-hypercorn"),
-        # Under the limit in characters, over it in UTF-8 bytes: the session closes.
-        pytest.param("é" * (KiB + 1), "message too big", id="multibyte-session"),
+        pytest.param("x" * (2 * KiB + 1), id="ascii"),
+        # Under the limit in characters, over it in UTF-8 bytes.
+        pytest.param("é" * (KiB + 1), id="multibyte"),
+        pytest.param("x" * (1024 * KiB), id="1-MiB"),
     ],
 )
-async def test_oversize_frame_closes_1009(text: str, reason: str | None) -> None:
-    """A frame over max_frame_bytes closes with 1009, whether hypercorn or the session catches it."""  # noqa: E501
+async def test_oversize_frame_closes_1009(text: str) -> None:
+    """A frame over max_frame_bytes UTF-8 bytes closes with 1009 "message too big"."""
     with trio.fail_after(TIMEOUT):
         async with (
             serving(make_publisher()) as (url, _),
             open_websocket_url(f"{url}?token={token()}") as ws,
         ):
             await ws.send_message(text)
-            assert await closed_with(ws) == (CLOSE_TOO_BIG, reason)
+            assert await closed_with(ws) == (CLOSE_TOO_BIG, "message too big")
 
 
 async def test_binary_frame_closes_1003() -> None:
@@ -376,3 +378,228 @@ async def test_connections_over_the_limit_are_closed_1013() -> None:
                 assert await result(third, "ping") == {}
             statistics = gateway.statistics()
             assert (statistics.accepted, statistics.refused, statistics.peak_open) == (2, 1, 1)
+
+
+# -- the owned-socket edge: bytes on the wire ------------------------------------------
+
+_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 section 1.3's sample key
+
+
+def upgrade_request(url: str, *, path: str | None = None) -> bytes:
+    """A WebSocket upgrade request for ``url`` (``ws://host:port/ws?…``), as bytes."""
+    target = path or url.split("/", 3)[3]
+    host = url.split("/")[2]
+    return (
+        f"GET /{target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+async def raw_connect(url: str, *, path: str | None = None) -> tuple[trio.SocketStream, bytes]:
+    """Open a TCP connection, send the upgrade; the stream and the bytes read past the answer."""
+    host, port = url.split("/")[2].split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(upgrade_request(url, path=path))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = await stream.receive_some()
+        assert chunk, head
+        head += chunk
+    answer, rest = head.split(b"\r\n\r\n", 1)
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    return stream, rest
+
+
+def client_frame(
+    payload: bytes, *, opcode: int = 0x1, fin: bool = True, mask: bool = True
+) -> bytes:
+    """A client frame (RFC 6455 section 5.2), masked with a fixed key unless ``mask`` is False."""
+    length = len(payload)
+    head = bytes((0x80 * fin | opcode,))
+    bit = 0x80 if mask else 0
+    if length < 126:
+        head += bytes((bit | length,))
+    elif length < 65_536:
+        head += bytes((bit | 126,)) + length.to_bytes(2, "big")
+    else:
+        head += bytes((bit | 127,)) + length.to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    key = b"\x01\x02\x03\x04"
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+async def read_exactly(stream: trio.SocketStream, count: int, buffered: bytes = b"") -> bytes:
+    data = buffered
+    while len(data) < count:
+        chunk = await stream.receive_some()
+        assert chunk, data
+        data += chunk
+    assert len(data) == count, (len(data), count)
+    return data
+
+
+async def test_subscribers_of_a_channel_receive_byte_identical_frames() -> None:
+    """Three subscribers of one channel read the very same bytes: one frame per publication, built once."""  # noqa: E501
+    publisher = make_publisher()
+    with trio.fail_after(TIMEOUT):
+        async with serving(publisher) as (url, _):
+            streams = []
+            for user in ("a", "b", "c"):
+                stream, rest = await raw_connect(f"{url}?token={token(user)}")
+                assert rest == b""
+                subscribe = (
+                    b'{"jsonrpc":"2.0","id":1,"method":"subscribe","params":{"channel":"post:1"}}'
+                )
+                await stream.send_all(client_frame(subscribe))
+                streams.append(stream)
+            replies = [
+                b'{"jsonrpc":"2.0","result":{"channel":"post:1","offset":0,"epoch":"e1"},"id":1}'
+            ]
+            reply_frame = text_frame(replies[0])
+            for stream in streams:
+                assert await read_exactly(stream, len(reply_frame)) == reply_frame
+            data = [json.dumps({"n": n, "text": "é" * n}).encode() for n in range(5)]
+            for item in data:
+                publisher.publish("post:1", item)
+            expected = b"".join(pub_frame("post:1", n + 1, item) for n, item in enumerate(data))
+            got = [await read_exactly(stream, len(expected)) for stream in streams]
+            assert got == [expected] * 3
+            for stream in streams:
+                await stream.aclose()
+
+
+async def test_messages_split_at_every_byte_are_assembled() -> None:
+    """A request sent one byte per write, and one fragmented into continuation frames, are both answered."""  # noqa: E501
+    with trio.fail_after(TIMEOUT):
+        async with serving(make_publisher()) as (url, _):
+            stream, _ = await raw_connect(f"{url}?token={token()}")
+            request = client_frame(b'{"jsonrpc":"2.0","id":7,"method":"ping"}')
+            for i in range(len(request)):
+                await stream.send_all(request[i : i + 1])
+            answer = b'{"jsonrpc":"2.0","result":{},"id":7}'
+            assert (
+                await read_exactly(stream, 2 + len(answer)) == bytes((0x81, len(answer))) + answer
+            )
+            first = client_frame(b'{"jsonrpc":"2.0",', fin=False)
+            second = client_frame(b'"id":8,"method":"ping"}', opcode=0x0)
+            await stream.send_all(first + second)
+            answer = b'{"jsonrpc":"2.0","result":{},"id":8}'
+            assert (
+                await read_exactly(stream, 2 + len(answer)) == bytes((0x81, len(answer))) + answer
+            )
+            await stream.aclose()
+
+
+async def test_ping_gets_pong_and_client_close_is_echoed() -> None:
+    """A WebSocket ping is answered with a pong of the same payload; the client's close is echoed and the socket closes."""  # noqa: E501
+    with trio.fail_after(TIMEOUT):
+        async with serving(make_publisher()) as (url, gateway):
+            stream, _ = await raw_connect(f"{url}?token={token()}")
+            await stream.send_all(client_frame(b"hi", opcode=0x9))
+            assert await read_exactly(stream, 4) == b"\x8a\x02hi"
+            await stream.send_all(client_frame((1000).to_bytes(2, "big") + b"bye", opcode=0x8))
+            echo = await read_exactly(stream, 7)
+            assert echo[:2] == b"\x88\x05"
+            assert (int.from_bytes(echo[2:4], "big"), echo[4:]) == (1000, b"bye")
+            assert await stream.receive_some() == b""  # the server closed the TCP connection
+            await trio.testing.wait_all_tasks_blocked(0.01)
+            assert gateway.statistics().open == 0
+
+
+async def test_an_unmasked_client_frame_closes_1002() -> None:
+    """A client frame without a mask violates RFC 6455 section 5.1: the server closes 1002."""
+    with trio.fail_after(TIMEOUT):
+        async with serving(make_publisher()) as (url, _):
+            stream, _ = await raw_connect(f"{url}?token={token()}")
+            await stream.send_all(
+                client_frame(b'{"jsonrpc":"2.0","id":1,"method":"ping"}', mask=False)
+            )
+            close = b""
+            while len(close) < 2 or len(close) < 2 + close[1]:
+                close += await stream.receive_some()
+            assert close[0] == 0x88
+            assert int.from_bytes(close[2:4], "big") == 1002
+            await stream.aclose()
+
+
+async def test_http_and_a_bad_upgrade_share_the_port() -> None:
+    """On the WebSocket port, HTTP requests reach the app (keep-alive), and ``GET /ws`` without an upgrade gets HTTP 400."""  # noqa: E501
+    with trio.fail_after(TIMEOUT):
+        async with serving(make_publisher()) as (url, _):
+            base = url.replace("ws://", "http://").removesuffix("/ws")
+            async with httpx.AsyncClient(base_url=base) as client:
+                for _ in range(3):
+                    assert (await client.get("/nothing-here")).status_code == 404
+                assert (await client.get("/wsx")).status_code == 404
+            host, port = base.split("/")[2].split(":")
+            stream = await trio.open_tcp_stream(host, int(port))
+            await stream.send_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += await stream.receive_some()
+            assert answer.startswith(b"HTTP/1.1 400"), answer
+            await stream.aclose()
+
+
+async def test_stopping_closes_every_connection_1001() -> None:
+    """Stopping the server sends every WebSocket client a 1001 "server shutting down" close."""
+    publisher = make_publisher()
+    gateway = WebSocketGateway(publisher, SECRET, limits=LIMITS, close_timeout=1.0)
+    server = HttpServer(
+        Starlette(routes=[]), host="127.0.0.1", port=0, graceful_timeout=1.0, websocket=gateway
+    )
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            url = server.binds[0].replace("http://", "ws://") + "/ws"
+            async with open_websocket_url(f"{url}?token={token()}") as ws:
+                await result(ws, "subscribe", {"channel": "post:1"})
+                server.request_stop()
+                assert await closed_with(ws) == (1001, "server shutting down")
+
+
+def _tasks() -> int:
+    """Tasks alive in this trio run."""
+    count, nurseries = 0, list(trio.lowlevel.current_root_task().child_nurseries)
+    while nurseries:
+        for task in nurseries.pop().child_tasks:
+            count += 1
+            nurseries += task.child_nurseries
+    return count
+
+
+async def test_ten_thousand_connections_leave_no_task_or_file_descriptor_behind() -> None:
+    """10,000 WebSocket connections opened (1,000 at a time, each answered) and closed leave the gateway with no connection, task or descriptor."""  # noqa: E501
+    publisher = make_publisher()
+    with trio.fail_after(120):
+        async with serving(publisher, max_connections=2_000) as (url, gateway):
+            await trio.testing.wait_all_tasks_blocked(0.01)
+            tasks, descriptors = _tasks(), len(os.listdir("/proc/self/fd"))
+            ping = client_frame(b'{"jsonrpc":"2.0","id":1,"method":"ping"}')
+            answer = b'{"jsonrpc":"2.0","result":{},"id":1}'
+
+            async def one(streams: list[trio.SocketStream]) -> None:
+                stream, rest = await raw_connect(f"{url}?token={token()}")
+                await stream.send_all(ping)
+                assert (
+                    await read_exactly(stream, 2 + len(answer), rest)
+                    == bytes((0x81, len(answer))) + answer
+                )
+                streams.append(stream)
+
+            for _ in range(10):
+                streams: list[trio.SocketStream] = []
+                async with trio.open_nursery() as nursery:
+                    for _ in range(1_000):
+                        nursery.start_soon(one, streams)
+                assert gateway.statistics().open == 1_000
+                for stream in streams:
+                    await stream.aclose()
+                await trio.testing.wait_all_tasks_blocked(0.05)
+                assert gateway.statistics().open == 0
+            await trio.testing.wait_all_tasks_blocked(0.01)
+            assert gateway.statistics().accepted == 10_000
+            assert _tasks() == tasks
+            assert len(os.listdir("/proc/self/fd")) == descriptors
+            assert publisher.statistics().subscribers == 0

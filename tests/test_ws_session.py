@@ -1,25 +1,30 @@
 """The WebSocket client protocol without sockets: auth, channels, recovery, outbox, limits.
 
 Every time is passed in explicitly (epoch seconds); the hub is a real
-:class:`actors.realtime.Histories` behind the :class:`protocols.ws_session.Hub`
-interface.
+:class:`actors.realtime.Histories` behind the :class:`protocols.websocket.session.Hub`
+interface. What a session writes is read back as a client reads it: wsproto's
+client-side frame parser over the bytes of :meth:`Session.data_to_send`.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from wsproto import ConnectionType
+from wsproto.connection import Connection as FrameParser
+from wsproto.events import TextMessage
 
 from actors.realtime import Histories, Position, Publication, Recovery
 from protocols.tokens import issue_token
-from protocols.ws_session import (
+from protocols.websocket.frames import pub_frame, pub_notification
+from protocols.websocket.session import (
     CLOSE_IDLE,
     CLOSE_SLOW_CONSUMER,
     CLOSE_TOKEN_EXPIRED,
@@ -30,7 +35,6 @@ from protocols.ws_session import (
     KiB,
     Limits,
     Session,
-    pub_notification,
 )
 
 SECRET = b"s" * 32
@@ -69,9 +73,60 @@ class MemoryHub:
 
     def publish(self, channel: str, data: Any) -> Publication:
         publication = self.histories.append(channel, json.dumps(data).encode(), self.now)
+        frame = pub_frame(channel, publication.offset, publication.data)
         for session in self.subscribers[channel]:
-            session.offer(channel, publication.offset, publication.data)
+            session.offer(channel, publication.offset, frame)
         return publication
+
+
+class Wire:
+    """The client's end of a session's output: bytes written, parsed by wsproto as a client."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.parser = FrameParser(ConnectionType.CLIENT)
+        self.messages: deque[bytes] = deque()
+        self.writes = 0
+        self.before_reply: list[Any] = []
+        self._parts: list[str] = []
+
+    def write(self, limit: int | None = None) -> int:
+        """Write the session's output as one socket write taking at most ``limit`` bytes."""
+        chunks = self.session.data_to_send()
+        data = b"".join(bytes(chunk) for chunk in chunks)[:limit]
+        if not data:
+            return 0
+        self.writes += 1
+        self.session.sent(len(data))
+        self.parser.receive_data(data)
+        for event in self.parser.events():
+            assert isinstance(event, TextMessage), event
+            self._parts.append(event.data)
+            if event.message_finished:
+                self.messages.append("".join(self._parts).encode())
+                self._parts.clear()
+        return len(data)
+
+    def take(self) -> bytes | None:
+        """The next whole text message the client has, writing the session's output if none."""
+        if not self.messages:
+            self.write()
+        return self.messages.popleft() if self.messages else None
+
+
+_wires: dict[Session, Wire] = {}
+
+
+def wire(session: Session) -> Wire:
+    """The one :class:`Wire` of ``session``."""
+    if session not in _wires:
+        _wires[session] = Wire(session)
+    return _wires[session]
+
+
+def take_frame(session: Session) -> bytes | None:
+    """The next text message ``session`` wrote, as the client reads it, or ``None``."""
+    return wire(session).take()
 
 
 def token(user: str = "alice", *, ttl: int = TTL, now: float = NOW) -> str:
@@ -94,22 +149,29 @@ def open_session(
 def frames(session: Session) -> list[Any]:
     """Every frame waiting, decoded."""
     out = []
-    while (frame := session.take_frame()) is not None:
+    while (frame := take_frame(session)) is not None:
         out.append(json.loads(frame))
     return out
 
 
 def call(session: Session, method: str, params: Any = None, *, now: float = NOW) -> Any:
-    """Send one request with id 1 and return its decoded reply: the next frame, as replies go first."""  # noqa: E501
+    """Send one request with id 1 and return its decoded reply.
+
+    Frames queued ahead of the reply (pushes) are read first and kept in
+    ``wire(session).before_reply``.
+    """
     message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": 1}
     if params is not None:
         message["params"] = params
     session.receive_text(json.dumps(message), now)
-    frame = session.take_frame()
-    assert frame is not None
-    reply = json.loads(frame)
-    assert reply["id"] == 1
-    return reply
+    client = wire(session)
+    client.before_reply = []
+    while (frame := take_frame(session)) is not None:
+        reply = json.loads(frame)
+        if isinstance(reply, dict) and reply.get("id") == 1:
+            return reply
+        client.before_reply.append(reply)
+    raise AssertionError("no reply")
 
 
 def result(session: Session, method: str, params: Any = None, *, now: float = NOW) -> Any:
@@ -218,7 +280,7 @@ def test_bad_token_at_connect_time_closes_at_once() -> None:
 
     assert invalid.close_reason(NOW) == (CLOSE_UNAUTHENTICATED, "invalid token")
     assert expired.close_reason(NOW) == (CLOSE_TOKEN_EXPIRED, "token expired")
-    assert invalid.take_frame() is None
+    assert take_frame(invalid) is None
 
 
 def test_token_expiry_closes_4003() -> None:
@@ -316,13 +378,14 @@ def test_subscribing_twice_is_idempotent() -> None:
     again = result(session, "subscribe", {"channel": "post:1"})
 
     assert first == {"channel": "post:1", "offset": 0, "epoch": "e1"}
-    assert again == {"channel": "post:1", "offset": 1, "epoch": "e1"}
+    assert again == {"channel": "post:1", "offset": 2, "epoch": "e1"}
     assert session.subscriptions == {"post:1"}
-    assert [pubs(f) for f in frames(session)] == [[("post:1", 2, {"n": 2})]]
+    assert [pubs(f) for f in wire(session).before_reply] == [[("post:1", 2, {"n": 2})]]
+    assert frames(session) == []
 
 
 def test_subscribing_twice_with_since_recovers_up_to_what_was_delivered() -> None:
-    """A repeated subscribe with ``since`` replays only what the writer already took; the queue gives the rest."""  # noqa: E501
+    """A repeated subscribe with ``since`` recovers up to what precedes its reply; later pushes continue from there."""  # noqa: E501
     hub = MemoryHub()
     session = open_session(hub)
     result(session, "subscribe", {"channel": "post:1"})
@@ -336,8 +399,10 @@ def test_subscribing_twice_with_since_recovers_up_to_what_was_delivered() -> Non
     )
 
     assert again["recovered"] is True
-    assert [p["offset"] for p in again["publications"]] == [1, 2]
-    assert [pubs(f) for f in frames(session)] == [[("post:1", 3, {"n": 3})]]
+    assert [p["offset"] for p in again["publications"]] == [1, 2, 3]
+    assert again["offset"] == 3
+    hub.publish("post:1", {"n": 4})
+    assert [pubs(f) for f in frames(session)] == [[("post:1", 4, {"n": 4})]]
 
 
 def test_max_subscriptions() -> None:
@@ -354,8 +419,8 @@ def test_max_subscriptions() -> None:
     assert result(session, "subscribe", {"channel": "post:3"})["channel"] == "post:3"
 
 
-def test_unsubscribe_stops_delivery_and_drops_queued_publications() -> None:
-    """After ``unsubscribe`` the hub forgets the session and publications still queued for the channel are dropped."""  # noqa: E501
+def test_unsubscribe_stops_delivery_after_its_reply() -> None:
+    """Publications queued before ``unsubscribe`` precede its reply; none of that channel follow it, the others go on."""  # noqa: E501
     hub = MemoryHub()
     session = open_session(hub)
     result(session, "subscribe", {"channel": "post:1"})
@@ -365,12 +430,14 @@ def test_unsubscribe_stops_delivery_and_drops_queued_publications() -> None:
 
     assert result(session, "unsubscribe", {"channel": "post:1"}) == {}
     hub.publish("post:1", {"n": 2})
+    hub.publish("post:2", {"n": 2})
 
-    assert [pubs(f) for f in frames(session)] == [[("post:2", 1, {"n": 1})]]
+    assert [pubs(f) for f in wire(session).before_reply] == [
+        [("post:1", 1, {"n": 1})],
+        [("post:2", 1, {"n": 1})],
+    ]
+    assert [pubs(f) for f in frames(session)] == [[("post:2", 2, {"n": 2})]]
     assert session not in hub.subscribers["post:1"]
-    assert session.offer("post:1", 3, b"{}") is False
-    assert session.pending_bytes == 0
-    assert result(session, "unsubscribe", {"channel": "post:9"}) == {}
 
 
 def test_close_leaves_every_channel() -> None:
@@ -389,7 +456,7 @@ def test_close_leaves_every_channel() -> None:
 
     assert not hub.subscribers["post:1"]
     assert not hub.subscribers["user:alice"]
-    assert session.take_frame() is None
+    assert take_frame(session) is None
     assert session.close_reason(NOW) == (1000, "closed")
     assert woken == [], "the writer is gone: close() does not wake it"
 
@@ -544,8 +611,8 @@ def test_pub_frame_is_the_spliced_data_equal_to_json_dumps() -> None:
     data = {"text": 'héllo "there"', "n": [1, 2.5, None], "nested": {"ok": True}}
     rendered = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
-    assert session.offer("post:x.y@z", 12, rendered) is True
-    frame = session.take_frame()
+    assert session.offer("post:x.y@z", 12, pub_frame("post:x.y@z", 12, rendered)) is True
+    frame = take_frame(session)
 
     expected = {
         "jsonrpc": "2.0",
@@ -557,50 +624,81 @@ def test_pub_frame_is_the_spliced_data_equal_to_json_dumps() -> None:
     assert rendered in frame
 
 
-def test_pending_pushes_are_coalesced_into_one_array_frame() -> None:
-    """Three pending pushes go out as one JSON array frame of three notifications, in offset order."""  # noqa: E501
+@pytest.mark.parametrize("size", [0, 125, 126, 65_535, 65_536, 70_000])
+def test_pub_frames_of_every_header_size_parse(size: int) -> None:
+    """Frames with 7-bit, 16-bit and 64-bit payload lengths are read back whole by wsproto."""
+    session = open_session(limits=Limits(max_outbox_bytes=1 << 20))
+    result(session, "subscribe", {"channel": "post:1"})
+    rendered = json.dumps({"pad": "x" * size}).encode()
+
+    session.offer("post:1", 1, pub_frame("post:1", 1, rendered))
+
+    assert take_frame(session) == pub_notification("post:1", 1, rendered)
+
+
+def test_subscribers_of_a_channel_are_offered_the_same_frame_object() -> None:
+    """Every subscriber queues the publisher's one frame object: built once, never copied."""
+    hub = MemoryHub()
+    sessions = [open_session(hub) for _ in range(3)]
+    for session in sessions:
+        result(session, "subscribe", {"channel": "post:1"})
+    hub.publish("post:1", {"n": 1})
+
+    heads = [session.data_to_send()[0] for session in sessions]
+
+    assert all(head is heads[0] for head in heads)
+
+
+def test_pending_pushes_leave_in_one_write_one_frame_each() -> None:
+    """Three pending pushes go out in one write as three frames, one notification each, in offset order."""  # noqa: E501
     hub = MemoryHub()
     session = open_session(hub)
     result(session, "subscribe", {"channel": "post:1"})
     for n in range(1, 4):
         hub.publish("post:1", {"n": n})
+    client = wire(session)
+    writes = client.writes
 
-    frame = session.take_frame()
+    got = [json.loads(frame) for frame in iter(lambda: take_frame(session), None)]
 
-    assert frame is not None
-    assert frame.startswith(b"[")
-    assert pubs(json.loads(frame)) == [("post:1", n, {"n": n}) for n in (1, 2, 3)]
-    assert session.take_frame() is None
+    assert client.writes == writes + 1
+    assert [pubs(message) for message in got] == [[("post:1", n, {"n": n})] for n in (1, 2, 3)]
     assert session.pending_bytes == 0
 
 
-def test_more_than_max_batch_pushes_take_several_frames() -> None:
-    """Pushes beyond ``max_batch`` spill into further frames, order kept across them."""
+def test_one_write_takes_at_most_max_frames_buffers() -> None:
+    """``data_to_send`` gives at most ``max_frames`` buffers; the rest follow in order."""
     hub = MemoryHub(size=200)
-    session = open_session(hub, limits=Limits(max_batch=4))
+    session = open_session(hub)
     result(session, "subscribe", {"channel": "post:1"})
     for n in range(1, 11):
         hub.publish("post:1", {"n": n})
 
-    got = frames(session)
-
-    assert [len(frame) for frame in got[:2]] == [4, 4]
-    assert len(got[2]) == 2
-    assert [offset for frame in got for _, offset, _ in pubs(frame)] == list(range(1, 11))
+    assert len(session.data_to_send(max_frames=4)) == 4
+    offsets = [offset for frame in frames(session) for _, offset, _ in pubs(frame)]
+    assert offsets == list(range(1, 11))
 
 
-def test_a_single_pending_push_is_a_bare_object() -> None:
-    """A lone pending push is sent as one notification object, not an array of one."""
+@given(cuts=st.lists(st.integers(1, 97), min_size=1, max_size=40))
+def test_a_partial_write_resumes_exactly_where_it_stopped(cuts: list[int]) -> None:
+    """Writes cut at arbitrary byte counts deliver every frame whole, once, in order."""
     hub = MemoryHub()
     session = open_session(hub)
     result(session, "subscribe", {"channel": "post:1"})
-    hub.publish("post:1", {"n": 1})
+    for n in range(1, 8):
+        hub.publish("post:1", {"n": n, "pad": "é" * n})
+    client = wire(session)
 
-    assert isinstance(frames(session)[0], dict)
+    for cut in cuts:
+        client.write(cut)
+    got = frames(session)
+
+    assert [offset for frame in got for _, offset, _ in pubs(frame)] == list(range(1, 8))
+    assert session.pending_bytes == 0
 
 
-def test_replies_go_before_pending_pushes() -> None:
-    """A reply queued after pushes is taken first; the pushes follow."""
+def test_replies_and_pushes_keep_the_order_they_were_queued_in() -> None:
+    """A reply queued after pushes follows them: the outbox is one ordered byte stream."""
     hub = MemoryHub()
     session = open_session(hub)
     result(session, "subscribe", {"channel": "post:1"})
@@ -608,10 +706,10 @@ def test_replies_go_before_pending_pushes() -> None:
     hub.publish("post:1", {"n": 2})
     session.receive_text('{"jsonrpc":"2.0","method":"ping","id":"p"}', NOW)
 
-    reply, push = frames(session)
+    first, second, reply = frames(session)
 
+    assert [offset for _, offset, _ in pubs(first) + pubs(second)] == [1, 2]
     assert reply == {"jsonrpc": "2.0", "result": {}, "id": "p"}
-    assert [offset for _, offset, _ in pubs(push)] == [1, 2]
 
 
 def test_offers_for_channels_not_subscribed_are_refused() -> None:
@@ -619,7 +717,7 @@ def test_offers_for_channels_not_subscribed_are_refused() -> None:
     session = open_session()
 
     assert session.offer("post:1", 1, b"{}") is False
-    assert session.take_frame() is None
+    assert take_frame(session) is None
 
 
 def test_slow_consumer_closes_4008() -> None:
@@ -627,16 +725,32 @@ def test_slow_consumer_closes_4008() -> None:
     session = open_session(limits=Limits(max_outbox_bytes=1000))
     result(session, "subscribe", {"channel": "post:1"})
     data = b'{"pad":"' + b"x" * 300 + b'"}'
-    size = len(pub_notification("post:1", 1, data))
+    size = len(pub_frame("post:1", 1, data))
 
-    accepted = [session.offer("post:1", n, data) for n in range(1, 5)]
+    accepted = [session.offer("post:1", n, pub_frame("post:1", n, data)) for n in range(1, 5)]
 
     assert accepted == [True] * (1000 // size) + [False] * (4 - 1000 // size)
     assert session.close_reason(NOW) == (CLOSE_SLOW_CONSUMER, "slow consumer")
     assert session.offer("post:1", 5, b"{}") is False
-    assert session.take_frame() is None
+    assert take_frame(session) is None
     assert session.pending_bytes == 0
     assert session.statistics().peak_pending_bytes <= 1000
+
+
+def test_closing_finishes_a_frame_already_begun() -> None:
+    """A close keeps the rest of a partly written frame (so the close frame after it parses) and drops the frames not begun."""  # noqa: E501
+    hub = MemoryHub()
+    session = open_session(hub)
+    result(session, "subscribe", {"channel": "post:1"})
+    for n in range(1, 4):
+        hub.publish("post:1", {"n": n})
+    client = wire(session)
+    client.write(10)
+
+    session.going_away()
+
+    assert [offset for frame in frames(session) for _, offset, _ in pubs(frame)] == [1]
+    assert session.pending_bytes == 0
 
 
 def test_slow_consumer_affects_only_its_own_session() -> None:
@@ -649,29 +763,30 @@ def test_slow_consumer_affects_only_its_own_session() -> None:
 
     for n in range(1, 6):
         hub.publish("post:1", {"n": n, "pad": "x" * 50})
-        assert fast.take_frame() is not None
+        assert take_frame(fast) is not None
 
     assert slow.close_reason(NOW) == (CLOSE_SLOW_CONSUMER, "slow consumer")
     assert fast.close_reason(NOW) is None
 
 
-def test_on_ready_is_called_once_per_drain() -> None:
-    """``on_ready`` fires when output appears, not again until ``take_frame`` has returned None."""
+def test_on_ready_is_called_once_until_the_outbox_empties() -> None:
+    """``on_ready`` fires when output appears in an empty outbox, not again until a write emptied it."""  # noqa: E501
     calls = []
     session = Session(MemoryHub(), SECRET, NOW, token=token(), on_ready=lambda: calls.append(1))
     result(session, "subscribe", {"channel": "post:1"})
-    assert session.take_frame() is None
+    assert take_frame(session) is None
     calls.clear()
+    frame = pub_frame("post:1", 1, b"{}")
 
-    session.offer("post:1", 1, b"{}")
-    session.offer("post:1", 2, b"{}")
+    session.offer("post:1", 1, frame)
+    session.offer("post:1", 2, frame)
     assert len(calls) == 1
-    assert session.take_frame() is not None
-    session.offer("post:1", 3, b"{}")
+    wire(session).write(3)  # a partial write: the outbox is not empty
+    session.offer("post:1", 3, frame)
     assert len(calls) == 1
-    assert session.take_frame() is not None
-    assert session.take_frame() is None
-    session.offer("post:1", 4, b"{}")
+    wire(session).write()
+    assert session.pending_bytes == 0
+    session.offer("post:1", 4, frame)
     assert len(calls) == 2
 
 
@@ -692,7 +807,7 @@ def test_oversize_frame_closes_1009() -> None:
     assert fits.close_reason(NOW) is None
     assert frames(fits)[0]["result"] == {}
     assert too_big.close_reason(NOW) == (CLOSE_TOO_BIG, "message too big")
-    assert too_big.take_frame() is None
+    assert take_frame(too_big) is None
 
 
 @pytest.mark.parametrize("text", ['{"jsonrpc": "2.0", "method": "ping", ', "", '"\ud800"', "nul"])
@@ -808,7 +923,7 @@ def test_notifications_are_served_silently() -> None:
     )
     session.receive_text('{"jsonrpc":"2.0","method":"nope"}', NOW)
 
-    assert session.take_frame() is None
+    assert take_frame(session) is None
     assert session.subscriptions == {"post:1"}
 
 
@@ -839,7 +954,7 @@ def test_nothing_is_served_once_closing() -> None:
 
     session.receive_text('{"jsonrpc":"2.0","method":"ping","id":1}', NOW)
 
-    assert session.take_frame() is None
+    assert take_frame(session) is None
     assert session.deadline == float("-inf")
 
 
@@ -849,58 +964,50 @@ CHANNELS = ("post:a", "post:b", "user:alice")
 operations = st.lists(
     st.one_of(
         st.tuples(st.just("offer"), st.sampled_from(CHANNELS), st.integers(0, 120)),
-        st.tuples(st.just("take"), st.just(""), st.just(0)),
+        st.tuples(st.just("write"), st.just(""), st.integers(1, 400)),
     ),
     max_size=80,
 )
 
 
-@given(
-    ops=operations,
-    max_outbox_bytes=st.integers(150, 4000),
-    max_batch=st.integers(1, 5),
-)
+@given(ops=operations, max_outbox_bytes=st.integers(150, 4000))
 def test_every_offer_is_delivered_once_in_order_while_under_the_bound(
-    ops: list[tuple[str, str, int]], max_outbox_bytes: int, max_batch: int
+    ops: list[tuple[str, str, int]], max_outbox_bytes: int
 ) -> None:
-    """Any interleaving of offers and takes delivers each accepted publication exactly once, in order per channel, and refuses one only when it would overflow the outbox (then closing 4008)."""  # noqa: E501
-    limits = Limits(max_outbox_bytes=max_outbox_bytes, max_batch=max_batch)
-    session = open_session(limits=limits)
+    """Any interleaving of offers and partial writes delivers each accepted publication exactly once, in order per channel, and refuses one only when it would overflow the outbox (then closing 4008)."""  # noqa: E501
+    session = open_session(limits=Limits(max_outbox_bytes=max_outbox_bytes))
     for channel in CHANNELS:
         result(session, "subscribe", {"channel": channel})
+    client = wire(session)
     offsets = dict.fromkeys(CHANNELS, 0)
     accepted: dict[str, list[tuple[int, Any]]] = {channel: [] for channel in CHANNELS}
     received: dict[str, list[tuple[int, Any]]] = {channel: [] for channel in CHANNELS}
 
-    def take() -> bool:
-        frame = session.take_frame()
-        if frame is None:
-            return False
-        decoded = json.loads(frame)
-        assert not isinstance(decoded, list) or 2 <= len(decoded) <= max_batch
-        for channel, offset, data in pubs(decoded):
-            received[channel].append((offset, data))
-        return True
+    def read() -> None:
+        while client.messages:
+            for channel, offset, data in pubs(json.loads(client.messages.popleft())):
+                received[channel].append((offset, data))
 
-    for op, channel, pad in ops:
-        if op == "take":
-            take()
+    for op, channel, amount in ops:
+        if op == "write":
+            client.write(amount)
+            read()
             continue
         offsets[channel] += 1
-        data = {"o": offsets[channel], "pad": "x" * pad}
-        rendered = json.dumps(data).encode()
+        data = {"o": offsets[channel], "pad": "x" * amount}
+        frame = pub_frame(channel, offsets[channel], json.dumps(data).encode())
         was_open = session.close_reason(NOW) is None
-        fits = session.pending_bytes + len(pub_notification(channel, offsets[channel], rendered))
-        if session.offer(channel, offsets[channel], rendered):
+        fits = session.pending_bytes + len(frame)
+        if session.offer(channel, offsets[channel], frame):
             accepted[channel].append((offsets[channel], data))
         else:
             assert not was_open or fits > max_outbox_bytes, "refused while it fit the outbox"
             assert session.close_reason(NOW) == (CLOSE_SLOW_CONSUMER, "slow consumer")
         assert session.pending_bytes <= max_outbox_bytes
-    while take():
-        pass
+    while client.write():
+        read()
     closed = session.close_reason(NOW) is not None
     for channel in CHANNELS:
         got = received[channel]
-        # Closing drops what still waits: then a prefix of what was accepted arrived.
+        # Closing drops what was not begun: then a prefix of what was accepted arrived.
         assert got == (accepted[channel][: len(got)] if closed else accepted[channel])

@@ -10,7 +10,7 @@ from actors.realtime.history import (
     Recovery,
     new_epoch,
 )
-from actors.realtime.publisher import Publisher, PublisherStatistics, Subscriber
+from actors.realtime.publisher import Publisher, PublisherStatistics, Render, Subscriber
 
 __all__ = [
     "Channel",
@@ -23,6 +23,7 @@ __all__ = [
     "Publisher",
     "PublisherStatistics",
     "Recovery",
+    "Render",
     "Subscriber",
     "may_subscribe",
     "new_epoch",

@@ -52,7 +52,7 @@ from actors.realtime.bridge import RealtimeBridge
 from actors.realtime.history import DEFAULT_MAX_CHANNELS, DEFAULT_SIZE, Histories
 from actors.realtime.nozzle import Nozzle
 from actors.realtime.ordering import ReorderBuffer
-from actors.realtime.publisher import Publisher
+from actors.realtime.publisher import Publisher, Render
 from actors.realtime.transform import (
     STREAM,
     TOPIC,
@@ -490,6 +490,7 @@ def realtime_subtree(
     cache: Cache,
     shared: bool,
     settings: RealtimeSettings,
+    render: Render,
     bus: EventBus[SocialEvent] | None = None,
     readers: ReaderPool | None = None,
 ) -> tuple[Supervisor, Realtime]:
@@ -500,6 +501,8 @@ def realtime_subtree(
         shared: whether other processes share the backend (Redis): then batches
             cross processes by Pub/Sub and a relay feeds the publisher.
         settings: the knobs.
+        render: a publication as the sessions write it
+            (:func:`protocols.websocket.frames.pub_frame`), once per publication.
         bus, readers: the social event bus and readers, for the domain-event
             bridge; without them there is no bridge.
     """
@@ -509,7 +512,7 @@ def realtime_subtree(
         ttl=settings.history_ttl,
         epochs=sequencer.epoch,
     )
-    publisher = Publisher(histories)
+    publisher = Publisher(render, histories)
     receipts = Receipts()
     publisher_actor = PublisherActor(
         publisher, sequencer, receipts, reorder_wait=settings.reorder_wait

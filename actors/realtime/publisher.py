@@ -6,11 +6,18 @@ numbers it, or keeps the number the shared sequencer gave it) and offers the
 same bytes to every session of this process subscribed to the channel, in
 one synchronous step::
 
-    publish(channel, data)             ─▶ Histories.append ─┐
-    put(channel, offset, epoch, data)  ─▶ Histories.put    ─┴▶ each subscriber: session.offer(...)
-                                                                (it queues, then wakes its writer)
+    publish(channel, data)            ─▶ Histories.append ─┐
+    put(channel, offset, epoch, data) ─▶ Histories.put    ─┴▶ render(channel, offset, data), once
+                                                             ─▶ each subscriber: session.offer(…)
+                                                                (it queues the same bytes)
 
-It is the :class:`protocols.ws_session.Hub` the sessions call (``subscribe``,
+``render`` turns a publication into the bytes a subscriber's connection
+writes (:func:`protocols.websocket.frames.pub_frame`: the whole WebSocket
+frame). It runs once per publication that has local subscribers, never per
+subscriber: per delivery the publisher does one ``offer`` call, which is a
+dict lookup and a deque append in the session.
+
+It is the :class:`protocols.websocket.session.Hub` the sessions call (``subscribe``,
 ``unsubscribe``, ``position``, ``since``, ``latest``), typed here by the
 structural :class:`Subscriber` so that ``actors/`` does not import
 ``protocols/``.
@@ -57,7 +64,10 @@ import trio
 from actors.realtime.history import Histories, Position, Publication, Recovery
 
 SLOW_CONSUMER: Final = 4008
-"""The close code of a slow consumer (``protocols.ws_session.CLOSE_SLOW_CONSUMER``)."""
+"""The close code of a slow consumer (``protocols.websocket.session.CLOSE_SLOW_CONSUMER``)."""
+
+Render = Callable[[str, int, bytes], bytes]
+"""``render(channel, offset, data) -> bytes``: a publication as its subscribers receive it."""
 
 
 class _Closing(Protocol):
@@ -68,10 +78,10 @@ class _Closing(Protocol):
 
 
 class Subscriber(Protocol):
-    """What the publisher needs of a session (:class:`protocols.ws_session.Session` is one)."""
+    """What the publisher needs of a session (:class:`protocols.websocket.Session` is one)."""
 
-    def offer(self, channel: str, offset: int, data: bytes, /) -> bool:
-        """Queue one publication without blocking; ``False`` if refused (closing, slow)."""
+    def offer(self, channel: str, offset: int, frame: bytes, /) -> bool:
+        """Queue one rendered publication without blocking; ``False`` if refused (closing, slow)."""
         ...
 
     @property
@@ -108,6 +118,8 @@ class Publisher:
     """See the module docstring.
 
     Args:
+        render: a publication as its subscribers receive it (the module
+            docstring); called once per publication with local subscribers.
         histories: the channels' histories; a fresh :class:`Histories` with
             its defaults when ``None``.
         clock: seconds, never going backwards; the time of ``since`` and
@@ -116,10 +128,12 @@ class Publisher:
 
     def __init__(
         self,
+        render: Render,
         histories: Histories | None = None,
         *,
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
+        self.render = render
         self.histories = Histories() if histories is None else histories
         self._clock = clock
         self._subscribers: dict[str, set[Subscriber]] = {}
@@ -179,7 +193,7 @@ class Publisher:
             self._offer(channel, publication)
         return publication
 
-    # -- the Hub (protocols.ws_session.Hub) ---------------------------------------
+    # -- the Hub (protocols.websocket.session.Hub) ---------------------------------
 
     def subscribe(self, session: Subscriber, channel: str, /) -> Position:
         """Start offering ``channel``'s new publications to ``session``; its position now.
@@ -238,13 +252,13 @@ class Publisher:
         subscribers = self._subscribers.get(channel)
         if not subscribers:
             return
-        offset, data = publication.offset, publication.data
+        offset = publication.offset
+        frame = self.render(channel, offset, publication.data)
         refused: list[Subscriber] = []
         for subscriber in subscribers:
-            if subscriber.offer(channel, offset, data):
-                self._delivered += 1
-            else:
+            if not subscriber.offer(channel, offset, frame):
                 refused.append(subscriber)
+        self._delivered += len(subscribers) - len(refused)
         for subscriber in refused:
             self._drop(subscriber, channel)
 

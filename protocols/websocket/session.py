@@ -35,22 +35,26 @@ Client requests::
   :mod:`actors.realtime.history`. Its reply always precedes the channel's
   first ``pub``. Subscribing again to a subscribed channel changes nothing:
   the reply gives the offset of the newest publication of that channel
-  already handed to the writer (and recovers only up to it), so with the
-  ``pub`` frames that follow the client misses nothing and sees nothing twice.
+  queued for the socket, all of which precede the reply on the wire; with
+  ``since`` it recovers the publications after ``since`` up to that offset
+  (the client asked for them again), and the ``pub`` frames after the reply
+  continue from there: nothing missed, nothing pushed twice.
 - ``history`` with ``since`` gives the first ``limit`` publications after
   it (page forward from the last offset received); without, the newest
   ``limit``. Channel permissions are those of ``subscribe``; being
   subscribed is not needed.
-- ``unsubscribe`` of a channel not subscribed is ``{}`` too; publications of
-  the channel still queued are dropped.
+- ``unsubscribe`` of a channel not subscribed is ``{}`` too. Publications of
+  the channel queued before the request still go out, ahead of its reply;
+  none after it.
 - Params by name (an object) or by position (an array); unknown fields are
   refused. Requests without ``id`` are notifications: served, never answered.
 
-Server pushes: ``{"jsonrpc":"2.0","method":"pub","params":{"channel","offset","data"}}``.
-``data`` is a JSON object rendered once by the transformer; the session
-splices those bytes into the frame and never re-encodes them. When several
-pushes are pending they go out as one JSON array frame of at most
-``max_batch``; a single one as a bare object.
+Server pushes: ``{"jsonrpc":"2.0","method":"pub","params":{"channel","offset","data"}}``,
+one text frame per publication. ``data`` is a JSON object rendered once by
+the transformer; the publisher builds the whole frame once
+(:func:`protocols.websocket.frames.pub_frame`) and offers the same bytes to
+every subscriber, so the session queues them as they are. Frames waiting
+together leave in one write (several frames, one system call).
 
 Error replies (``error.code``; ``data`` is always an object)::
 
@@ -79,22 +83,29 @@ Close codes (RFC 6455 section 7.4; 4000-4999 are ours)::
     4003  token expired             now >= the token's exp (``?token=``, connect or refresh)
     4008  slow consumer             the outbox would exceed max_outbox_bytes
 
-Outbox: replies and pushes wait in one outbox bounded in bytes. What would
+Outbox: the session's output is wire bytes (whole WebSocket frames), in the
+order they were produced: replies, pushes, and the control frames the edge
+queues (pong, close). The edge asks :meth:`Session.data_to_send`, writes what
+the socket takes and reports it with :meth:`Session.sent`, so a partial write
+resumes exactly where it stopped. The outbox is bounded in bytes: what would
 overflow it is refused, and the session closes with 4008: the client
 reconnects and recovers with ``since``. It never blocks the hub and never
-drops a publication silently. Once a close is decided the outbox is dropped
-and :meth:`Session.take_frame` gives nothing more. Keep ``max_outbox_bytes``
-above the largest reply (a full ``history``: 100 × the largest payload).
+drops a publication silently. Once a close is decided, the frames not yet
+begun are dropped (a frame already partly written is finished, so the close
+frame that follows stays readable) and only control frames are queued. Keep
+``max_outbox_bytes`` above the largest reply (a full ``history``: 100 × the
+largest payload).
 
-Adapter sketch (trio-websocket; its ``max_message_size`` set to ``max_frame_bytes``)::
+Adapter sketch (the owned-socket edge, :mod:`protocols.websocket.edge`)::
 
-    session = Session(hub, secret, time.time(), token=token, on_ready=wake)
-    reader: for each message: session.receive_text(m, time.time())  (bytes: receive_bytes)
-    writer: on wake, while (frame := session.take_frame()) is not None:
-                await ws.send_message(frame.decode())      # str: a text frame
-            then if (reason := session.close_reason(time.time())): await ws.aclose(*reason)
-    timer:  sleep until session.deadline (wall clock), then check close_reason
-    pongs:  session.touch(time.time())
+    session = Session(hub, secret, time.time(), token=token, on_ready=mark_dirty)
+    reader:  for each client text message: session.receive_text(m, time.time())
+             (binary: receive_bytes; ping/pong: touch, and queue_control(pong))
+    flush:   n = sock.sendmsg(session.data_to_send()); session.sent(n)
+             (the rest waits for the socket to be writable)
+    timer:   at session.deadline (wall clock), check close_reason
+    close:   once close_reason is decided, queue_control(close frame), flush, wait
+             for the client's close, close the socket
     finally: session.close()                                # leaves every channel in the hub
 """
 
@@ -120,6 +131,7 @@ from protocols.jsonrpc import (
     decode_params,
 )
 from protocols.tokens import TokenExpired, TokenInvalid, verify_token
+from protocols.websocket.frames import text_frame
 
 SECONDS: Final = 1.0
 KiB: Final = 1024
@@ -133,6 +145,7 @@ UNRECOVERABLE_POSITION: Final = -32006
 
 CLOSE_NORMAL: Final = 1000
 CLOSE_IDLE: Final = 1001
+CLOSE_PROTOCOL_ERROR: Final = 1002
 CLOSE_UNSUPPORTED_DATA: Final = 1003
 CLOSE_TOO_BIG: Final = 1009
 CLOSE_UNAUTHENTICATED: Final = 4001
@@ -151,8 +164,8 @@ class Limits:
         auth_timeout: seconds a session may stay unauthenticated (close 4001).
         idle_timeout: seconds without a frame or a pong before close 1001.
         max_frame_bytes: largest client text frame, in UTF-8 bytes (close 1009).
-        max_outbox_bytes: most bytes of replies and pushes waiting (close 4008).
-        max_batch: most ``pub`` notifications coalesced into one frame.
+        max_outbox_bytes: most bytes of replies and pushes waiting for the socket
+            (close 4008).
         max_subscriptions: most channels subscribed at once (error -32005).
         max_batch_requests: most requests in one client batch (error -32600).
 
@@ -164,7 +177,6 @@ class Limits:
     idle_timeout: float = 60 * SECONDS
     max_frame_bytes: int = 64 * KiB
     max_outbox_bytes: int = 1 * MiB
-    max_batch: int = 64
     max_subscriptions: int = 100
     max_batch_requests: int = MAX_BATCH
 
@@ -298,45 +310,17 @@ _METHODS = frozenset({"connect", "subscribe", "unsubscribe", "history", "ping"})
 _OPEN_METHODS = frozenset({"connect", "ping"})
 _EMPTY = Empty()
 
-_PUB_HEAD = b'{"jsonrpc":"2.0","method":"pub","params":{"channel":'
-_PUB_OFFSET = b',"offset":'
-_PUB_DATA = b',"data":'
-_PUB_END = b"}}"
-_PUB_OVERHEAD = len(_PUB_DATA) + len(_PUB_END)
-
-
-def pub_notification(channel: str, offset: int, data: bytes) -> bytes:
-    """One ``pub`` notification, ``data`` spliced in as is (what a session sends).
-
-    Args:
-        channel: the channel name (its JSON encoding is spliced).
-        offset: the publication's offset.
-        data: the rendered JSON object.
-    """
-    head = _PUB_HEAD + _encoder.encode(channel) + _PUB_OFFSET
-    return b"".join((head, b"%d" % offset, _PUB_DATA, data, _PUB_END))
-
 
 class _Subscription:
-    """One subscribed channel: its frame prefix and how far the writer got."""
+    """One subscribed channel and how far its publications got."""
 
-    __slots__ = ("channel", "delivered", "epoch", "prefix")
+    __slots__ = ("channel", "delivered", "epoch")
 
     def __init__(self, channel: str, position: Position) -> None:
         self.channel = channel
         self.epoch = position.epoch
-        #: Offset of the newest publication handed to the writer, or the subscribe position.
+        #: Offset of the newest publication queued for the socket, or the subscribe position.
         self.delivered = position.offset
-        self.prefix = _PUB_HEAD + _encoder.encode(channel) + _PUB_OFFSET
-
-
-# A pending push: (subscription, offset, offset as ASCII digits, rendered data).
-_Push = tuple[_Subscription, int, bytes, bytes]
-
-
-def _push_size(push: _Push) -> int:
-    subscription, _, digits, data = push
-    return len(subscription.prefix) + len(digits) + len(data) + _PUB_OVERHEAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,11 +330,11 @@ class SessionStatistics:
     Attributes:
         user: the authenticated user, or ``None``.
         subscriptions: channels subscribed.
-        pending_frames: replies and pushes waiting in the outbox.
+        pending_frames: frames (or the rest of one) waiting for the socket.
         pending_bytes: their size, in bytes.
         peak_pending_bytes: the most bytes that ever waited.
-        frames_taken: frames handed to the writer.
-        pushes_taken: ``pub`` notifications handed to the writer.
+        frames_queued: frames queued since the start (replies, pushes, control).
+        pushes_queued: ``pub`` frames queued since the start.
         close: the close decided, ``(code, reason)``, or ``None``.
     """
 
@@ -359,8 +343,8 @@ class SessionStatistics:
     pending_frames: int
     pending_bytes: int
     peak_pending_bytes: int
-    frames_taken: int
-    pushes_taken: int
+    frames_queued: int
+    pushes_queued: int
     close: tuple[int, str] | None
 
 
@@ -434,28 +418,27 @@ class Session:
         token: the ``?token=`` of the upgrade request, if any. Expired: the
             session starts closed with 4003; invalid: 4001.
         limits: the tuning knobs.
-        on_ready: called when a frame becomes available or a close is decided,
-            once per drain: after it, call :meth:`take_frame` until it returns
-            ``None``, and it will be called again for the next one. It must
-            not call back into the session (``trio.Event.set`` or a
-            ``send_nowait`` on a channel of size 1 suit).
+        on_ready: called when output appears in an empty outbox or a close is
+            decided: once until the outbox is empty again (:meth:`sent`
+            consumed everything). It must not call back into the session (the
+            edge marks the connection for its next flush).
     """
 
     __slots__ = (
         "_close",
         "_expires_at",
-        "_frames_taken",
+        "_frames_queued",
         "_hub",
         "_last_seen",
         "_limits",
         "_on_ready",
         "_opened_at",
         "_operator",
+        "_out",
+        "_out_sent",
         "_peak_bytes",
         "_pending_bytes",
-        "_pushes",
-        "_pushes_taken",
-        "_replies",
+        "_pushes_queued",
         "_secret",
         "_signalled",
         "_subscriptions",
@@ -482,12 +465,12 @@ class Session:
         self._expires_at: int | None = None
         self._operator = False
         self._subscriptions: dict[str, _Subscription] = {}
-        self._replies: deque[bytes] = deque()
-        self._pushes: deque[_Push] = deque()
+        self._out: deque[bytes] = deque()
+        self._out_sent = 0
         self._pending_bytes = 0
         self._peak_bytes = 0
-        self._frames_taken = 0
-        self._pushes_taken = 0
+        self._frames_queued = 0
+        self._pushes_queued = 0
         self._signalled = False
         self._close: tuple[int, str] | None = None
         if token is not None:
@@ -519,8 +502,18 @@ class Session:
         return frozenset(self._subscriptions)
 
     @property
+    def limits(self) -> Limits:
+        """The session's knobs."""
+        return self._limits
+
+    @property
+    def closing(self) -> tuple[int, str] | None:
+        """The close decided so far, ``(code, reason)``, or ``None`` (time rules not checked)."""
+        return self._close
+
+    @property
     def pending_bytes(self) -> int:
-        """Bytes of replies and pushes waiting in the outbox."""
+        """Bytes of the outbox not yet written to the socket."""
         return self._pending_bytes
 
     @property
@@ -570,11 +563,11 @@ class Session:
         return SessionStatistics(
             user=self._user,
             subscriptions=len(self._subscriptions),
-            pending_frames=len(self._replies) + len(self._pushes),
+            pending_frames=len(self._out),
             pending_bytes=self._pending_bytes,
             peak_pending_bytes=self._peak_bytes,
-            frames_taken=self._frames_taken,
-            pushes_taken=self._pushes_taken,
+            frames_queued=self._frames_queued,
+            pushes_queued=self._pushes_queued,
             close=self._close,
         )
 
@@ -587,7 +580,7 @@ class Session:
     def receive_text(self, text: str, now: float) -> None:
         """Handle one client text frame: a request, a notification or a batch.
 
-        Replies are queued for :meth:`take_frame`. Malformed input gets an
+        Replies are queued in the outbox. Malformed input gets an
         error reply; a frame over ``max_frame_bytes`` closes with 1009.
         Ignored once a close is decided.
 
@@ -621,16 +614,19 @@ class Session:
         if self.close_reason(now) is None:
             self._decide_close(CLOSE_UNSUPPORTED_DATA, "binary frames not accepted")
 
-    def offer(self, channel: str, offset: int, data: bytes) -> bool:
+    def offer(self, channel: str, offset: int, frame: bytes) -> bool:
         """Queue one publication of a subscribed channel (called by the hub).
 
-        Never blocks. If the outbox would go over ``max_outbox_bytes``, the
-        publication is refused and the session decides to close with 4008.
+        Never blocks. Cost: a dict lookup and a deque append; the frame is
+        the publisher's shared bytes, not copied. If the outbox would go over
+        ``max_outbox_bytes``, the publication is refused and the session
+        decides to close with 4008.
 
         Args:
             channel: the channel name.
             offset: the publication's offset in the channel.
-            data: the rendered JSON object, spliced into the frame as is.
+            frame: the publication's whole WebSocket frame
+                (:func:`protocols.websocket.frames.pub_frame`), shared by every subscriber.
 
         Returns:
             ``True`` if queued; ``False`` if the session is closing, is not
@@ -641,48 +637,63 @@ class Session:
         subscription = self._subscriptions.get(channel)
         if subscription is None:
             return False
-        push = (subscription, offset, b"%d" % offset, data)
-        if not self._admit(_push_size(push)):
+        if not self._queue(frame):
             return False
-        self._pushes.append(push)
-        self._wake()
+        subscription.delivered = offset
+        self._pushes_queued += 1
         return True
+
+    def queue_control(self, frame: bytes) -> None:
+        """Queue a control frame built by the edge (a pong, the close frame), even when closing.
+
+        Not counted against ``max_outbox_bytes`` (they are a few bytes, and
+        the close frame must get out).
+        """
+        self._pending_bytes += len(frame)
+        self._out.append(frame)
+        self._frames_queued += 1
+        self._wake()
 
     # -- output -------------------------------------------------------------------
 
-    def take_frame(self) -> bytes | None:
-        """The next text frame to write, as UTF-8 JSON bytes, or ``None``.
+    def data_to_send(self, max_frames: int = 1024) -> list[bytes | memoryview]:
+        """The outbox's head, oldest first, for one vectored write (``socket.sendmsg``).
 
-        Replies go first, one per frame; then the pending pushes in the order
-        offered: one bare notification, or a JSON array of up to ``max_batch``.
-        ``None`` when nothing waits or a close is decided; then the next
-        ``on_ready`` announces the next frame.
+        The first item starts where the last write stopped. At most
+        ``max_frames`` items (the kernel's IOV_MAX is 1024). Report what the
+        socket took with :meth:`sent`.
         """
-        if self._close is not None or not (self._replies or self._pushes):
+        out = self._out
+        if not out:
+            return []
+        if len(out) <= max_frames:
+            chunks: list[bytes | memoryview] = list(out)
+        else:
+            chunks = [out[i] for i in range(max_frames)]
+        if self._out_sent:
+            chunks[0] = memoryview(chunks[0])[self._out_sent :]
+        return chunks
+
+    def sent(self, count: int) -> None:
+        """The socket took ``count`` bytes of :meth:`data_to_send`: drop them from the outbox.
+
+        Once the outbox is empty, the next output calls ``on_ready`` again.
+        """
+        if count <= 0:
+            return
+        self._pending_bytes -= count
+        out = self._out
+        count += self._out_sent
+        while out and count >= len(out[0]):
+            count -= len(out.popleft())
+        self._out_sent = count
+        if not out:
             self._signalled = False
-            return None
-        self._frames_taken += 1
-        if self._replies:
-            frame = self._replies.popleft()
-            self._pending_bytes -= len(frame)
-            return frame
-        pushes = self._pushes
-        count = min(len(pushes), self._limits.max_batch)
-        parts: list[bytes] = []
-        size = 0
-        for _ in range(count):
-            push = pushes.popleft()
-            subscription, offset, digits, data = push
-            parts += (b",", subscription.prefix, digits, _PUB_DATA, data, _PUB_END)
-            subscription.delivered = offset
-            size += _push_size(push)
-        self._pending_bytes -= size
-        self._pushes_taken += count
-        if count == 1:
-            return b"".join(parts[1:])
-        parts[0] = b"["
-        parts.append(b"]")
-        return b"".join(parts)
+
+    def fail(self, code: int, reason: str) -> None:
+        """The edge found the connection unusable (1002 a malformed frame, 1009 a message too
+        big while it was assembled): close with ``code``. Nothing if a close was decided."""
+        self._decide_close(code, reason)
 
     def going_away(self) -> None:
         """The server is stopping: close 1001 "server shutting down" (the client reconnects
@@ -712,9 +723,12 @@ class Session:
         if self._close is not None:
             return
         self._close = (code, reason)
-        self._replies.clear()
-        self._pushes.clear()
-        self._pending_bytes = 0
+        out = self._out
+        # Frames not yet begun go; one partly written is finished first.
+        while len(out) > (1 if self._out_sent else 0):
+            self._pending_bytes -= len(out.pop())
+        if not out:
+            self._signalled = False
         if wake:
             self._wake()
 
@@ -728,10 +742,17 @@ class Session:
         self._peak_bytes = max(self._peak_bytes, pending)
         return True
 
-    def _queue_reply(self, frame: bytes) -> None:
-        if self._admit(len(frame)):
-            self._replies.append(frame)
-            self._wake()
+    def _queue(self, frame: bytes) -> bool:
+        """Queue a data frame if it fits, or close 4008."""
+        if not self._admit(len(frame)):
+            return False
+        self._out.append(frame)
+        self._frames_queued += 1
+        self._wake()
+        return True
+
+    def _queue_reply(self, message: bytes) -> None:
+        self._queue(text_frame(message))
 
     def _answer_batch(self, batch: list[msgspec.Raw], now: float) -> Any:
         if not batch:
@@ -827,7 +848,7 @@ class Session:
         )
 
     def _resubscribe(self, subscription: _Subscription, since: Since | None) -> SubscribeResult:
-        """The idempotent reply: the position the writer reached, recovery up to it."""
+        """The idempotent reply: the position queued ahead of it, recovery up to it."""
         channel, delivered, epoch = subscription.channel, subscription.delivered, subscription.epoch
         if since is None:
             return SubscribeResult(channel, delivered, epoch)
@@ -851,12 +872,6 @@ class Session:
         if subscription is None:
             return _EMPTY
         self._hub.unsubscribe(self, params.channel)
-        if any(push[0] is subscription for push in self._pushes):
-            # Its queued publications go too: O(pending), and unsubscribing is rare.
-            self._pending_bytes -= sum(
-                _push_size(push) for push in self._pushes if push[0] is subscription
-            )
-            self._pushes = deque(push for push in self._pushes if push[0] is not subscription)
         return _EMPTY
 
     def _history(self, params: HistoryParams) -> HistoryResult:

@@ -1,0 +1,31 @@
+"""``GET /ws``: the WebSocket protocol (sans-I/O session), its frames, and the owned-socket edge.
+
+- :mod:`protocols.websocket.session` — the protocol rules, sans I/O (:class:`Session`);
+- :mod:`protocols.websocket.frames` — server frames built once and shared;
+- :mod:`protocols.websocket.edge` — one connection's I/O on a socket the edge owns;
+- :mod:`protocols.websocket.gateway` — admission, the shared flusher and timer, statistics.
+"""
+
+from protocols.websocket.frames import pub_frame, pub_notification, text_frame
+from protocols.websocket.gateway import (
+    CLOSE_TRY_AGAIN_LATER,
+    DEFAULT_MAX_CONNECTIONS,
+    GatewayStatistics,
+    WebSocketGateway,
+)
+from protocols.websocket.session import DEFAULT_LIMITS, Hub, Limits, Session, SessionStatistics
+
+__all__ = [
+    "CLOSE_TRY_AGAIN_LATER",
+    "DEFAULT_LIMITS",
+    "DEFAULT_MAX_CONNECTIONS",
+    "GatewayStatistics",
+    "Hub",
+    "Limits",
+    "Session",
+    "SessionStatistics",
+    "WebSocketGateway",
+    "pub_frame",
+    "pub_notification",
+    "text_frame",
+]

@@ -1,0 +1,330 @@
+"""``GET /ws``: the gateway that admits WebSocket connections and runs the edge's shared tasks.
+
+The HTTP listener (:class:`protocols.http.HttpServer`) hands the gateway
+every connection whose first request is ``GET /ws``; the gateway owns the
+socket from then on (:mod:`protocols.websocket.edge`)::
+
+    listener ─ GET /ws … ─▶ WebSocketGateway.serve(stream)
+                             handshake (wsproto), admission (max_connections → 1013),
+                             Session + Connection, then the connection's reader
+    gateway tasks (run)      flusher   writes every connection that got output since the
+                                       last pass: one system call each, after the publisher's
+                                       batch (the publisher marks, the flusher writes)
+                             timer     one deadline heap for every connection's auth, token
+                                       and idle limits and close timeouts (no task per timer)
+                             drains    one task per connection whose socket is full, only
+                                       while it is full
+
+Connections beyond ``max_connections`` get the handshake and then close
+1013 "try again later" (RFC 6455 section 7.4.2, the IANA close code
+registry), so that the client reads a reason rather than an HTTP error.
+A handshake must complete within ``handshake_timeout`` seconds; a request
+that is not a WebSocket upgrade gets HTTP 400 (wsproto's answer).
+
+permessage-deflate is not offered (compressing a shared frame per
+connection would cost what the edge saves) and TLS terminates at a proxy in
+front (docs/operations.md): the edge speaks plain ``ws://``.
+
+Stopping: :meth:`WebSocketGateway.going_away` closes every connection with
+1001 "server shutting down"; when :meth:`run` ends, connections still open
+are ended.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import socket
+import time
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qs, urlsplit
+
+import trio
+from wsproto import ConnectionType
+from wsproto.events import AcceptConnection, CloseConnection, RejectConnection, Request
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import RemoteProtocolError
+
+from protocols.websocket.edge import RECEIVE_BYTES, Connection
+from protocols.websocket.session import DEFAULT_LIMITS, Hub, Limits, Session
+
+SECONDS: Final = 1.0
+
+CLOSE_TRY_AGAIN_LATER: Final = 1013
+DEFAULT_MAX_CONNECTIONS: Final = 10_000
+DEFAULT_CLOSE_TIMEOUT: Final = 5 * SECONDS
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10 * SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatistics:
+    """A snapshot of a :class:`WebSocketGateway`.
+
+    Attributes:
+        open: connections being served now.
+        peak_open: the most ever served at once.
+        accepted: connections served since start.
+        refused: connections closed with 1013 because ``max_connections`` were open.
+        max_connections: the limit.
+        writes: socket writes (``send``/``sendmsg`` calls) since start.
+        draining: connections whose socket is full now (a drain task waits on each).
+        handshake_failures: upgrade requests refused or not completed in time.
+    """
+
+    open: int
+    peak_open: int
+    accepted: int
+    refused: int
+    max_connections: int
+    writes: int = 0
+    draining: int = 0
+    handshake_failures: int = 0
+
+
+class WebSocketGateway:
+    """Serves the WebSocket protocol of :mod:`protocols.websocket.session` on owned sockets.
+
+    One instance serves every connection. :meth:`run` must be running (the
+    ``api`` child runs it beside the listener) for :meth:`serve` to serve.
+    Use it from the trio thread that runs the server.
+
+    Args:
+        hub: the publisher (:class:`actors.realtime.Publisher`), called synchronously.
+        secret: the token secret (:func:`protocols.tokens.load_secret`).
+        limits: the sessions' knobs (the frame size, the outbox, the timeouts).
+        max_connections: most connections served at once; more are closed with 1013.
+        close_timeout: seconds the client has to answer the server's close frame.
+        handshake_timeout: seconds a client has to complete its upgrade request.
+
+    Raises:
+        ValueError: ``max_connections`` < 1, or a timeout not positive.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        secret: bytes,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+        if not (close_timeout > 0 and handshake_timeout > 0):
+            raise ValueError(
+                f"close_timeout and handshake_timeout must be > 0 seconds, "
+                f"got {close_timeout!r} and {handshake_timeout!r}"
+            )
+        self.hub = hub
+        self.limits = limits
+        self.max_connections = max_connections
+        self.close_timeout = close_timeout
+        self.handshake_timeout = handshake_timeout
+        self._secret = secret
+        self._connections: set[Connection] = set()
+        self._dirty: list[Connection] = []
+        self._flush_wanted = trio.Event()
+        self._deadlines: list[tuple[float, int, Connection]] = []
+        self._sequence = itertools.count()
+        self._timer = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
+        self._peak = 0
+        self._accepted = 0
+        self._refused = 0
+        self._handshake_failures = 0
+        self._draining = 0
+        #: Socket writes since start (the connections count them).
+        self.writes = 0
+
+    # -- the gateway's own tasks ------------------------------------------------------
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[WebSocketGateway] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the flusher, the timer and the drains until cancelled; then end every connection."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._flush_wanted = trio.Event()
+                nursery.start_soon(self._flusher)
+                nursery.start_soon(self._time)
+                task_status.started(self)
+        finally:
+            self._nursery = None
+            for connection in list(self._connections):
+                connection.abort()
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted = trio.Event()
+            dirty, self._dirty = self._dirty, []
+            for connection in dirty:
+                connection.flush()
+
+    async def _time(self) -> None:
+        heap = self._deadlines
+        while True:
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as self._timer:
+                await trio.sleep_forever()
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                at, _, connection = heapq.heappop(heap)
+                if connection.dead or at != connection.scheduled:
+                    continue  # ended, or a later entry replaced this one
+                connection.scheduled = math.inf
+                connection.on_deadline()
+                self.schedule(connection)
+
+    # -- called by the connections ------------------------------------------------------
+
+    def mark_dirty(self, connection: Connection) -> None:
+        """Write ``connection`` at the flusher's next pass (after the current batch)."""
+        self._dirty.append(connection)
+        self._flush_wanted.set()
+
+    def schedule(self, connection: Connection) -> None:
+        """Make sure the timer wakes by ``connection``'s deadline (one heap entry each)."""
+        if connection.dead:
+            return
+        at = connection.deadline()
+        if at < connection.scheduled:
+            connection.scheduled = at
+            heapq.heappush(self._deadlines, (at, next(self._sequence), connection))
+            if at < self._timer.deadline:
+                self._timer.deadline = at
+        elif len(self._deadlines) > 4 * len(self._connections) + 64:
+            self._compact()
+
+    def drain(self, connection: Connection) -> None:
+        """Start a task that writes ``connection``'s outbox as its socket takes it."""
+        if self._nursery is None:
+            connection.abort()
+            return
+        self._nursery.start_soon(self._drain, connection)
+
+    async def _drain(self, connection: Connection) -> None:
+        self._draining += 1
+        try:
+            await connection.drain()
+        finally:
+            self._draining -= 1
+
+    def _compact(self) -> None:
+        """Drop the heap entries of ended connections (they are skipped anyway)."""
+        self._deadlines = [e for e in self._deadlines if not e[2].dead and e[0] == e[2].scheduled]
+        heapq.heapify(self._deadlines)
+
+    # -- connections ------------------------------------------------------------------
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        """Serve one connection whose first request is ``GET /ws …``, until it ends.
+
+        Takes the socket out of ``stream`` (the edge writes it directly); always
+        closes it.
+        """
+        sock = socket.socket(fileno=stream.socket.detach())
+        sock.setblocking(False)
+        try:
+            await self._serve(sock)
+        finally:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
+
+    async def _serve(self, sock: socket.socket) -> None:
+        handshake = H11Handshake(ConnectionType.SERVER)
+        request = await self._receive_request(sock, handshake)
+        if request is None:
+            self._handshake_failures += 1
+            return
+        accept = handshake.send(AcceptConnection())
+        parser = handshake.connection
+        assert parser is not None  # set by the accept
+        if self._nursery is None or len(self._connections) >= self.max_connections:
+            self._refused += 1
+            goodbye = parser.send(CloseConnection(CLOSE_TRY_AGAIN_LATER, "try again later"))
+            await _send_all(sock, accept + goodbye)
+            return
+        await _send_all(sock, accept)
+        connection = Connection(sock, parser, self)
+        query = parse_qs(urlsplit(request.target).query)
+        tokens = query.get("token")
+        connection.session = Session(
+            self.hub,
+            self._secret,
+            time.time(),
+            token=tokens[0] if tokens else None,
+            limits=self.limits,
+            on_ready=connection.mark_dirty,
+        )
+        self._connections.add(connection)
+        self._accepted += 1
+        self._peak = max(self._peak, len(self._connections))
+        try:
+            await connection.read_until_closed()
+        finally:
+            connection.dead = True
+            self._connections.discard(connection)
+            connection.session.close()
+
+    async def _receive_request(
+        self, sock: socket.socket, handshake: H11Handshake
+    ) -> Request | None:
+        """The upgrade request, or ``None`` after answering a bad one (or timing out)."""
+        with trio.move_on_after(self.handshake_timeout):
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    data = sock.recv(RECEIVE_BYTES)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return None
+                try:
+                    handshake.receive_data(data or None)
+                    for event in handshake.events():
+                        if isinstance(event, Request):
+                            return event
+                except RemoteProtocolError as error:
+                    hint = error.event_hint
+                    if isinstance(hint, RejectConnection):
+                        await _send_all(sock, handshake.send(hint))
+                    return None
+                if not data:
+                    return None
+        return None
+
+    def going_away(self) -> None:
+        """Close every connection with 1001 "server shutting down" (call it when the server
+        stops, so clients read a close instead of a dropped connection)."""
+        for connection in list(self._connections):
+            connection.session.going_away()
+
+    def statistics(self) -> GatewayStatistics:
+        """A snapshot of the gateway's figures."""
+        return GatewayStatistics(
+            open=len(self._connections),
+            peak_open=self._peak,
+            accepted=self._accepted,
+            refused=self._refused,
+            max_connections=self.max_connections,
+            writes=self.writes,
+            draining=self._draining,
+            handshake_failures=self._handshake_failures,
+        )
+
+
+async def _send_all(sock: socket.socket, data: bytes) -> None:
+    """Write ``data`` (a handshake answer: small), waiting for the socket when it is full."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view) :]
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+        except OSError:
+            return
