@@ -10,7 +10,7 @@ VENV   ?= .venv
 DATA   ?= ../shared/data
 BIN     = $(VENV)/bin
 
-.PHONY: run test install install-test lint typecheck pytest bench-social bench-feeds clean
+.PHONY: run test install install-test lint typecheck pytest bench-social bench-feeds bench-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ bench-social: install
 
 bench-feeds: install
 	$(BIN)/starling bench feeds --source $(DATA)
+
+# The realtime benchmark's native load generator (starling bench realtime --clients native).
+bench-tools:
+	@command -v go >/dev/null || { echo "bench-tools needs Go >= 1.22: apt-get install golang-go (or https://go.dev/dl/)"; exit 1; }
+	cd bench/loadgen && go build -o starling-loadgen ./...
 
 clean:
 	rm -rf $(VENV) starling-data tests/neo4j_server/target

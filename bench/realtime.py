@@ -47,6 +47,30 @@ loss, a dropped connection, or fewer than 95% of the events entering), then
 bisects between the last pass and the first miss; the knee is the highest
 rate that passed; the budget rate is then measured too if the search did
 not reach it. With ``--repeat N`` every figure is the median of N runs.
+
+Clients (``--clients``): ``native`` is the Go load generator of
+``bench/loadgen`` (``make bench-tools``; :mod:`bench.realtime_native`), one
+process holding every subscriber and the producer, the default once built;
+``python`` is the trio subscribers and producer above. With native clients
+the parent still starts redis-server and ``starling serve`` and samples CPU
+over the window; ``client_cpu_pct`` is then the loadgen's, producer
+included (``producer_cpu_pct`` is empty), and ``out_of_order`` also counts
+reordered ``seq``s within a channel (``offset_order_violations`` the same
+by ``offset``). Both fill ``server_cpu_us_per_delivery``: the server's CPU
+over the window per ``pub`` received in it.
+
+Scenarios (``--scenario``)::
+
+    fanout  the budget above: 1,000 subscribers on 200 channels, 20,000 events/s
+    hot     10,000 subscribers on 10 channels, 10 events/s per channel
+    idle    10,000 connections subscribe (256 handshakes at once) and stay idle
+    storm   10,000 connections subscribe all at once, as after a restart
+
+``idle`` and ``storm`` need the native clients. They report how long the
+connections took to be subscribed (per client p50/p99, and the whole), the
+errors and retries, and the server's memory per connection: its VmRSS
+(/proc/<pid>/status) before the loadgen starts and while the connections are
+held, the difference over the connections held.
 """
 
 from __future__ import annotations
@@ -64,8 +88,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal
@@ -77,6 +101,7 @@ import redis
 import trio
 from hdrh.histogram import HdrHistogram
 from rich.console import Console
+from rich.markup import escape
 from trio_websocket import (
     ConnectionClosed,
     HandshakeError,
@@ -84,11 +109,13 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from bench.realtime_native import Loadgen, LoadgenPlan, Workload, loadgen_binary, rss_bytes
 from bench.report import print_table, write_json
 from protocols.jsonrpc import MAX_BATCH
 from protocols.tokens import issue_token
 
 Backend = Literal["memory", "redis"]
+Clients = Literal["native", "python"]
 
 BUDGET_RATE = 20_000
 """Events per second entering the stream."""
@@ -125,6 +152,22 @@ LOWEST_US, HIGHEST_US, DIGITS = 1, 60_000_000, 3
 SECRET = "starling-bench-realtime-secret-0123456789"
 """The token secret of the server and the clients (``STARLING_SECRET``), 32+ bytes."""
 
+WORKLOADS: dict[Workload, tuple[int, int, int]] = {
+    "fanout": (BUDGET_SUBSCRIBERS, BUDGET_CHANNELS, BUDGET_RATE),
+    "hot": (10_000, 10, 100),
+    "idle": (10_000, 200, 0),
+    "storm": (10_000, 200, 0),
+}
+"""Each ``--scenario``'s default (subscribers, channels, events/s); hot: 10 events/s per channel."""
+CONNECTION_WORKLOADS = frozenset({"idle", "storm"})
+"""The scenarios without a producer: connections only."""
+HOLD_SECONDS: dict[Workload, float] = {"idle": 5.0, "storm": 2.0}
+"""How long idle and storm hold their connections before closing them."""
+NATIVE_READY_TIMEOUT = 900.0
+"""Seconds the loadgen may take to connect and subscribe everyone (a storm retries)."""
+MAX_CONNECTIONS_HEADROOM = 100
+"""``--ws-max-connections`` is at least the subscribers plus this."""
+
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
@@ -132,7 +175,7 @@ class Scenario:
 
     Attributes:
         backend: ``memory`` (in-process stream) or ``redis``.
-        rate: events per second the producer aims at.
+        rate: events per second the producer aims at (idle, storm: none, 0).
         subscribers: WebSocket subscribers; subscriber ``i`` reads channel ``i % channels``.
         channels: channels ``post:bench-0`` .. ``post:bench-<channels - 1>``.
         duration: seconds measured.
@@ -140,7 +183,11 @@ class Scenario:
         drain: longest wait, seconds, for the last deliveries after the producer stopped.
         client_processes: subscriber processes.
         transformers: the server's ``--transformers``.
-        ws_coalesce: the server's ``--ws-coalesce``.
+        clients: ``native`` (the Go loadgen) or ``python`` (trio processes).
+        workload: the ``--scenario``: ``fanout``, ``hot``, ``idle``, ``storm``.
+        hold: idle/storm: seconds the connections are held; ``None``: :data:`HOLD_SECONDS`.
+        publish_many: native, memory backend: ``realtime.publish_many`` calls.
+        dial_concurrency: native: handshakes at once; ``None``: 256 (storm: all).
     """
 
     backend: Backend
@@ -152,15 +199,25 @@ class Scenario:
     drain: float = 5.0
     client_processes: int = 2
     transformers: int = 1
-    ws_coalesce: int = 64
+    clients: Clients = "python"
+    workload: Workload = "fanout"
+    hold: float | None = None
+    publish_many: bool = False
+    dial_concurrency: int | None = None
 
     def __post_init__(self) -> None:
-        if self.rate < 1 or self.subscribers < 1 or self.channels < 1:
-            raise ValueError("rate, subscribers and channels must be >= 1")
+        if self.clients == "python" and self.workload in CONNECTION_WORKLOADS:
+            raise ValueError(f"the {self.workload} scenario needs the native clients")
+        if self.subscribers < 1 or self.channels < 1:
+            raise ValueError("subscribers and channels must be >= 1")
+        if self.rate < 1 and self.workload not in CONNECTION_WORKLOADS:
+            raise ValueError("rate must be >= 1 event/s")
         if self.client_processes < 1 or self.client_processes > self.subscribers:
             raise ValueError("client processes must be between 1 and the subscribers")
         if not (self.duration > 0 and self.warmup >= 0 and self.drain > 0):
             raise ValueError("duration and drain must be > 0 seconds, warmup >= 0")
+        if self.hold is not None and self.hold <= 0:
+            raise ValueError("hold must be > 0 seconds")
 
 
 def channel_name(index: int) -> str:
@@ -235,6 +292,7 @@ class ClientReport:
         received: distinct events received (the whole run).
         expected: events the subscribers should have received (the whole run).
         lost, duplicated: over the whole run.
+        out_of_order: pubs whose seq is below the highest seq their subscriber had seen.
         disconnects: connections the server closed.
         connect_errors: subscribers that could not connect or subscribe.
     """
@@ -247,6 +305,7 @@ class ClientReport:
     expected: int
     lost: int
     duplicated: int
+    out_of_order: int
     disconnects: int
     connect_errors: int
 
@@ -412,6 +471,8 @@ def running_server(scenario: Scenario, redis_url: str) -> Iterator[Server]:
     with tempfile.TemporaryDirectory(prefix="starling-bench-realtime-") as directory:
         command = [*starling_command(), "serve", "--port", str(port), "--data-dir", directory]
         command += ["--redis-url", redis_url, "--transformers", str(scenario.transformers)]
+        connections = max(10_000, scenario.subscribers + MAX_CONNECTIONS_HEADROOM)
+        command += ["--ws-max-connections", str(connections)]
         log_path = Path(directory) / "server.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
@@ -472,13 +533,24 @@ def paused_gc() -> Iterator[None]:
 class _Subscriber:
     """One WebSocket subscriber: connects, subscribes, then checks and times every ``pub``."""
 
-    __slots__ = ("channel", "closed", "duplicated", "received", "seen", "ws")
+    __slots__ = (
+        "channel",
+        "closed",
+        "duplicated",
+        "max_seq",
+        "out_of_order",
+        "received",
+        "seen",
+        "ws",
+    )
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
         self.seen = bytearray()
         self.received = 0
         self.duplicated = 0
+        self.max_seq = -1
+        self.out_of_order = 0
         self.closed = False
         self.ws: WebSocketConnection | None = None
 
@@ -590,6 +662,10 @@ class _ClientRun:
                 else:
                     seen[seq] = 1
                     subscriber.received += 1
+                    if seq < subscriber.max_seq:
+                        subscriber.out_of_order += 1
+                    else:
+                        subscriber.max_seq = seq
                 if window.start <= data.sent < window.end:
                     self.measured += 1
                     histogram.record_value(max(LOWEST_US, int((now - data.sent) * 1e6)))
@@ -623,6 +699,7 @@ class _ClientRun:
             expected=sum(wanted),
             lost=sum(max(0, w - s.received) for s, w in zip(self.subscribers, wanted, strict=True)),
             duplicated=sum(s.duplicated for s in self.subscribers),
+            out_of_order=sum(s.out_of_order for s in self.subscribers),
             disconnects=self.disconnects,
             connect_errors=self.connect_errors,
         )
@@ -886,26 +963,80 @@ def _spawn(children: list[_Child], name: str, target: Any, plan: Any) -> _Child:
     return children[-1]
 
 
-def run_once(scenario: Scenario, redis_url: str | None = None) -> dict[str, Any]:
+Log = Callable[[str], None]
+"""Where a run's progress lines go."""
+
+
+def _quiet(line: str) -> None:
+    """Drop a progress line."""
+
+
+def run_once(
+    scenario: Scenario, redis_url: str | None = None, *, log: Log = _quiet
+) -> dict[str, Any]:
     """One run (module docstring); its row of figures.
 
     Args:
         scenario: the settings.
         redis_url: an existing Redis (redis backend); ``None`` starts a private one.
+        log: where the native loadgen's progress lines go.
 
     Raises:
-        RuntimeError: a service or a child process failed.
+        RuntimeError: a service, a child process or the loadgen failed, or the
+            native clients are wanted but not built.
     """
-    run = f"{os.getpid()}-{time.time_ns()}"
+    if scenario.clients == "python":
+        return _run_python(scenario, redis_url)
+    if scenario.workload in CONNECTION_WORKLOADS:
+        return _run_connections(scenario, redis_url, log)
+    return _run_native(scenario, redis_url, log)
+
+
+def _services(
+    stack: contextlib.ExitStack, scenario: Scenario, redis_url: str | None
+) -> tuple[Server, str, int | None]:
+    """The stream (private redis-server unless given) and ``starling serve``, until ``stack`` ends.
+
+    Returns:
+        The server, the stream's URL, the private redis-server's pid (``None`` if not ours).
+    """
+    redis_pid: int | None = None
+    if scenario.backend == "memory":
+        store_url = "memory://"
+    elif redis_url is not None:
+        store_url = redis_url
+    else:
+        store_url, redis_pid = stack.enter_context(private_redis())
+    return stack.enter_context(running_server(scenario, store_url)), store_url, redis_pid
+
+
+def _cpu_sample(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds of each party so far, and the machine's busy seconds (``machine``)."""
+    sample = {party: sum(cpu_seconds(pid) for pid in group) for party, group in pids.items()}
+    sample["machine"] = machine_cpu_seconds()
+    return sample
+
+
+def _cpu_pct(
+    before: dict[str, float], after: dict[str, float], pids: dict[str, list[int]], seconds: float
+) -> dict[str, float | None]:
+    """Each party's CPU % of one core between two samples (``None``: no such process);
+    ``other``: what the rest of the machine used."""
+    cpu: dict[str, float | None] = {
+        party: 100 * (after[party] - before[party]) / seconds if pids.get(party, [0]) else None
+        for party in before
+    }
+    ours = sum(v for k, v in cpu.items() if k != "machine" and v is not None and not math.isnan(v))
+    machine = cpu["machine"]
+    cpu["other"] = None if machine is None else machine - ours
+    return cpu
+
+
+def _run_python(scenario: Scenario, redis_url: str | None) -> dict[str, Any]:
+    """One run with the Python subscriber processes and producer."""
+    run = _run_id()
     with contextlib.ExitStack() as stack:
-        redis_pid: int | None = None
-        if scenario.backend == "memory":
-            store_url = "memory://"
-        elif redis_url is not None:
-            store_url = redis_url
-        else:
-            store_url, redis_pid = stack.enter_context(private_redis())
-        server = stack.enter_context(running_server(scenario, store_url))
+        server, store_url, redis_pid = _services(stack, scenario, redis_url)
         children = stack.enter_context(_children())
         share, extra = divmod(scenario.subscribers, scenario.client_processes)
         first = 0
@@ -935,11 +1066,9 @@ def run_once(scenario: Scenario, redis_url: str | None = None) -> dict[str, Any]
             "redis": [redis_pid] if redis_pid is not None else [],
         }
         _wait_until(window.start)
-        cpu_before = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
-        cpu_before["machine"] = machine_cpu_seconds()
+        cpu_before = _cpu_sample(pids)
         _wait_until(window.end)
-        cpu_after = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
-        cpu_after["machine"] = machine_cpu_seconds()
+        cpu_after = _cpu_sample(pids)
         produced: ProducerReport = producer.receive("report", seconds + 60)
         expected = Expected(produced.per_channel, time.time() + scenario.drain)
         for client in clients:
@@ -948,15 +1077,168 @@ def run_once(scenario: Scenario, redis_url: str | None = None) -> dict[str, Any]
             client.receive("report", scenario.drain + 30) for client in clients
         ]
         stats = realtime_stats(server.url)
-    cpu = {
-        k: 100 * (cpu_after[k] - cpu_before[k]) / scenario.duration if pids.get(k, [0]) else None
-        for k in cpu_before
-    }
-    ours = sum(v for k, v in cpu.items() if k != "machine" and v is not None and not math.isnan(v))
-    cpu["other"] = None if cpu["machine"] is None else cpu["machine"] - ours
+    cpu = _cpu_pct(cpu_before, cpu_after, pids, scenario.duration)
     row = _row(scenario, produced, reports, cpu, stats, connected)
     row["connect_error"] = connect_error
     return row
+
+
+def _run_id() -> str:
+    """A run id (stamped in every event; pubs of other runs are ignored)."""
+    return f"{os.getpid()}-{time.time_ns()}"
+
+
+NOT_BUILT = "the native load generator is not built: run `make bench-tools` (needs Go >= 1.22)"
+
+
+def _loadgen_binary() -> Path:
+    """The built loadgen.
+
+    Raises:
+        RuntimeError: it is not built.
+    """
+    binary = loadgen_binary()
+    if binary is None:
+        raise RuntimeError(NOT_BUILT)
+    return binary
+
+
+def _run_native(scenario: Scenario, redis_url: str | None, log: Log) -> dict[str, Any]:
+    """One fanout/hot run with the Go loadgen: it subscribes, produces and checks; we sample CPU."""
+    binary = _loadgen_binary()
+    with contextlib.ExitStack() as stack:
+        server, store_url, redis_pid = _services(stack, scenario, redis_url)
+        memory = scenario.backend == "memory"
+        plan = LoadgenPlan(
+            workload=scenario.workload,
+            server=server.url,
+            secret=SECRET,
+            run=_run_id(),
+            subscribers=scenario.subscribers,
+            channels=scenario.channels,
+            rate=scenario.rate,
+            duration=scenario.duration,
+            warmup=scenario.warmup,
+            drain=scenario.drain,
+            producer="http" if memory else "redis",
+            redis_url=None if memory else store_url,
+            publish_many=scenario.publish_many,
+            dial_concurrency=scenario.dial_concurrency,
+        )
+        loadgen = stack.enter_context(Loadgen(plan, binary=binary, on_line=log))
+        loadgen.next_event("subscribed", NATIVE_READY_TIMEOUT)
+        announced = loadgen.next_event("window", READY_TIMEOUT)
+        window = Window(announced["start_ns"] / 1e9, announced["end_ns"] / 1e9)
+        pids = {
+            "server": [server.pid],
+            "client": [loadgen.pid],
+            "producer": [],  # in the loadgen
+            "redis": [redis_pid] if redis_pid is not None else [],
+        }
+        _wait_until(window.start)
+        cpu_before = _cpu_sample(pids)
+        _wait_until(window.end)
+        cpu_after = _cpu_sample(pids)
+        document = loadgen.report(scenario.drain + READY_TIMEOUT)
+        stats = realtime_stats(server.url)
+    cpu = _cpu_pct(cpu_before, cpu_after, pids, scenario.duration)
+    return _native_row(scenario, document, cpu, stats)
+
+
+HOLD_SAMPLE_SHARE = 0.8
+"""Idle/storm: the server's memory is read this far into the hold (before the loadgen closes)."""
+
+
+def _run_connections(scenario: Scenario, redis_url: str | None, log: Log) -> dict[str, Any]:
+    """One idle/storm run: the loadgen connects and holds; we read the server's memory and CPU."""
+    binary = _loadgen_binary()
+    hold = scenario.hold or HOLD_SECONDS[scenario.workload]
+    with contextlib.ExitStack() as stack:
+        server, _, _ = _services(stack, scenario, redis_url)
+        rss_before = rss_bytes(server.pid)
+        cpu_start = cpu_seconds(server.pid)
+        plan = LoadgenPlan(
+            workload=scenario.workload,
+            server=server.url,
+            secret=SECRET,
+            run=_run_id(),
+            subscribers=scenario.subscribers,
+            channels=scenario.channels,
+            hold=hold,
+            dial_concurrency=scenario.dial_concurrency,
+        )
+        loadgen = stack.enter_context(Loadgen(plan, binary=binary, on_line=log))
+        loadgen.next_event("subscribed", NATIVE_READY_TIMEOUT)
+        held_at = time.monotonic()
+        cpu_subscribed = cpu_seconds(server.pid)
+        time.sleep(hold * HOLD_SAMPLE_SHARE)
+        cpu_held = cpu_seconds(server.pid)
+        held_for = time.monotonic() - held_at
+        rss_after = rss_bytes(server.pid)
+        document = loadgen.report(hold + READY_TIMEOUT)
+    connect = document["connect"]
+    connected: int = connect["connected"]
+    per_client = connect["per_client_ms"] or {}
+    since_start = connect["since_start_ms"] or {}
+    connect_cpu = cpu_subscribed - cpu_start
+    rss_delta = None if rss_before is None or rss_after is None else rss_after - rss_before
+    row: dict[str, Any] = {
+        "scenario": scenario.workload,
+        "clients": "native",
+        "backend": scenario.backend,
+        "subscribers": scenario.subscribers,
+        "channels": scenario.channels,
+        "connected": connected,
+        "connect_errors": connect["connect_errors"],
+        "retries": connect["retries"],
+        "subscribe_s": connect["subscribe_s"],
+        "subscribed_per_s": connect["subscribed_per_s"],
+        "connect_p50_ms": per_client.get("p50"),
+        "connect_p99_ms": per_client.get("p99"),
+        "connect_max_ms": per_client.get("max"),
+        "ready_p50_ms": since_start.get("p50"),
+        "ready_p99_ms": since_start.get("p99"),
+        "server_rss_before_mb": _mib(rss_before),
+        "server_rss_after_mb": _mib(rss_after),
+        "server_rss_per_connection_kb": (
+            round(rss_delta / connected / 1024, 2) if rss_delta is not None and connected else None
+        ),
+        "server_connect_cpu_s": round(connect_cpu, 2),
+        "server_cpu_ms_per_connection": (
+            round(1000 * connect_cpu / connected, 3) if connected else None
+        ),
+        "server_idle_cpu_pct": _pct(100 * (cpu_held - cpu_subscribed) / held_for),
+        "client_cpu_s": round(document["cpu"]["user_s"] + document["cpu"]["sys_s"], 2),
+        "disconnects": document["disconnected"],
+        "disconnect_codes": document["disconnects"],
+        "error_kinds": connect["error_kinds"],
+        "retry_kinds": connect["retry_kinds"],
+        "connect_error": connect["first_error"] or None,
+    }
+    row["passed"] = connections_pass(row)
+    return row
+
+
+def _mib(size: int | None) -> float | None:
+    return None if size is None else round(size / 2**20, 1)
+
+
+def passes(row: dict[str, Any]) -> bool:
+    """A fanout/hot row is within the budget: p99 <= 25 ms, nothing lost, no
+    connection missing or dropped, >= 95% of the target rate entered."""
+    return bool(
+        row["p99_ms"] is not None
+        and row["p99_ms"] <= BUDGET_P99_MS
+        and row["lost"] == 0
+        and row["disconnects"] == 0
+        and row["connected"] == row["subscribers"]
+        and row["events_per_s"] >= MIN_RATE_SHARE * row["rate"]
+    )
+
+
+def connections_pass(row: dict[str, Any]) -> bool:
+    """An idle/storm row passes when every connection subscribed and none was dropped."""
+    return bool(row["connected"] == row["subscribers"] and row["disconnects"] == 0)
 
 
 def _row(
@@ -967,60 +1249,142 @@ def _row(
     stats: dict[str, Any],
     connected: int,
 ) -> dict[str, Any]:
+    """The row of a run with the Python clients."""
     histogram = new_histogram()
     for report in reports:
         histogram.decode_and_add(report.histogram)
     frames = sum(r.frames for r in reports)
     frame_messages = sum(r.frame_messages for r in reports)
-    lost, duplicated = sum(r.lost for r in reports), sum(r.duplicated for r in reports)
-    disconnects = sum(r.disconnects for r in reports)
     measured = int(histogram.get_total_count()) > 0
 
     def at(percentile: float) -> float | None:
         """A latency percentile in ms; ``None`` when nothing sent in the window arrived."""
         return _ms(histogram.get_value_at_percentile(percentile)) if measured else None
 
-    p99 = at(99.0)
-    events_per_s = produced.in_window / scenario.duration
-    passed = (
-        p99 is not None
-        and p99 <= BUDGET_P99_MS
-        and lost == 0
-        and disconnects == 0
-        and connected == scenario.subscribers
-        and events_per_s >= MIN_RATE_SHARE * scenario.rate
-    )
-    return {
+    row: dict[str, Any] = {
+        "scenario": scenario.workload,
+        "clients": "python",
         "backend": scenario.backend,
         "rate": scenario.rate,
         "subscribers": scenario.subscribers,
         "channels": scenario.channels,
-        "events_per_s": round(events_per_s, 1),
+        "events_per_s": round(produced.in_window / scenario.duration, 1),
         "deliveries_per_s": round(sum(r.measured for r in reports) / scenario.duration, 1),
         "frames_per_s": round(frames / scenario.duration, 1),
         "messages_per_frame": round(frame_messages / frames, 2) if frames else 0.0,
         "p50_ms": at(50.0),
-        "p99_ms": p99,
+        "p99_ms": at(99.0),
         "p999_ms": at(99.9),
         "max_ms": _ms(histogram.get_max_value()) if measured else None,
-        "lost": lost,
-        "duplicated": duplicated,
-        "disconnects": disconnects,
+        "lost": sum(r.lost for r in reports),
+        "duplicated": sum(r.duplicated for r in reports),
+        "out_of_order": sum(r.out_of_order for r in reports),
+        "offset_order_violations": None,  # the Python clients do not check offsets
+        "disconnects": sum(r.disconnects for r in reports),
         "connected": connected,
         "events_total": produced.accepted,
+        "events_per_channel": list(produced.per_channel),
         "deliveries_total": sum(r.received for r in reports),
         "deliveries_expected": sum(r.expected for r in reports),
         "producer_errors": produced.errors,
         "producer_lag_ms": round(produced.max_lag_ms, 2),
+        **_cpu_columns(cpu, scenario.duration, frame_messages),
+        **_server_columns(stats),
+    }
+    row["passed"] = passes(row)
+    return row
+
+
+def _native_row(
+    scenario: Scenario,
+    document: dict[str, Any],
+    cpu: dict[str, float | None],
+    stats: dict[str, Any],
+) -> dict[str, Any]:
+    """The row of a fanout/hot run with the native clients, from the loadgen's report.
+
+    The report's shape is ``report`` in bench/loadgen/report.go.
+    """
+    producer, deliveries, frames = document["producer"], document["deliveries"], document["frames"]
+    latency: dict[str, Any] = document["latency_ms"] or {}
+    connect = document["connect"]
+    row: dict[str, Any] = {
+        "scenario": scenario.workload,
+        "clients": "native",
+        "backend": scenario.backend,
+        "rate": scenario.rate,
+        "subscribers": scenario.subscribers,
+        "channels": scenario.channels,
+        "events_per_s": round(producer["in_window"] / scenario.duration, 1),
+        "deliveries_per_s": deliveries["window_per_s"],
+        "frames_per_s": frames["window_per_s"],
+        "messages_per_frame": frames["messages_per_frame"],
+        "p50_ms": latency.get("p50"),
+        "p99_ms": latency.get("p99"),
+        "p999_ms": latency.get("p999"),
+        "max_ms": latency.get("max"),
+        "lost": deliveries["lost"],
+        "duplicated": deliveries["duplicated"],
+        "out_of_order": deliveries["out_of_order"],
+        "offset_order_violations": deliveries["offset_order_violations"],
+        "disconnects": document["disconnected"],
+        "disconnect_codes": document["disconnects"],
+        "connected": connect["connected"],
+        "events_total": producer["events"],
+        "events_per_channel": producer["per_channel"],
+        "deliveries_total": deliveries["received"],
+        "deliveries_expected": deliveries["expected"],
+        "producer_errors": producer["errors"],
+        "producer_lag_ms": producer["max_lag_ms"],
+        "producer_unsent": producer["unsent"],
+        "producer_mode": producer["mode"],
+        **_cpu_columns(cpu, scenario.duration, frames["messages_in_window"]),
+        **_server_columns(stats),
+        "connect_error": connect["first_error"] or producer["first_error"] or None,
+    }
+    row["passed"] = passes(row)
+    return row
+
+
+def _cpu_columns(cpu: dict[str, float | None], seconds: float, deliveries: int) -> dict[str, Any]:
+    """CPU % of one core per party over the window, and µs of CPU per delivery
+    (``deliveries``: the ``pub``s received in the window) of the server and of
+    the load generators (subscribers and producer together)."""
+    load = [v for k, v in cpu.items() if k in ("client", "producer") and v is not None]
+    return {
         "server_cpu_pct": _pct(cpu["server"]),
         "client_cpu_pct": _pct(cpu["client"]),
         "producer_cpu_pct": _pct(cpu["producer"]),
         "redis_cpu_pct": _pct(cpu["redis"]),
         "other_cpu_pct": _pct(cpu["other"]),
+        "server_cpu_us_per_delivery": _per_delivery(cpu["server"], seconds, deliveries),
+        "client_cpu_us_per_delivery": _per_delivery(
+            sum(load) if load else None, seconds, deliveries
+        ),
+    }
+
+
+def _per_delivery(pct: float | None, seconds: float, deliveries: int) -> float | None:
+    """µs of CPU per delivery: ``pct`` % of a core for ``seconds``, over ``deliveries``."""
+    if pct is None or math.isnan(pct) or deliveries <= 0:
+        return None
+    return round(pct / 100 * seconds * 1e6 / deliveries, 1)
+
+
+def _server_columns(stats: dict[str, Any]) -> dict[str, Any]:
+    """The server's own counters (``system.stats``), ``None`` where it has none.
+
+    ``server_publish_p99_ms``: its stream-to-publisher latency (the last 10-20 s),
+    the part of the end-to-end latency spent before the WebSocket edge.
+    """
+    latency = stats.get("latency_ms")
+    return {
+        "server_publish_p99_ms": latency.get("p99") if isinstance(latency, dict) else None,
+        "server_published": stats.get("published"),
+        "server_delivered": stats.get("delivered"),
         "server_slow_disconnects": stats.get("slow_disconnects"),
         "server_reorder_gaps": stats.get("reorder_gaps"),
         "server_duplicates": stats.get("duplicates"),
-        "passed": passed,
     }
 
 
@@ -1035,34 +1399,47 @@ def _pct(value: float | None) -> float | None:
 # -- many runs: rates, repeats, the knee ------------------------------------------------
 
 
-NUMERIC_SKIP = frozenset({"backend", "rate", "subscribers", "channels", "passed", "connect_error"})
+IDENTITY_KEYS = ("scenario", "clients", "backend", "rate", "subscribers", "channels")
+"""What a row of medians copies from its first run."""
+NUMERIC_SKIP = frozenset({*IDENTITY_KEYS, "passed", "connect_error"})
+WORST_OF: dict[str, Callable[[Sequence[float]], float]] = {
+    "lost": max,
+    "duplicated": max,
+    "out_of_order": max,
+    "offset_order_violations": max,
+    "disconnects": max,
+    "connect_errors": max,
+    "connected": min,
+}
+"""Figures a row of medians takes from the worst run instead of the median."""
 
 
 def medians(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One row of the runs' medians (same backend and rate); ``passed`` if the median passes.
+    """One row of the runs' medians (same scenario, backend and rate); ``passed`` if it passes.
 
-    The median row passes when its p99 is within budget, enough events
-    entered, and *no* run lost an event or a connection.
+    Losses, duplicates, reorderings, dropped connections and connect errors
+    are the worst run's, ``connected`` the fewest: the row passes only if
+    *no* run lost an event or a connection. Figures that are not numbers
+    (per-channel counts, close codes) are left out.
     """
-    row: dict[str, Any] = {k: runs[0][k] for k in ("backend", "rate", "subscribers", "channels")}
+    row: dict[str, Any] = {k: runs[0][k] for k in IDENTITY_KEYS if k in runs[0]}
     row["runs"] = len(runs)
     for key in runs[0]:
         if key in NUMERIC_SKIP:
             continue
-        values = [r[key] for r in runs if r[key] is not None]
-        row[key] = statistics.median(values) if values else None
+        values = [r[key] for r in runs if _numeric(r.get(key))]
+        if values:
+            row[key] = WORST_OF[key](values) if key in WORST_OF else statistics.median(values)
+        elif all(r.get(key) is None for r in runs):
+            row[key] = None
     row["connect_error"] = next((r["connect_error"] for r in runs if r["connect_error"]), None)
-    row["lost"] = max(r["lost"] for r in runs)
-    row["disconnects"] = max(r["disconnects"] for r in runs)
-    row["passed"] = (
-        row["p99_ms"] is not None
-        and row["p99_ms"] <= BUDGET_P99_MS
-        and row["lost"] == 0
-        and row["disconnects"] == 0
-        and min(r["connected"] for r in runs) == row["subscribers"]
-        and row["events_per_s"] >= MIN_RATE_SHARE * row["rate"]
-    )
+    connections = row.get("scenario") in CONNECTION_WORKLOADS
+    row["passed"] = connections_pass(row) if connections else passes(row)
     return row
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass
@@ -1079,25 +1456,48 @@ class Session:
         """Run ``scenario`` ``repeat`` times; the medians row."""
         runs = []
         for attempt in range(1, self.repeat + 1):
-            self.console.log(
-                f"{scenario.backend}: {scenario.rate:,} events/s, {scenario.subscribers:,} "
-                f"subscribers on {scenario.channels:,} channels (run {attempt}/{self.repeat})"
-            )
-            row = run_once(scenario, self.redis_url)
-            self.console.log(
-                f"  → {row['events_per_s']:,.0f} events/s, p99 {row['p99_ms']} ms, "
-                f"lost {row['lost']}, server CPU {row['server_cpu_pct']}%"
-            )
+            self.console.log(f"{_described(scenario)} (run {attempt}/{self.repeat})")
+            row = run_once(scenario, self.redis_url, log=self._progress)
+            self.console.log(_outcome(row))
             if row["connect_error"] is not None:
                 self.console.log(
                     f"  [red]{scenario.subscribers - row['connected']} subscribers failed "
-                    f"to connect[/]: {row['connect_error'][:300]}"
+                    f"to connect[/]: {escape(row['connect_error'][:300])}"
                 )
             runs.append(row)
         self.runs += runs
         summary = medians(runs)
         self.summary.append(summary)
         return summary
+
+    def _progress(self, line: str) -> None:
+        self.console.log(f"  {line}", markup=False, highlight=False)
+
+
+def _described(scenario: Scenario) -> str:
+    if scenario.workload in CONNECTION_WORKLOADS:
+        return (
+            f"{scenario.workload} ({scenario.backend}): {scenario.subscribers:,} connections "
+            f"on {scenario.channels:,} channels, native clients"
+        )
+    return (
+        f"{scenario.workload} ({scenario.backend}, {scenario.clients} clients): "
+        f"{scenario.rate:,} events/s, {scenario.subscribers:,} subscribers "
+        f"on {scenario.channels:,} channels"
+    )
+
+
+def _outcome(row: dict[str, Any]) -> str:
+    if row["scenario"] in CONNECTION_WORKLOADS:
+        return (
+            f"  → {row['connected']:,} subscribed in {row['subscribe_s']} s "
+            f"(p99 {row['connect_p99_ms']} ms per client), server RSS "
+            f"+{row['server_rss_per_connection_kb']} KiB per connection"
+        )
+    return (
+        f"  → {row['events_per_s']:,.0f} events/s, p99 {row['p99_ms']} ms, "
+        f"lost {row['lost']}, server CPU {row['server_cpu_pct']}%"
+    )
 
 
 def knee(session: Session, base: Scenario, ladder: Sequence[int]) -> dict[str, Any]:
@@ -1125,11 +1525,12 @@ def knee(session: Session, base: Scenario, ladder: Sequence[int]) -> dict[str, A
 
 
 def _at(base: Scenario, rate: int) -> Scenario:
-    return Scenario(**{**asdict(base), "rate": rate})
+    return replace(base, rate=rate)
 
 
 TABLE_COLUMNS = {
     "backend": "backend",
+    "clients": "clients",
     "rate": "target/s",
     "events_per_s": "events/s",
     "deliveries_per_s": "deliveries/s",
@@ -1141,22 +1542,48 @@ TABLE_COLUMNS = {
     "max_ms": "max ms",
     "lost": "lost",
     "duplicated": "dup",
+    "out_of_order": "reordered",
     "disconnects": "closed",
     "server_cpu_pct": "server %",
     "client_cpu_pct": "clients %",
     "producer_cpu_pct": "producer %",
     "redis_cpu_pct": "redis %",
     "other_cpu_pct": "others %",
+    "server_cpu_us_per_delivery": "server µs/dlv",
+    "client_cpu_us_per_delivery": "clients µs/dlv",
     "runs": "runs",
     "passed": "budget",
 }
 """The table's columns (row key → heading); CPU in % of one core."""
 
+CONNECTION_COLUMNS = {
+    "scenario": "scenario",
+    "backend": "backend",
+    "subscribers": "connections",
+    "connected": "subscribed",
+    "connect_errors": "errors",
+    "retries": "retries",
+    "subscribe_s": "all in s",
+    "subscribed_per_s": "per s",
+    "connect_p50_ms": "p50 ms",
+    "connect_p99_ms": "p99 ms",
+    "connect_max_ms": "max ms",
+    "server_rss_per_connection_kb": "server KiB/conn",
+    "server_cpu_ms_per_connection": "server ms/conn",
+    "server_idle_cpu_pct": "server idle %",
+    "disconnects": "closed",
+    "runs": "runs",
+    "passed": "all in",
+}
+"""The idle/storm table's columns: connect+subscribe times are per client."""
 
-def table_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+
+def table_rows(
+    rows: Sequence[dict[str, Any]], columns: dict[str, str] = TABLE_COLUMNS
+) -> list[dict[str, Any]]:
     """The rows as the table shows them: a subset of the columns, short headings."""
-    shown = [k for k in TABLE_COLUMNS if not rows or k in rows[0]]
-    return [{TABLE_COLUMNS[k]: _shown(k, row.get(k)) for k in shown} for row in rows]
+    shown = [k for k in columns if not rows or k in rows[0]]
+    return [{columns[k]: _shown(k, row.get(k)) for k in shown} for row in rows]
 
 
 def _shown(key: str, value: Any) -> Any:
@@ -1167,7 +1594,7 @@ def _shown(key: str, value: Any) -> Any:
     if key.endswith("_ms") or key == "messages_per_frame":
         return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
     if isinstance(value, float):
-        return round(value)
+        return round(value) if abs(value) >= 100 else f"{value:.1f}"
     return value
 
 
@@ -1204,27 +1631,36 @@ def run(
 ) -> dict[str, Any]:
     """Measure every backend at every rate (or search the knee); print and write the results.
 
+    idle and storm have no rates: one measurement per backend. The JSON goes
+    to ``bench/results/realtime.json`` (fanout) or ``realtime-<scenario>.json``.
+
     Returns:
         The JSON document's extra fields: ``budget``, ``settings``, ``summary``, ``knee``.
     """
     console = console or Console(width=200, stderr=True)
     session = Session(console, repeat, redis_url)
+    connections = base.workload in CONNECTION_WORKLOADS
     knees = []
     for backend in backends:
-        scenario = _at(Scenario(**{**asdict(base), "backend": backend}), base.rate)
-        if knee_search:
+        scenario = replace(base, backend=backend)
+        if connections:
+            session.measure(scenario)
+        elif knee_search:
             knees.append(knee(session, scenario, rates))
-            if not any(r["backend"] == backend and r["rate"] == BUDGET_RATE for r in session.runs):
+            measured = any(
+                r["backend"] == backend and r["rate"] == BUDGET_RATE for r in session.runs
+            )
+            if base.workload == "fanout" and not measured:
                 session.measure(_at(scenario, BUDGET_RATE))  # the budget point, always
         else:
             for rate in rates:
                 session.measure(_at(scenario, rate))
-    out = Console(width=200)
-    print_table("realtime delivery: runs", table_rows(session.runs), out)
+    out = Console(width=240)
+    columns = CONNECTION_COLUMNS if connections else TABLE_COLUMNS
+    title = "realtime delivery" if base.workload == "fanout" else f"realtime {base.workload}"
+    print_table(f"{title}: runs", table_rows(session.runs, columns), out)
     if repeat > 1:
-        print_table(
-            f"realtime delivery: medians of {repeat} runs", table_rows(session.summary), out
-        )
+        print_table(f"{title}: medians of {repeat} runs", table_rows(session.summary, columns), out)
     if knees:
         print_table(f"knee: highest rate with p99 <= {BUDGET_P99_MS:g} ms, 0 lost", knees, out)
     extra = {
@@ -1239,12 +1675,28 @@ def run(
         "summary": session.summary,
         "knee": knees,
     }
-    path = write_json("realtime", session.runs, extra, output)
+    name = "realtime" if base.workload == "fanout" else f"realtime-{base.workload}"
+    path = write_json(name, session.runs, extra, output)
     out.print(f"wrote {path}")
     return extra
 
 
 @click.command("realtime")
+@click.option(
+    "--scenario",
+    "workload",
+    type=click.Choice(list(WORKLOADS)),
+    default="fanout",
+    show_default=True,
+    help="fanout: the budget; hot: 10,000 subscribers on 10 channels at 10 events/s each; "
+    "idle: 10,000 idle connections (memory per connection); storm: 10,000 connecting at once.",
+)
+@click.option(
+    "--clients",
+    type=click.Choice(["native", "python"]),
+    help="native: the Go load generator (make bench-tools); python: trio processes "
+    "[default: native when built, else python].",
+)
 @click.option(
     "--backend",
     type=click.Choice(["memory", "redis", "both"]),
@@ -1252,45 +1704,67 @@ def run(
     show_default=True,
     help="The stream: in-process (memory://) or Redis.",
 )
-@click.option("--subscribers", default=BUDGET_SUBSCRIBERS, show_default=True)
-@click.option("--channels", default=BUDGET_CHANNELS, show_default=True)
+@click.option("--subscribers", type=int, help="[default: 1,000; hot, idle, storm: 10,000]")
+@click.option("--channels", type=int, help="[default: 200; hot: 10]")
 @click.option(
     "--rate",
     "rates",
     multiple=True,
     help=f"Events/s (repeatable or comma-separated, k suffix) [default: {BUDGET_RATE}; "
-    "with --knee: the ladder].",
+    "hot: 10 per channel; with --knee: the ladder].",
 )
 @click.option("--duration", default=10.0, show_default=True, help="Seconds measured per run.")
 @click.option("--warmup", default=2.0, show_default=True, help="Seconds of load before.")
 @click.option("--drain", default=5.0, show_default=True, help="Longest wait for the last pubs.")
-@click.option("--client-processes", default=2, show_default=True, help="Subscriber processes.")
+@click.option(
+    "--hold",
+    type=float,
+    help="idle, storm: seconds the connections are held [default: 5; storm: 2].",
+)
+@click.option(
+    "--client-processes", default=2, show_default=True, help="Python clients: subscriber processes."
+)
+@click.option(
+    "--publish-many",
+    is_flag=True,
+    help="Native clients, memory backend: publish with realtime.publish_many calls.",
+)
+@click.option(
+    "--dial-concurrency",
+    type=int,
+    help="Native clients: handshakes at once [default: 256; storm: all].",
+)
 @click.option("--repeat", default=1, show_default=True, help="Runs per rate (medians).")
 @click.option("--redis-url", help="An existing Redis [default: a private redis-server per run].")
 @click.option("--knee", is_flag=True, help="Search the highest rate within the budget.")
 @click.option("--transformers", default=1, show_default=True, help="Passed to starling serve.")
-@click.option("--ws-coalesce", default=64, show_default=True, help="Passed to starling serve.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="JSON file.")
 def command(
+    workload: Workload,
+    clients: Clients | None,
     backend: str,
-    subscribers: int,
-    channels: int,
+    subscribers: int | None,
+    channels: int | None,
     rates: tuple[str, ...],
     duration: float,
     warmup: float,
     drain: float,
+    hold: float | None,
     client_processes: int,
+    publish_many: bool,
+    dial_concurrency: int | None,
     repeat: int,
     redis_url: str | None,
     knee: bool,
     transformers: int,
-    ws_coalesce: int,
     output: Path | None,
 ) -> None:
     """Realtime delivery vs Disqus's budget: 20k events/s to 1,000 subscribers, p99 <= 25 ms.
 
-    Starts `starling serve` (and a private redis-server), subscriber processes
-    and a producer on this machine; prints latency, throughput, losses and CPU.
+    Starts `starling serve` (and a private redis-server), the subscribers and
+    a producer on this machine; prints latency, throughput, losses and CPU.
+    The clients are the native load generator once `make bench-tools` built
+    it, else Python processes.
 
     \b
     Examples:
@@ -1298,20 +1772,45 @@ def command(
       starling bench realtime --backend memory --rate 5k,10k,20k --repeat 3
       starling bench realtime --backend redis --knee
       starling bench realtime --subscribers 20 --channels 4 --rate 200 --duration 2
+      starling bench realtime --scenario hot --backend redis
+      starling bench realtime --scenario idle --backend memory
+      starling bench realtime --scenario storm --backend memory --repeat 3
     """
+    if clients is None:
+        if loadgen_binary() is not None:
+            clients = "native"
+        elif workload in CONNECTION_WORKLOADS:
+            raise click.ClickException(f"--scenario {workload}: {NOT_BUILT}")
+        else:
+            clients = "python"
+            click.echo(
+                "note: the native load generator is not built (make bench-tools): "
+                "using the Python clients",
+                err=True,
+            )
+    default_subscribers, default_channels, default_rate = WORKLOADS[workload]
+    channels = channels or default_channels
+    if workload == "hot":
+        default_rate = 10 * channels
     try:
         parsed = parse_rates(rates)
+        if workload in CONNECTION_WORKLOADS and (parsed or knee):
+            raise ValueError(f"--rate and --knee do not apply to the {workload} scenario")
         base = Scenario(
             backend="memory",
-            rate=BUDGET_RATE,
-            subscribers=subscribers,
+            rate=default_rate,
+            subscribers=subscribers or default_subscribers,
             channels=channels,
             duration=duration,
             warmup=warmup,
             drain=drain,
             client_processes=client_processes,
             transformers=transformers,
-            ws_coalesce=ws_coalesce,
+            clients=clients,
+            workload=workload,
+            hold=hold,
+            publish_many=publish_many,
+            dial_concurrency=dial_concurrency,
         )
         if repeat < 1:
             raise ValueError("repeat must be >= 1")
@@ -1319,7 +1818,7 @@ def command(
         raise click.BadParameter(str(error)) from None
     both: list[Backend] = ["memory", "redis"]
     backends = [b for b in both if backend in (b, "both")]
-    ladder = parsed or (KNEE_LADDER if knee else (BUDGET_RATE,))
+    ladder = parsed or (KNEE_LADDER if knee else (default_rate,))
     try:
         run(
             base,

@@ -7,19 +7,25 @@ every event reaches every subscriber of its channel once, and the JSON has
 its documented keys. The Redis run starts the benchmark's own private
 ``redis-server`` (the shared test Redis is left alone: the stream and the
 sequencer keys of the server are not namespaced).
+
+Both kinds of clients run: the Python processes, and the native Go load
+generator (``make bench-tools``; skipped when ``go`` is not on PATH).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from bench.realtime import TABLE_COLUMNS, command, parse_rates
+from bench.realtime import TABLE_COLUMNS, command, medians, parse_rates
+from bench.realtime_native import LOADGEN, LoadgenPlan
 
 SUBSCRIBERS, CHANNELS, RATE = 20, 4, 200
 
@@ -52,12 +58,17 @@ ROW_KEYS = {
     "other_cpu_pct",
     "connect_error",
     "passed",
+    "out_of_order",
+    "server_cpu_us_per_delivery",
 }
+REPO = Path(__file__).resolve().parents[1]
 
 
-def smoke(backend: str, output: Path) -> dict[str, Any]:
-    """Run the small benchmark on ``backend``; the JSON document it wrote."""
+def smoke(backend: str, output: Path, clients: str = "python") -> dict[str, Any]:
+    """Run the small benchmark on ``backend`` with ``clients``; the JSON document it wrote."""
     arguments = [
+        "--clients",
+        clients,
         "--backend",
         backend,
         "--subscribers",
@@ -101,6 +112,7 @@ def check(document: dict[str, Any], backend: str) -> None:
     assert row["deliveries_total"] == row["events_total"] * per_channel
     assert row["deliveries_expected"] == row["deliveries_total"]
     assert row["server_cpu_pct"] is not None
+    assert row["server_cpu_us_per_delivery"] is not None
 
 
 def test_memory_backend_delivers_every_event_once(tmp_path: Path) -> None:
@@ -130,3 +142,96 @@ def test_table_headings_cover_the_budget_figures() -> None:
     assert {"p99_ms", "events_per_s", "deliveries_per_s", "lost", "server_cpu_pct"} <= set(
         TABLE_COLUMNS
     )
+
+
+@functools.cache
+def built_loadgen() -> Path:
+    """``make bench-tools`` once per session; the binary (skips without Go)."""
+    if shutil.which("go") is None:
+        pytest.skip("the Go toolchain is not on PATH (the native load generator needs Go >= 1.22)")
+    result = subprocess.run(
+        ["make", "bench-tools"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return LOADGEN
+
+
+def check_native(document: dict[str, Any], backend: str) -> None:
+    """The native run's deliveries match what its producer reports it published, and the server."""
+    check(document, backend)
+    [row] = document["rows"]
+    assert row["clients"] == "native"
+    assert row["out_of_order"] == 0
+    assert row["offset_order_violations"] == 0
+    per_channel = row["events_per_channel"]
+    assert len(per_channel) == CHANNELS
+    assert sum(per_channel) == row["events_total"]
+    # Subscriber j reads channel j % CHANNELS: what each should have, counted here.
+    assert row["deliveries_total"] == sum(per_channel[j % CHANNELS] for j in range(SUBSCRIBERS))
+    if row["server_published"] is not None:  # the server's own counters, where it keeps them
+        assert row["server_published"] == row["events_total"]
+        assert row["server_delivered"] == row["deliveries_total"]
+
+
+def test_native_memory_backend_delivers_every_event_once(tmp_path: Path) -> None:
+    """With the Go loadgen publishing over HTTP, every event reaches its 5 subscribers once."""
+    built_loadgen()
+    check_native(smoke("memory", tmp_path / "realtime.json", clients="native"), "memory")
+
+
+@pytest.mark.redis
+def test_native_redis_backend_delivers_every_event_once(tmp_path: Path) -> None:
+    """With the Go loadgen XADDing to its own Redis, every event reaches its 5 subscribers once."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    built_loadgen()
+    check_native(smoke("redis", tmp_path / "realtime.json", clients="native"), "redis")
+
+
+def test_loadgen_plan_passes_the_scenario_as_flags() -> None:
+    """The driver hands the loadgen its numbers as flags, durations in Go's syntax."""
+    plan = LoadgenPlan(
+        workload="fanout",
+        server="http://127.0.0.1:1",
+        secret="s",
+        run="r",
+        subscribers=20,
+        channels=4,
+        rate=200,
+        duration=2.5,
+        producer="redis",
+        redis_url="redis://127.0.0.1:2/0",
+    )
+    arguments = plan.arguments()
+    flags = dict(zip(arguments[::2], arguments[1::2], strict=True))
+    assert flags["--scenario"] == "fanout"
+    assert flags["--duration"] == "2.5s"
+    assert flags["--rate"] == "200"
+    assert flags["--producer"] == "redis"
+    assert flags["--redis-url"] == "redis://127.0.0.1:2/0"
+    assert "--secret" not in flags  # the secret goes in the environment, not in ps
+
+
+def test_medians_keep_the_worst_loss_and_skip_lists() -> None:
+    """A row of medians takes losses from the worst run and leaves per-channel lists out."""
+    run = {
+        "scenario": "fanout",
+        "clients": "native",
+        "backend": "redis",
+        "rate": 100,
+        "subscribers": 2,
+        "channels": 1,
+        "events_per_s": 100.0,
+        "p99_ms": 3.0,
+        "lost": 0,
+        "disconnects": 0,
+        "connected": 2,
+        "events_per_channel": [1000],
+        "connect_error": None,
+        "passed": True,
+    }
+    row = medians([run, {**run, "lost": 2, "p99_ms": 5.0}, {**run, "p99_ms": 4.0}])
+    assert row["lost"] == 2
+    assert row["p99_ms"] == 4.0
+    assert "events_per_channel" not in row
+    assert row["passed"] is False

@@ -1,0 +1,315 @@
+// Command starling-loadgen is the native load generator of Starling's realtime
+// benchmark (bench/realtime.py drives it; it also runs on its own).
+//
+// One process holds every WebSocket subscriber and the producer, so the
+// producer's per-channel counts and the subscribers' receipts meet without
+// any inter-process bookkeeping. It speaks the server's protocol of GET /ws
+// (protocols/ws_session.py): a JWT in ?token=, JSON-RPC 2.0 text frames,
+// "pub" pushes alone or coalesced in one JSON array frame.
+//
+// Scenarios (--scenario):
+//
+//	fanout  K subscribers on C channels, a producer at R events/s (XADD or HTTP)
+//	hot     the same with 10,000 subscribers on 10 channels, 10 events/s each
+//	idle    N connections subscribe, hold a few seconds, report connect times
+//	storm   N connections subscribe all at once (as after a restart)
+//
+// Output: one JSON object on stdout at the end (report.go); progress and
+// errors on stderr. Lines on stderr starting with "@" are JSON events for the
+// driver: {"event":"subscribed",...} when every subscriber is in, and
+// {"event":"window","start_ns":..,"end_ns":..} before the producer starts.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"net/url"
+	"os"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is every setting of one run; units are in the names or the types.
+type config struct {
+	scenario        string
+	server          string // http://host:port
+	wsURL           string // ws://host:port/ws
+	rpcURL          string // http://host:port/rpc
+	secret          []byte
+	run             string
+	userPrefix      string
+	channelPrefix   string
+	subscribers     int
+	channels        int
+	rate            int // events/s entering the stream
+	duration        time.Duration
+	warmup          time.Duration
+	drain           time.Duration
+	hold            time.Duration
+	startDelay      time.Duration
+	producer        string // redis | http | none
+	redisURL        string
+	stream          string
+	publishMany     bool
+	httpInflight    int
+	dialConcurrency int
+	dialRetries     int
+	dialTimeout     time.Duration
+	pingEvery       time.Duration
+	tokenTTL        time.Duration
+	cpuProfile      string
+}
+
+// scenarioDefaults are the numbers of each scenario; explicit flags override them.
+var scenarioDefaults = map[string]struct {
+	subscribers, channels, rate, dialConcurrency int
+	hold                                         time.Duration
+}{
+	"fanout": {1_000, 200, 20_000, 256, 0},
+	"hot":    {10_000, 10, 100, 256, 0},
+	"idle":   {10_000, 200, 0, 256, 5 * time.Second},
+	"storm":  {10_000, 200, 0, 0, 2 * time.Second}, // dial concurrency 0: all at once
+}
+
+func parseFlags(args []string) (*config, error) {
+	fs := flag.NewFlagSet("starling-loadgen", flag.ContinueOnError)
+	c := &config{}
+	var secretFlag string
+	fs.StringVar(&c.scenario, "scenario", "fanout", "fanout | hot | idle | storm")
+	fs.StringVar(&c.server, "server", "http://127.0.0.1:8080", "the server's base URL (GET /ws, POST /rpc)")
+	fs.StringVar(&secretFlag, "secret", "", "token secret (default: $STARLING_SECRET)")
+	fs.StringVar(&c.run, "run", "", "run id put in every event (default: <pid>-<unix ns>)")
+	fs.StringVar(&c.userPrefix, "user-prefix", "bench-", "subscriber j is user <prefix><j>")
+	fs.StringVar(&c.channelPrefix, "channel-prefix", "post:bench-", "channel i is <prefix><i>")
+	fs.IntVar(&c.subscribers, "subscribers", 0, "WebSocket subscribers; subscriber j reads channel j % channels (default per scenario)")
+	fs.IntVar(&c.channels, "channels", 0, "channels (default per scenario)")
+	fs.IntVar(&c.rate, "rate", 0, "events/s the producer aims at (default per scenario; hot: 10 x channels)")
+	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measured window")
+	fs.DurationVar(&c.warmup, "warmup", 2*time.Second, "load before the window")
+	fs.DurationVar(&c.drain, "drain", 5*time.Second, "longest wait for the last deliveries after the producer stops")
+	fs.DurationVar(&c.hold, "hold", 0, "idle/storm: how long to hold the connections (default per scenario)")
+	fs.DurationVar(&c.startDelay, "start-delay", time.Second, "pause between the last subscription and the producer's first tick")
+	fs.StringVar(&c.producer, "producer", "redis", "redis (XADD) | http (POST /rpc realtime.publish) | none")
+	fs.StringVar(&c.redisURL, "redis-url", "redis://127.0.0.1:6379/0", "the server's Redis (producer redis)")
+	fs.StringVar(&c.stream, "stream", "starling:events", "the stream the producer appends to (producer redis)")
+	fs.BoolVar(&c.publishMany, "publish-many", false, "producer http: one realtime.publish_many call per request instead of a batch")
+	fs.IntVar(&c.httpInflight, "http-inflight", 4, "producer http: requests in flight (each owns a share of the channels)")
+	fs.IntVar(&c.dialConcurrency, "dial-concurrency", -1, "handshakes in progress at once (0: all at once; default per scenario)")
+	fs.IntVar(&c.dialRetries, "dial-retries", 3, "retries of a failed connect or subscribe")
+	fs.DurationVar(&c.dialTimeout, "dial-timeout", 30*time.Second, "longest connect + handshake + subscribe attempt")
+	fs.DurationVar(&c.pingEvery, "ping-every", 20*time.Second, "JSON-RPC ping per connection (the server closes after 60 s idle)")
+	fs.DurationVar(&c.tokenTTL, "token-ttl", time.Hour, "lifetime of the tokens signed")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	defaults, ok := scenarioDefaults[c.scenario]
+	if !ok {
+		return nil, fmt.Errorf("--scenario must be fanout, hot, idle or storm, not %q", c.scenario)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["subscribers"] {
+		c.subscribers = defaults.subscribers
+	}
+	if !set["channels"] {
+		c.channels = defaults.channels
+	}
+	if !set["rate"] {
+		c.rate = defaults.rate
+		if c.scenario == "hot" {
+			c.rate = 10 * c.channels
+		}
+	}
+	if !set["hold"] {
+		c.hold = defaults.hold
+	}
+	if !set["dial-concurrency"] {
+		c.dialConcurrency = defaults.dialConcurrency
+	}
+	if c.dialConcurrency <= 0 || c.dialConcurrency > c.subscribers {
+		c.dialConcurrency = c.subscribers
+	}
+	if c.scenario == "idle" || c.scenario == "storm" {
+		c.producer = "none"
+	}
+	if secretFlag == "" {
+		secretFlag = os.Getenv("STARLING_SECRET")
+	}
+	if secretFlag == "" {
+		return nil, errors.New("no token secret: pass --secret or set STARLING_SECRET")
+	}
+	c.secret = []byte(secretFlag)
+	if c.run == "" {
+		c.run = fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano())
+	}
+	base, err := url.Parse(strings.TrimRight(c.server, "/"))
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return nil, fmt.Errorf("--server must be http://host:port, not %q", c.server)
+	}
+	c.rpcURL = base.String() + "/rpc"
+	c.wsURL = strings.Replace(base.String(), "http", "ws", 1) + "/ws"
+	switch {
+	case c.subscribers < 1 || c.channels < 1:
+		return nil, errors.New("--subscribers and --channels must be >= 1")
+	case c.producer != "redis" && c.producer != "http" && c.producer != "none":
+		return nil, fmt.Errorf("--producer must be redis, http or none, not %q", c.producer)
+	case c.producer != "none" && c.rate < 1:
+		return nil, errors.New("--rate must be >= 1 event/s")
+	case c.duration <= 0 || c.warmup < 0 || c.drain <= 0:
+		return nil, errors.New("--duration and --drain must be > 0, --warmup >= 0")
+	case c.httpInflight < 1 || c.dialRetries < 0 || c.pingEvery <= 0:
+		return nil, errors.New("--http-inflight >= 1, --dial-retries >= 0, --ping-every > 0")
+	}
+	return c, nil
+}
+
+// raiseFileLimit lifts RLIMIT_NOFILE's soft limit to its hard limit: one
+// descriptor per connection, 10,000 connections and more.
+func raiseFileLimit() uint64 {
+	var limit syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &limit); err != nil {
+		return 0
+	}
+	if limit.Cur < limit.Max {
+		limit.Cur = limit.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &limit); err != nil {
+			logf("could not raise the open files limit to %d: %v", limit.Max, err)
+			_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &limit)
+		}
+	}
+	return limit.Cur
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "loadgen: "+format+"\n", args...)
+}
+
+// announce writes one driver event on stderr: "@" and a JSON object.
+func announce(event map[string]any) {
+	line, _ := json.Marshal(event)
+	fmt.Fprintf(os.Stderr, "@%s\n", line)
+}
+
+func sleepUntil(t time.Time) {
+	if d := time.Until(t); d > 0 {
+		time.Sleep(d)
+	}
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		logf("%v", err)
+		os.Exit(2)
+	}
+	files := raiseFileLimit()
+	if uint64(cfg.subscribers)+64 > files {
+		logf("warning: %d subscribers but only %d open files allowed", cfg.subscribers, files)
+	}
+	if cfg.cpuProfile != "" {
+		profile, err := os.Create(cfg.cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(profile)
+		}
+		if err != nil {
+			logf("--cpuprofile: %v", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	report, err := run(cfg)
+	if err != nil {
+		logf("%v", err)
+		os.Exit(1)
+	}
+	out := json.NewEncoder(os.Stdout)
+	out.SetIndent("", "  ")
+	if err := out.Encode(report); err != nil {
+		logf("writing the report: %v", err)
+		os.Exit(1)
+	}
+}
+
+// run is one whole run: connect every subscriber, then either load (fanout,
+// hot) or hold (idle, storm), then close and report.
+func run(cfg *config) (*report, error) {
+	began := cpuNow()
+	f := newFleet(cfg)
+	var prod *producer
+	if cfg.producer != "none" {
+		var err error
+		if prod, err = newProducer(cfg); err != nil {
+			return nil, err
+		}
+		defer prod.close()
+	}
+	stopPings := f.startPings()
+	defer stopPings()
+	logf("%s: connecting %d subscribers to %s (%d channels, %d handshakes at once)",
+		cfg.scenario, cfg.subscribers, cfg.wsURL, cfg.channels, cfg.dialConcurrency)
+	conn := f.connectAll()
+	logf("%d/%d subscribed in %.2f s (%d errors, %d retries)",
+		conn.Connected, cfg.subscribers, conn.SubscribeSeconds, conn.Errors, conn.Retries)
+	announce(map[string]any{"event": "subscribed", "connected": conn.Connected, "errors": conn.Errors})
+	rep := &report{Scenario: cfg.scenario, Run: cfg.run, Settings: settingsOf(cfg), Connect: conn}
+
+	if prod == nil {
+		logf("holding %d connections for %s", conn.Connected, cfg.hold)
+		before := cpuNow()
+		time.Sleep(cfg.hold)
+		rep.CPU = cpuReport(began, before, cpuNow(), 0)
+		f.closeAll()
+		rep.Disconnects, rep.Disconnected = f.disconnects()
+		return rep, nil
+	}
+
+	start := time.Now().Add(cfg.startDelay)
+	windowStart := start.Add(cfg.warmup)
+	windowEnd := windowStart.Add(cfg.duration)
+	f.setWindow(windowStart.UnixNano(), windowEnd.UnixNano())
+	prod.setWindow(windowStart.UnixNano(), windowEnd.UnixNano())
+	announce(map[string]any{"event": "window", "start_ns": windowStart.UnixNano(), "end_ns": windowEnd.UnixNano()})
+	cpuWindow := make(chan [2]cpuSample, 1)
+	go func() {
+		sleepUntil(windowStart)
+		first := cpuNow()
+		sleepUntil(windowEnd)
+		cpuWindow <- [2]cpuSample{first, cpuNow()}
+	}()
+	logf("producing %d events/s (%s) from %s: %s warm-up, %s measured",
+		cfg.rate, cfg.producer, start.Format("15:04:05.000"), cfg.warmup, cfg.duration)
+	produced := prod.run(context.Background(), start, windowEnd)
+	window := <-cpuWindow
+	logf("produced %d events (%d errors); draining up to %s", produced.Events, produced.Errors, cfg.drain)
+	drainStart := time.Now()
+	drained := f.drain(produced.accepted, drainStart.Add(cfg.drain))
+	drainSeconds := time.Since(drainStart).Seconds()
+	f.closeAll()
+
+	rep.Producer = &produced
+	rep.Deliveries, rep.Latency, rep.Frames = f.deliveries(produced.accepted, cfg.duration)
+	rep.Deliveries.Drained = drained
+	rep.Deliveries.DrainSeconds = round(drainSeconds, 3)
+	rep.Window = &windowReport{StartNs: windowStart.UnixNano(), EndNs: windowEnd.UnixNano(), Seconds: cfg.duration.Seconds()}
+	rep.CPU = cpuReport(began, window[0], window[1], rep.Frames.MessagesInWindow)
+	rep.Disconnects, rep.Disconnected = f.disconnects()
+	return rep, nil
+}
+
+func round(x float64, digits int) float64 {
+	scale := math.Pow(10, float64(digits))
+	return math.Round(x*scale) / scale
+}

@@ -1,0 +1,450 @@
+package main
+
+// The producer: a tick every 5 ms sends the events due so far, channels
+// round-robin, data = {"run", "seq", "sent_ns"} (seq counts per channel from
+// 0; sent_ns is stamped when the request carrying it is written).
+//
+// redis: one XADD pipeline per tick, in order, on one connection, so each
+// channel's seqs enter the stream in order.
+//
+// http: --http-inflight workers, channel c belonging to worker c % n; a
+// worker sends its events one request at a time, so a channel's events are
+// never in two requests at once; what a worker has not sent by the end is
+// dropped (counted as unsent), as the redis producer's late ticks are. A JSON-RPC batch runs its calls
+// concurrently on the server, so a batch of realtime.publish carries at
+// most one event per channel (several batches follow each other when a
+// worker is behind); realtime.publish_many carries up to 1,000 in order.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	tickInterval  = 5 * time.Millisecond
+	maxTickEvents = 5_000 // most events one tick sends when catching up
+	maxBatch      = 1_000 // protocols.jsonrpc.MAX_BATCH
+	workerBacklog = 1_024 // ticks a http worker may fall behind before the producer waits
+	httpTimeout   = 60 * time.Second
+)
+
+type event struct {
+	channel int
+	seq     int64
+	dueNs   int64 // the tick it was due at
+}
+
+type producer struct {
+	cfg         *config
+	names       [][]byte
+	windowStart int64
+	windowEnd   int64
+	redis       *redis.Client
+	http        *http.Client
+	workers     []chan []event
+	fellBack    atomic.Bool
+
+	mu         sync.Mutex
+	accepted   [][]uint64
+	counts     []int64
+	inWindow   int64
+	errors     int64
+	unsent     int64
+	firstError string
+	requests   int64
+	lag        *hdrhistogram.Histogram // µs
+}
+
+func newProducer(cfg *config) (*producer, error) {
+	p := &producer{
+		cfg: cfg, names: make([][]byte, cfg.channels), accepted: make([][]uint64, cfg.channels),
+		counts: make([]int64, cfg.channels), lag: newHistogram(),
+	}
+	for i := range p.names {
+		p.names[i] = []byte(cfg.channelPrefix + strconv.Itoa(i))
+	}
+	switch cfg.producer {
+	case "redis":
+		options, err := redis.ParseURL(cfg.redisURL)
+		if err != nil {
+			return nil, fmt.Errorf("--redis-url: %w", err)
+		}
+		options.PoolSize = 2
+		p.redis = redis.NewClient(options)
+		if err := p.redis.Ping(context.Background()).Err(); err != nil {
+			return nil, fmt.Errorf("redis at %s: %w", cfg.redisURL, err)
+		}
+	case "http":
+		transport := &http.Transport{
+			MaxIdleConns: cfg.httpInflight, MaxIdleConnsPerHost: cfg.httpInflight,
+			DisableCompression: true, IdleConnTimeout: time.Minute,
+		}
+		p.http = &http.Client{Transport: transport, Timeout: httpTimeout}
+	}
+	return p, nil
+}
+
+func (p *producer) close() {
+	if p.redis != nil {
+		p.redis.Close()
+	}
+	if p.http != nil {
+		p.http.CloseIdleConnections()
+	}
+}
+
+func (p *producer) setWindow(startNs, endNs int64) { p.windowStart, p.windowEnd = startNs, endNs }
+
+func (p *producer) mode() string {
+	switch {
+	case p.cfg.producer == "redis":
+		return "redis"
+	case p.cfg.publishMany && !p.fellBack.Load():
+		return "http-publish-many"
+	default:
+		return "http-batch"
+	}
+}
+
+// run sends cfg.rate events/s from start until end; what was accepted.
+func (p *producer) run(ctx context.Context, start, end time.Time) producerReport {
+	var wg sync.WaitGroup
+	if p.http != nil {
+		p.workers = make([]chan []event, p.cfg.httpInflight)
+		for i := range p.workers {
+			p.workers[i] = make(chan []event, workerBacklog)
+			wg.Add(1)
+			go func(in chan []event) {
+				defer wg.Done()
+				p.work(ctx, in, end)
+			}(p.workers[i])
+		}
+	}
+	nextSeq := make([]int64, p.cfg.channels)
+	next := 0 // round-robin channel
+	var emitted int64
+	share := make([][]event, len(p.workers))
+	for due := start.Add(tickInterval); ; due = due.Add(tickInterval) {
+		sleepUntil(due)
+		now := time.Now()
+		if !now.Before(end) {
+			break // behind schedule: what is not sent by the end is never sent
+		}
+		if now.Sub(due) > tickInterval {
+			due = now.Truncate(tickInterval) // catching up: the next tick is the next slot
+		}
+		count := int64(float64(p.cfg.rate)*now.Sub(start).Seconds()) - emitted
+		if count > maxTickEvents {
+			count = maxTickEvents
+		}
+		if count <= 0 {
+			continue
+		}
+		emitted += count
+		events := make([]event, count)
+		for k := range events {
+			seq := nextSeq[next]
+			nextSeq[next]++
+			events[k] = event{channel: next, seq: seq, dueNs: due.UnixNano()}
+			next = (next + 1) % p.cfg.channels
+		}
+		if p.redis != nil {
+			p.xadd(ctx, events)
+			continue
+		}
+		for i := range share {
+			share[i] = nil
+		}
+		for _, e := range events {
+			w := e.channel % len(p.workers)
+			share[w] = append(share[w], e)
+		}
+		for i, part := range share {
+			if part != nil {
+				p.workers[i] <- part
+			}
+		}
+	}
+	for _, in := range p.workers {
+		close(in)
+	}
+	wg.Wait()
+	return p.report(end)
+}
+
+// accept books the outcome of one request's events.
+func (p *producer) accept(events []event, ok []bool, sentNs int64, failure error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.requests++
+	record(p.lag, (sentNs-events[0].dueNs)/1000)
+	for i, e := range events {
+		if !ok[i] {
+			p.errors++
+			continue
+		}
+		setBit(&p.accepted[e.channel], e.seq)
+		p.counts[e.channel]++
+		if p.windowStart <= sentNs && sentNs < p.windowEnd {
+			p.inWindow++
+		}
+	}
+	if failure != nil && p.firstError == "" {
+		p.firstError = failure.Error()
+		logf("producer: %v", failure)
+	}
+}
+
+func (p *producer) report(end time.Time) producerReport {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rep := producerReport{
+		Mode: p.mode(), PerChannel: append([]int64(nil), p.counts...), InWindow: p.inWindow,
+		Errors: p.errors, Unsent: p.unsent, FirstError: p.firstError, Requests: p.requests,
+		MaxLagMs: round(float64(p.lag.Max())/1000, 3), P99LagMs: round(float64(p.lag.ValueAtQuantile(99))/1000, 3),
+		FellBack: p.fellBack.Load(), accepted: p.accepted,
+	}
+	for _, n := range p.counts {
+		rep.Events += n
+	}
+	if seconds := float64(p.windowEnd-p.windowStart) / 1e9; seconds > 0 {
+		rep.EventsPerS = round(float64(p.inWindow)/seconds, 1)
+	}
+	return rep
+}
+
+// appendData appends an event's data object: {"run":..,"seq":..,"sent_ns":..}.
+func (p *producer) appendData(buf []byte, e event, sentNs int64) []byte {
+	buf = append(buf, `{"run":"`...)
+	buf = append(buf, p.cfg.run...)
+	buf = append(buf, `","seq":`...)
+	buf = strconv.AppendInt(buf, e.seq, 10)
+	buf = append(buf, `,"sent_ns":`...)
+	buf = strconv.AppendInt(buf, sentNs, 10)
+	return append(buf, '}')
+}
+
+// -- redis -------------------------------------------------------------------------
+
+// xadd appends the events in one pipeline: XADD <stream> * channel <name> data <json>.
+func (p *producer) xadd(ctx context.Context, events []event) {
+	pipe := p.redis.Pipeline()
+	sentNs := time.Now().UnixNano()
+	for _, e := range events {
+		data := p.appendData(make([]byte, 0, 96), e, sentNs)
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: p.cfg.stream, Values: []any{"channel", p.names[e.channel], "data", data}})
+	}
+	commands, err := pipe.Exec(ctx)
+	ok := make([]bool, len(events))
+	for i := range ok {
+		ok[i] = i < len(commands) && commands[i].Err() == nil
+	}
+	if err != nil {
+		err = fmt.Errorf("XADD pipeline: %w", err)
+	}
+	p.accept(events, ok, sentNs, err)
+}
+
+// -- http --------------------------------------------------------------------------
+
+// work sends a worker's events, taking whatever queued up meanwhile into
+// the next request (up to maxBatch).
+func (p *producer) work(ctx context.Context, in chan []event, end time.Time) {
+	var pending []event
+	open := true
+	for open || len(pending) > 0 {
+		if !time.Now().Before(end) {
+			p.drop(len(pending))
+			pending = pending[:0]
+			for part := range in {
+				p.drop(len(part))
+			}
+			return
+		}
+		if len(pending) == 0 {
+			part, ok := <-in
+			if !ok {
+				return
+			}
+			pending = append(pending, part...)
+		}
+	more:
+		for len(pending) < maxBatch && open {
+			select {
+			case part, ok := <-in:
+				if !ok {
+					open = false
+					break more
+				}
+				pending = append(pending, part...)
+			default:
+				break more
+			}
+		}
+		take := p.request(pending)
+		p.post(ctx, pending[:take])
+		pending = append(pending[:0], pending[take:]...)
+	}
+}
+
+// request says how many of the pending events the next request carries:
+// up to maxBatch; for a batch of realtime.publish, up to the first channel
+// that repeats (one event per channel per batch keeps each channel's order).
+func (p *producer) request(pending []event) int {
+	limit := min(len(pending), maxBatch)
+	if p.cfg.publishMany && !p.fellBack.Load() {
+		return limit
+	}
+	seen := make(map[int]struct{}, limit)
+	for i := 0; i < limit; i++ {
+		if _, repeat := seen[pending[i].channel]; repeat {
+			return i
+		}
+		seen[pending[i].channel] = struct{}{}
+	}
+	return limit
+}
+
+// drop counts events a worker never sent: the run ended first.
+func (p *producer) drop(events int) {
+	p.mu.Lock()
+	p.unsent += int64(events)
+	p.mu.Unlock()
+}
+
+var errMethodNotFound = errors.New("realtime.publish_many: method not found (-32601)")
+
+func (p *producer) post(ctx context.Context, events []event) {
+	sentNs := time.Now().UnixNano()
+	ok := make([]bool, len(events))
+	var err error
+	if p.cfg.publishMany && !p.fellBack.Load() {
+		err = p.publishMany(ctx, events, sentNs, ok)
+		if errors.Is(err, errMethodNotFound) {
+			if !p.fellBack.Swap(true) {
+				logf("the server has no realtime.publish_many (-32601): falling back to batches of realtime.publish")
+			}
+			for start := 0; start < len(events); {
+				take := p.request(events[start:])
+				p.post(ctx, events[start:start+take])
+				start += take
+			}
+			return
+		}
+	} else {
+		err = p.publishBatch(ctx, events, sentNs, ok)
+	}
+	p.accept(events, ok, sentNs, err)
+}
+
+// publishBatch: one JSON-RPC batch of realtime.publish, ids 0..n-1.
+func (p *producer) publishBatch(ctx context.Context, events []event, sentNs int64, ok []bool) error {
+	body := make([]byte, 0, len(events)*160)
+	body = append(body, '[')
+	for i, e := range events {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, `{"jsonrpc":"2.0","id":`...)
+		body = strconv.AppendInt(body, int64(i), 10)
+		body = append(body, `,"method":"realtime.publish","params":{"channel":"`...)
+		body = append(body, p.names[e.channel]...)
+		body = append(body, `","data":`...)
+		body = p.appendData(body, e, sentNs)
+		body = append(body, `}}`...)
+	}
+	body = append(body, ']')
+	reply, err := p.postRPC(ctx, body)
+	if err != nil {
+		return err
+	}
+	parser := parsers.Get()
+	defer parsers.Put(parser)
+	value, err := parser.ParseBytes(reply)
+	if err != nil {
+		return fmt.Errorf("realtime.publish batch: %w", err)
+	}
+	var failure error
+	for _, item := range value.GetArray() {
+		id := item.GetInt("id")
+		if item.Exists("result") && id >= 0 && id < len(ok) {
+			ok[id] = true
+		} else if failure == nil {
+			failure = fmt.Errorf("realtime.publish: %s", item.MarshalTo(nil))
+		}
+	}
+	return failure
+}
+
+// publishMany: one realtime.publish_many call carrying every event.
+func (p *producer) publishMany(ctx context.Context, events []event, sentNs int64, ok []bool) error {
+	body := make([]byte, 0, len(events)*100+128)
+	body = append(body, `{"jsonrpc":"2.0","id":1,"method":"realtime.publish_many","params":{"events":[`...)
+	for i, e := range events {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, `{"channel":"`...)
+		body = append(body, p.names[e.channel]...)
+		body = append(body, `","data":`...)
+		body = p.appendData(body, e, sentNs)
+		body = append(body, '}')
+	}
+	body = append(body, `]}}`...)
+	reply, err := p.postRPC(ctx, body)
+	if err != nil {
+		return err
+	}
+	parser := parsers.Get()
+	defer parsers.Put(parser)
+	value, err := parser.ParseBytes(reply)
+	if err != nil {
+		return fmt.Errorf("realtime.publish_many: %w", err)
+	}
+	if value.Exists("error") {
+		if value.GetInt("error", "code") == methodNotFound {
+			return errMethodNotFound
+		}
+		return fmt.Errorf("realtime.publish_many: %s", value.Get("error").MarshalTo(nil))
+	}
+	published := value.GetArray("result", "published")
+	if len(published) != len(events) {
+		return fmt.Errorf("realtime.publish_many: %d of %d events published", len(published), len(events))
+	}
+	for i := range ok {
+		ok[i] = true
+	}
+	return nil
+}
+
+func (p *producer) postRPC(ctx context.Context, body []byte) ([]byte, error) {
+	request, err := http.NewRequestWithContext(ctx, http.MethodPost, p.cfg.rpcURL, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	request.Header.Set("Content-Type", "application/json")
+	response, err := p.http.Do(request)
+	if err != nil {
+		return nil, err
+	}
+	defer response.Body.Close()
+	reply, err := io.ReadAll(response.Body)
+	if err != nil {
+		return nil, err
+	}
+	if response.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("POST %s: HTTP %d: %.200s", p.cfg.rpcURL, response.StatusCode, reply)
+	}
+	return reply, nil
+}
