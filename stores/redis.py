@@ -1,21 +1,25 @@
 """Redis adapters of the cache, stream and pub/sub ports (redis-py, blocking driver).
 
-Threading rules (DESIGN.md, "Backends"):
+The realtime hot path — the stream's ``XADD``/``XREADGROUP``/``XACK``, the
+sequencer's transaction, ``PUBLISH`` and Pub/Sub subscriptions — runs on the
+trio thread over :mod:`stores.resp` (RESP on trio sockets, hiredis's parser):
+no thread hop per command. Everything else uses redis-py in worker threads.
+
+Threading rules for redis-py (DESIGN.md, "Backends"):
 
 - Every driver call is one unit of work: one ``trio.to_thread.run_sync`` call
   under :attr:`RedisBackend.limiter`, a ``CapacityLimiter`` as large as the
   connection pool, so a worker thread always finds a free connection.
   Pipelines are created, executed and closed inside that one call.
-- Socket timeouts bound every call. A cancelled caller waits for its command
-  to finish (at most the socket timeout) so that no connection is left
-  mid-reply. A blocking ``XREADGROUP`` blocks server-side for at most
-  :attr:`RedisBackend.max_block` per call (1 s, and at most half the socket
-  timeout, so its reply always beats the timeout and a cancelled reader
-  returns within a second); longer waits are a loop of such calls.
-- A subscription is one long-lived thread call that owns its ``PubSub``
-  object *and its own connection* (not one of the pool's), under a separate
-  limiter, :attr:`RedisBackend.subscription_limiter`: subscribers never starve
-  the commands of the shared pool.
+- Socket timeouts bound every call. A cancelled redis-py caller waits for its
+  command to finish (at most the socket timeout) so that no connection is
+  left mid-reply; a cancelled :mod:`stores.resp` exchange closes its
+  connection instead. A blocking ``XREADGROUP`` blocks server-side for at
+  most :attr:`RedisBackend.max_block` per call (1 s, and at most half the
+  socket timeout); longer waits are a loop of such calls.
+- A subscription owns a connection of its own (not one of the pool's), one
+  of :attr:`RedisBackend.subscription_slots`: subscribers never starve the
+  commands of the shared pool.
 - Replies have redis-py's RESP2 shapes (``protocol=2``) with ``bytes``
   values; stream field names and values are decoded as UTF-8 here.
 - Driver errors are translated: connection errors and timeouts become
@@ -26,8 +30,7 @@ Threading rules (DESIGN.md, "Backends"):
 from __future__ import annotations
 
 import math
-import threading
-import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn, TypeVar, cast
@@ -36,11 +39,11 @@ import redis
 import trio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis.typing import EncodableT, FieldT
 
 from stores.errors import BackendUnavailable, ConfigError, QueryError, StoreError
 from stores.memory import DEFAULT_SUBSCRIPTION_BUFFER, Subscription
 from stores.pubsub import Message
+from stores.resp import Command, Endpoint, RespConnection, RespError, RespPool, check
 from stores.sequence import GENERATION_KEY, OFFSETS_KEY, channel_epoch, new_generation
 from stores.stream import StreamEntry, check_count
 
@@ -104,8 +107,12 @@ class RedisBackend:
         self.max_block = min(self.socket_timeout / 2, MAX_BLOCK)
         """Longest server-side block of one XREADGROUP, in seconds."""
         self.limiter = trio.CapacityLimiter(pool.max_connections)
-        self.subscription_limiter = trio.CapacityLimiter(max_subscriptions)
+        self.subscription_slots = trio.Semaphore(max_subscriptions)
+        """One per open subscription (each has its own connection)."""
         self._client = redis.Redis(connection_pool=pool)
+        self.endpoint = _endpoint(pool)
+        self.resp = RespPool(self.endpoint, size=pool.max_connections)
+        """Connections on the trio thread, for the realtime hot path (:mod:`stores.resp`)."""
 
     @classmethod
     def from_url(
@@ -164,14 +171,6 @@ class RedisBackend:
         """
         return await trio.to_thread.run_sync(_translated, work, self._client, limiter=self.limiter)
 
-    def subscription_pool(self) -> redis.ConnectionPool:
-        """A one-connection pool with the shared pool's settings, for one subscription."""
-        return redis.ConnectionPool(
-            connection_class=self.pool.connection_class,
-            max_connections=1,
-            **self.pool.connection_kwargs,
-        )
-
     async def ping(self) -> None:
         """Check the server answers.
 
@@ -182,7 +181,24 @@ class RedisBackend:
 
     async def aclose(self) -> None:
         """Close the pool's connections (idempotent)."""
+        await self.resp.aclose()
         await trio.to_thread.run_sync(self.pool.disconnect, limiter=self.limiter)
+
+
+def _endpoint(pool: redis.ConnectionPool) -> Endpoint:
+    """The server of a redis-py pool, for :mod:`stores.resp`."""
+    options = pool.connection_kwargs
+    return Endpoint(
+        host=options.get("host", "localhost"),
+        port=int(options.get("port", 6379)),
+        path=options.get("path"),
+        tls=issubclass(pool.connection_class, redis.SSLConnection),
+        db=int(options.get("db", 0) or 0),
+        username=options.get("username"),
+        password=options.get("password"),
+        socket_timeout=float(options["socket_timeout"]),
+        connect_timeout=float(options.get("socket_connect_timeout") or options["socket_timeout"]),
+    )
 
 
 class RedisCache:
@@ -229,6 +245,13 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _flat_entry(entry_id: bytes, fields: list[bytes]) -> StreamEntry:
+    """A stream entry from a raw RESP reply: its id and ``[name, value, name, value, …]``."""
+    values = iter(fields)
+    decoded = {name.decode(): value.decode() for name, value in zip(values, values, strict=True)}
+    return StreamEntry(entry_id.decode(), decoded, 1)
+
+
 def _entry(entry_id: bytes, fields: Mapping[bytes, bytes], deliveries: int = 1) -> StreamEntry:
     decoded = {_text(name): _text(value) for name, value in fields.items()}
     return StreamEntry(_text(entry_id), decoded, deliveries)
@@ -257,11 +280,17 @@ class RedisStream:
         """
         if not fields:
             raise ValueError("a stream entry needs at least one field")
-        payload: dict[FieldT, EncodableT] = {name: value for name, value in fields.items()}
-        entry_id = await self._backend.run(
-            lambda client: client.xadd(stream, payload, maxlen=self._max_length, approximate=True)
-        )
-        return _text(entry_id)
+        (entry_id,) = await self._backend.resp.execute([self._xadd(stream, fields)])
+        return _text(check(entry_id))
+
+    def _xadd(self, stream: str, fields: Mapping[str, str]) -> Command:
+        command: list[bytes | str | int] = ["XADD", stream]
+        if self._max_length is not None:
+            command += ["MAXLEN", "~", self._max_length]
+        command.append("*")
+        for name, value in fields.items():
+            command += [name, value]
+        return command
 
     async def append_many(self, stream: str, entries: Sequence[Mapping[str, str]]) -> list[str]:
         """Append entries in order, in one pipeline; return their ids.
@@ -274,15 +303,8 @@ class RedisStream:
         if not entries:
             await trio.lowlevel.checkpoint()
             return []
-
-        def add(client: redis.Redis) -> list[str]:
-            with client.pipeline(transaction=False) as pipe:
-                for fields in entries:
-                    payload: dict[FieldT, EncodableT] = dict(fields.items())
-                    pipe.xadd(stream, payload, maxlen=self._max_length, approximate=True)
-                return [_text(entry_id) for entry_id in pipe.execute()]
-
-        return await self._backend.run(add)
+        replies = await self._backend.resp.execute([self._xadd(stream, f) for f in entries])
+        return [_text(check(entry_id)) for entry_id in replies]
 
     async def ensure_group(self, stream: str, group: str) -> None:
         """Create consumer group ``group`` at the start of ``stream`` if missing
@@ -330,16 +352,21 @@ class RedisStream:
         deadline = trio.current_time() + block
         while True:
             wait = min(deadline - trio.current_time(), self._backend.max_block)
+            command: list[bytes | str | int] = ["XREADGROUP", "GROUP", group, consumer]
+            command += ["COUNT", count]
             block_ms = int(wait * 1000) if wait >= 0.001 else None  # None: don't block
-
-            def read(client: redis.Redis, block_ms: int | None = block_ms) -> list[StreamEntry]:
-                reply = client.xreadgroup(
-                    group, consumer, {stream: ">"}, count=count, block=block_ms
-                )
-                streams = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]", reply)
-                return [_entry(i, f) for _name, entries in streams or () for i, f in entries]
-
-            entries = await self._backend.run(read)
+            if block_ms is not None:
+                command += ["BLOCK", block_ms]
+            command += ["STREAMS", stream, ">"]
+            (reply,) = await self._backend.resp.execute(
+                [command], extra_wait=(block_ms or 0) / 1000
+            )
+            entries = [
+                _flat_entry(entry_id, fields)
+                for _name, items in check(reply) or ()
+                for entry_id, fields in items
+                if fields is not None
+            ]
             if entries or block_ms is None:
                 return entries
 
@@ -352,8 +379,8 @@ class RedisStream:
         if not ids:
             await trio.lowlevel.checkpoint()
             return 0
-        acked: int = await self._backend.run(lambda client: client.xack(stream, group, *ids))
-        return acked
+        (acked,) = await self._backend.resp.execute([["XACK", stream, group, *ids]])
+        return int(check(acked))
 
     async def reclaim(
         self,
@@ -412,73 +439,6 @@ class RedisStream:
         return length
 
 
-def _deliver_all(subscription: Subscription, messages: list[Message]) -> None:
-    for message in messages:
-        subscription.deliver(message)
-
-
-def _listen(
-    pool: redis.ConnectionPool,
-    topics: Sequence[str],
-    subscription: Subscription,
-    stop: threading.Event,
-    on_subscribed: Callable[[], None],
-) -> None:
-    """Own one ``PubSub`` for a subscription's life (runs in its worker thread).
-
-    Subscribes, waits for every confirmation (at most the socket timeout),
-    calls ``on_subscribed`` in trio, then hands messages to ``subscription`` in
-    batches until ``stop`` is set (then unsubscribes, confirmed) or the calling
-    task is cancelled.
-
-    Raises:
-        redis.TimeoutError: the subscription was not confirmed in time.
-        redis.ConnectionError: the connection failed.
-        trio.Cancelled: the calling task was cancelled.
-    """
-    pubsub = redis.client.PubSub(pool)
-    try:
-        pubsub.subscribe(*topics)
-        confirmed: set[str] = set()
-        timeout: float = pool.connection_kwargs["socket_timeout"]
-        deadline = time.monotonic() + timeout
-        while len(confirmed) < len(topics):
-            if time.monotonic() >= deadline:
-                raise redis.TimeoutError(f"SUBSCRIBE not confirmed within {timeout} s")
-            trio.from_thread.check_cancelled()
-            reply = pubsub.get_message(timeout=SUBSCRIPTION_POLL)
-            if reply is not None and reply["type"] == "subscribe":
-                confirmed.add(_text(reply["channel"]))
-        trio.from_thread.run_sync(on_subscribed)
-        while not stop.is_set():
-            trio.from_thread.check_cancelled()
-            batch: list[Message] = []
-            reply = pubsub.get_message(timeout=SUBSCRIPTION_POLL)
-            while reply is not None:
-                if reply["type"] == "message":
-                    batch.append(Message(_text(reply["channel"]), reply["data"]))
-                if len(batch) == SUBSCRIPTION_BATCH:
-                    break
-                reply = pubsub.get_message(timeout=0.0)
-            if batch:
-                trio.from_thread.run_sync(_deliver_all, subscription, batch)
-        _unsubscribe(pubsub, timeout)
-    finally:
-        pubsub.close()
-        pool.disconnect()
-
-
-def _unsubscribe(pubsub: redis.client.PubSub, timeout: float) -> None:
-    """Unsubscribe from everything and wait (at most ``timeout`` seconds) for Redis to confirm,
-    so that a publish made after the subscription's context exits reaches no one."""
-    pubsub.unsubscribe()  # type: ignore[no-untyped-call]  # unannotated in redis-py 8.1
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        reply = pubsub.get_message(timeout=SUBSCRIPTION_POLL)
-        if reply is not None and reply["type"] == "unsubscribe" and reply["data"] == 0:
-            return
-
-
 def _reraise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     """Re-raise the one real exception a nursery wrapped (else the first Cancelled, else the group).
 
@@ -495,6 +455,18 @@ def _reraise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     finally:
         error.__context__ = context
         del error, context
+
+
+async def _confirm(connection: RespConnection, kind: bytes, topics: Sequence[str]) -> None:
+    """Read replies until Redis confirmed ``kind`` (``subscribe``/``unsubscribe``) of every topic;
+    messages that arrive meanwhile are dropped (only used at the start and the end)."""
+    waiting = {topic.encode() for topic in topics}
+    while waiting:
+        reply = await connection.receive()
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == kind:
+            waiting.discard(reply[1])
+        elif isinstance(reply, RespError):
+            raise QueryError(str(reply))
 
 
 class RedisPubSub:
@@ -517,15 +489,15 @@ class RedisPubSub:
     async def publish(self, topic: str, data: bytes) -> int:
         """Send ``data`` to the current subscribers of ``topic``; return how many
         connections got it, across processes."""
-        receivers: int = await self._backend.run(lambda client: client.publish(topic, data))
-        return receivers
+        (receivers,) = await self._backend.resp.execute([("PUBLISH", topic, data)])
+        return int(check(receivers))
 
     @asynccontextmanager
     async def subscribe(self, *topics: str) -> AsyncIterator[Subscription]:
         """Subscribe to ``topics`` for the life of the context.
 
         Entry returns once Redis has confirmed every ``SUBSCRIBE``; it waits
-        for a slot of :attr:`RedisBackend.subscription_limiter` first. Exit
+        for a slot of :attr:`RedisBackend.subscription_slots` first. Exit
         stops the subscription thread within :data:`SUBSCRIPTION_POLL` seconds.
 
         Yields:
@@ -540,61 +512,70 @@ class RedisPubSub:
         """
         if not topics:
             raise ValueError("subscribe needs at least one topic")
+        unique = tuple(dict.fromkeys(topics))
         subscription = Subscription(self._buffer_size)
-        stop = threading.Event()
-        try:
-            async with trio.open_nursery() as nursery:
-                try:
-                    await nursery.start(
-                        self._run_listener, tuple(dict.fromkeys(topics)), subscription, stop
-                    )
-                    yield subscription
-                finally:
-                    stop.set()
-        except BaseExceptionGroup as group:
-            _reraise_single(group)
-        finally:
-            subscription.close()
-
-    async def _run_listener(
-        self,
-        topics: tuple[str, ...],
-        subscription: Subscription,
-        stop: threading.Event,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Run :func:`_listen` in a thread; after start-up its failures end the subscription."""
-        started = False
-
-        def on_subscribed() -> None:
-            nonlocal started
-            started = True
-            task_status.started()
-
-        def listen() -> None:
+        endpoint = self._backend.endpoint
+        async with self._backend.subscription_slots:
+            connection = await RespConnection.open(endpoint)
             try:
-                _listen(
-                    self._backend.subscription_pool(), topics, subscription, stop, on_subscribed
-                )
-            except redis.RedisError as exc:
-                raise _store_error(exc) from exc
-
-        try:
-            await trio.to_thread.run_sync(listen, limiter=self._backend.subscription_limiter)
-        except StoreError as exc:
-            if not started:
+                with trio.fail_after(endpoint.socket_timeout):
+                    await connection.send([("SUBSCRIBE", *unique)])
+                    await _confirm(connection, b"subscribe", unique)
+            except trio.TooSlowError:
+                await connection.aclose()
+                raise BackendUnavailable(
+                    f"SUBSCRIBE not confirmed within {endpoint.socket_timeout} s"
+                ) from None
+            except BaseException:
+                await connection.aclose()
                 raise
-            subscription.close(exc)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_listen, connection, subscription)
+                    try:
+                        yield subscription
+                    finally:
+                        nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                _reraise_single(group)
+            finally:
+                subscription.close()
+                await _unsubscribe(connection, unique)
+
+
+async def _listen(connection: RespConnection, subscription: Subscription) -> None:
+    """Hand every message of ``connection`` to ``subscription`` until cancelled or it fails."""
+    message_kind = b"message"
+    try:
+        while True:
+            reply = await connection.receive()
+            if isinstance(reply, list) and len(reply) == 3 and reply[0] == message_kind:
+                subscription.deliver(Message(reply[1].decode(), reply[2]))
+    except BackendUnavailable as exc:
+        subscription.close(exc)
+
+
+async def _unsubscribe(connection: RespConnection, topics: Sequence[str]) -> None:
+    """Unsubscribe and wait (at most the socket timeout) for Redis to confirm, so that a
+    publish made after the subscription's context exits reaches no one; then close."""
+    with trio.CancelScope(shield=True), trio.move_on_after(connection.socket_timeout):
+        if not connection.broken:
+            try:
+                await connection.send([("UNSUBSCRIBE", *topics)])
+                await _confirm(connection, b"unsubscribe", topics)
+            except (BackendUnavailable, QueryError):
+                pass
+    await connection.aclose()
 
 
 class RedisSequencer:
     """Per-channel offsets in Redis, shared by every process (one transaction per call).
 
     ``SET starling:generation <new> NX``, ``GET starling:generation`` and one
-    ``HINCRBY starling:offsets <channel> 1`` per offset, in one ``MULTI``
-    transaction, so the offsets and the generation their epochs derive from
-    are read together.
+    ``HINCRBY starling:offsets <channel> <count>`` per distinct channel of
+    the call, in one ``MULTI`` transaction, so the offsets and the generation
+    their epochs derive from are read together. A channel's events of one
+    call get consecutive offsets, in the order given.
     """
 
     def __init__(
@@ -615,21 +596,32 @@ class RedisSequencer:
             await trio.lowlevel.checkpoint()
             return []
 
-        def allocate(client: redis.Redis) -> tuple[str, list[int]]:
-            with client.pipeline(transaction=True) as pipe:
-                pipe.set(self._generation_key, new_generation(), nx=True)
-                pipe.get(self._generation_key)
-                for channel in channels:
-                    pipe.hincrby(self._offsets_key, channel, 1)
-                replies = pipe.execute()
-            return _text(replies[1]), [int(offset) for offset in replies[2:]]
+        counts = Counter(channels)
 
-        generation, offsets = await self._backend.run(allocate)
-        self._generation = generation
-        return [
-            (offset, channel_epoch(generation, channel))
-            for offset, channel in zip(offsets, channels, strict=True)
+        commands: list[Command] = [
+            ("MULTI",),
+            ("SET", self._generation_key, new_generation(), "NX"),
+            ("GET", self._generation_key),
         ]
+        commands += [("HINCRBY", self._offsets_key, c, n) for c, n in counts.items()]
+        commands.append(("EXEC",))
+        replies = check((await self._backend.resp.execute(commands))[-1])
+        for reply in replies:
+            check(reply)
+        generation, tops = _text(replies[1]), [int(top) for top in replies[2:]]
+        self._generation = generation
+        # The first offset of each channel's run: its new top minus its count, plus one.
+        following = {}
+        epochs = {}
+        for (channel, count), top in zip(counts.items(), tops, strict=True):
+            following[channel] = top - count + 1
+            epochs[channel] = channel_epoch(generation, channel)
+        numbered = []
+        for channel in channels:
+            offset = following[channel]
+            following[channel] = offset + 1
+            numbered.append((offset, epochs[channel]))
+        return numbered
 
     async def refresh(self) -> str:
         """See :class:`stores.sequence.Sequencer`."""

@@ -7,8 +7,11 @@ stream ``starling:events`` (a Redis stream, or the in-process one), read with
 so several processes share the stream and each entry goes to one of them.
 
 Each batch (up to ``batch`` entries, waiting at most ``block`` seconds) is
-sent to a transformer (in turn, when there are several) with backpressure:
-when the transformers fall behind, the nozzle stops reading and entries wait in the stream, not in
+split by channel: a channel always goes to the same transformer
+(:func:`transformer_index`, a CRC-32 of its name), so one transformer numbers
+each channel's events, one batch after another, in stream order. Each part
+travels as one message, with backpressure: when the transformers fall
+behind, the nozzle stops reading and entries wait in the stream, not in
 memory. Every ``reclaim_every`` seconds the nozzle also claims entries that
 have been pending on any consumer for ``reclaim_idle`` seconds (a crashed
 transformer's batch, a dead process's), so nothing read is ever lost: at
@@ -17,7 +20,7 @@ least once, duplicates possible.
 
 from __future__ import annotations
 
-import itertools
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +43,16 @@ class Batch:
     entries: tuple[StreamEntry, ...]
 
 
+def transformer_index(channel: str | None, transformers: int) -> int:
+    """Which of ``transformers`` transformers numbers ``channel`` (entries without one: 0).
+
+    CRC-32 of the UTF-8 name modulo the count: the same in every process and run.
+    """
+    if channel is None or transformers == 1:
+        return 0
+    return zlib.crc32(channel.encode()) % transformers
+
+
 @dataclass(frozen=True, slots=True)
 class NozzleStatistics:
     """The nozzle's figures: entries read, of them reclaimed, and batches sent."""
@@ -57,7 +70,7 @@ class Nozzle:
 
     Args:
         stream: the stream port.
-        transformers: where batches go, in turn (at least one).
+        transformers: where batches go, a channel always to the same one (at least one).
         consumer: this process's name in the consumer group.
         batch: most entries per read.
         block: longest wait for a first entry, seconds.
@@ -86,7 +99,7 @@ class Nozzle:
         if not transformers:
             raise ValueError("the nozzle needs at least one transformer")
         self._stream = stream
-        self._transformers = itertools.cycle(transformers)
+        self._transformers = tuple(transformers)
         self.consumer = consumer
         self.batch = batch
         self.block = block
@@ -141,7 +154,17 @@ class Nozzle:
     async def _hand_on(self, entries: list[StreamEntry]) -> None:
         self.read += len(entries)
         self.batches += 1
-        await next(self._transformers).send(Batch(tuple(entries)))
+        transformers = self._transformers
+        count = len(transformers)
+        if count == 1:
+            await transformers[0].send(Batch(tuple(entries)))
+            return
+        parts: list[list[StreamEntry]] = [[] for _ in range(count)]
+        for entry in entries:
+            parts[transformer_index(entry.fields.get("channel"), count)].append(entry)
+        for transformer, part in zip(transformers, parts, strict=True):
+            if part:
+                await transformer.send(Batch(tuple(part)))
 
     def request_stop(self) -> None:
         """Stop reading (what was handed on stays with the transformer)."""
