@@ -487,15 +487,19 @@ func (f *fleet) startPings() (stop func()) {
 	go func() {
 		ticker := time.NewTicker(pingTick)
 		defer ticker.Stop()
-		share := int(math.Ceil(float64(len(f.subs)) * float64(pingTick) / float64(f.cfg.pingEvery)))
-		next := 0
+		// Each tick pings this many connections, the fraction carried to the next tick.
+		share := float64(len(f.subs)) * float64(pingTick) / float64(f.cfg.pingEvery)
+		credit, next := 0.0, 0
 		for {
 			select {
 			case <-done:
 				return
 			case <-ticker.C:
 			}
-			for k := 0; k < share; k++ {
+			credit += share
+			count := int(credit)
+			credit -= float64(count)
+			for k := 0; k < count; k++ {
 				s := f.subs[next]
 				next = (next + 1) % len(f.subs)
 				if s.ready.Load() && !s.closed.Load() && !f.stopping.Load() {
