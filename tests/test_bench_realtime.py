@@ -156,6 +156,19 @@ def built_loadgen() -> Path:
     return LOADGEN
 
 
+def test_loadgen_go_tests_pass() -> None:
+    """The loadgen's own tests pass: array and single frames, duplicates, reordering, the window."""
+    built_loadgen()
+    result = subprocess.run(
+        ["go", "test", "./..."],
+        cwd=LOADGEN.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def check_native(document: dict[str, Any], backend: str) -> None:
     """The native run's deliveries match what its producer reports it published, and the server."""
     check(document, backend)
