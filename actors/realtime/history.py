@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import msgspec
+
 DEFAULT_SIZE = 100
 """Publications kept per channel."""
 DEFAULT_MAX_CHANNELS = 1_000
@@ -49,9 +51,13 @@ def _check_bounds(size: int, ttl: float | None) -> None:
         raise ValueError(f"ttl must be > 0 seconds, got {ttl!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class Publication:
+class Publication(msgspec.Struct, frozen=True, gc=False):
     """One message in a channel's history.
+
+    Not tracked by the cyclic garbage collector (``gc=False``: it holds an int,
+    bytes and a float): a server keeps a hundred per channel, and tracked they
+    made every full collection walk them all (pauses of 50-150 ms, the p99 of
+    the realtime benchmark at low rates).
 
     Attributes:
         offset: its place in the channel, 1 for the first publication.

@@ -58,8 +58,12 @@ class Parsed:
     raw: bytes
 
 
-class Rendered(msgspec.Struct, frozen=True, array_like=True):
-    """One event ready to publish: where, its number, and the payload bytes."""
+class Rendered(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One event ready to publish: where, its number, and the payload bytes.
+
+    Not tracked by the garbage collector (strings, ints and bytes only): the
+    receipts keep tens of thousands of them.
+    """
 
     channel: str
     offset: int
