@@ -68,7 +68,13 @@ from protocols.app import AppConfig, create_app
 from protocols.dashboard import DashboardReporter, Snapshots, Sources
 from protocols.http import HttpServer
 from protocols.tokens import load_secret
-from protocols.websocket import DEFAULT_MAX_CONNECTIONS, Limits, WebSocketGateway, pub_frame
+from protocols.websocket import (
+    DEFAULT_MAX_CONNECTIONS,
+    Limits,
+    WebSocketGateway,
+    gap_frame,
+    pub_frame,
+)
 from stores.backends import (
     DEFAULT_STREAM_MAX_LENGTH,
     KeyValueBackend,
@@ -234,6 +240,7 @@ def build_tree(
         shared=key_value.shared,
         settings=options.realtime,
         render=pub_frame,
+        render_gap=gap_frame,
         bus=bus,
         readers=pool,
     )
@@ -1215,7 +1222,7 @@ async def tail_channels(
     """Follow ``channels``: JSON lines on stdout, notes on stderr (``starling tail``)."""
     import json
 
-    from protocols.client import Reconnecting, Subscribed, TailStatus, tail, websocket_url
+    from protocols.client import Gap, Reconnecting, Subscribed, TailStatus, tail, websocket_url
 
     def on_pub(publication: dict[str, Any]) -> None:
         try:
@@ -1235,6 +1242,11 @@ async def tail_channels(
                 note = (
                     f"resubscribed to {channel}: what was published while disconnected could "
                     f"not be recovered (the server's history moved on); resuming at {offset}"
+                )
+            case Gap(channel, first, last):
+                note = (
+                    f"{channel}: publications {first}..{last} were lost before they reached the "
+                    f"server (it said so); resuming after {last}"
                 )
             case Reconnecting(None, reason, delay, attempt):
                 note = f"cannot connect ({reason}); retrying in {delay:.1f} s (attempt {attempt})"

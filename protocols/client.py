@@ -458,7 +458,22 @@ class Reconnecting:
     attempt: int
 
 
-TailStatus = Subscribed | Reconnecting
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """The server said publications ``first..last`` of ``channel`` will never arrive
+    (lost on the way to it: a ``gap`` notice); the subscription goes on after ``last``.
+
+    Attributes:
+        channel: the channel.
+        first, last: the offsets lost, inclusive.
+    """
+
+    channel: str
+    first: int
+    last: int
+
+
+TailStatus = Subscribed | Reconnecting | Gap
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,6 +525,15 @@ class _Pub(msgspec.Struct, frozen=True):
     channel: str
     offset: int
     data: Any
+
+
+class _Gap(msgspec.Struct, frozen=True):
+    """A ``gap`` notice's params (:func:`protocols.websocket.frames.gap_frame`)."""
+
+    channel: str
+    first: int
+    last: int
+    epoch: str
 
 
 class _Done(Exception):
@@ -725,6 +749,8 @@ class _Tail:
                 raise ProtocolError(f"unexpected frame item: {item!r:.200}")
             if item.get("method") == "pub":
                 self._publication(item.get("params"))
+            elif item.get("method") == "gap":
+                self._gap(item.get("params"))
             elif "id" in item:
                 self._reply(item)
             # Other notifications: none is defined; a newer server may send some.
@@ -761,6 +787,18 @@ class _Tail:
         if pub.channel not in self._positions:
             raise ProtocolError(f"a pub on a channel not subscribed: {pub.channel!r:.80}")
         self._deliver(pub.channel, pub.offset, pub.data)
+
+    def _gap(self, params: Any) -> None:
+        try:
+            gap = msgspec.convert(params, _Gap)
+        except msgspec.ValidationError as exc:
+            raise ProtocolError(f"malformed gap: {exc}") from None
+        position = self._positions.get(gap.channel)
+        if position is None:
+            raise ProtocolError(f"a gap on a channel not subscribed: {gap.channel!r:.80}")
+        if gap.last > position.offset:
+            self._positions[gap.channel] = Position(gap.last, gap.epoch)
+            self.on_status(Gap(gap.channel, gap.first, gap.last))
 
     def _deliver(self, channel: str, offset: int, data: Any) -> bool:
         """Give one publication to ``on_pub`` unless already seen; :class:`_Done` at the limit."""

@@ -18,7 +18,8 @@ Snapshot (JSON object, one per interval)::
      "latency_ms": {"p50", "p99", "p99.9"} stream-to-publish, last 10-20 s,
      "ws": {"open", "peak_open", "refused"},
      "feeds": {"live", "builds"},
-     "realtime": {"read", "events", "poison", "delivered", "slow_disconnects", "subscribers"},
+     "realtime": {"read", "events", "poison", "delivered", "slow_disconnects", "gaps",
+                  "missed", "relay_dropped", "subscribers"},
      "rpc": [{"method", "calls_per_second", "mean_ms", "errors"}…] busiest first}
 """
 
@@ -98,6 +99,9 @@ class Snapshots:
                 "poison": r.poison,
                 "delivered": r.delivered,
                 "slow_disconnects": r.slow_disconnects,
+                "gaps": r.gaps,
+                "missed": r.missed,
+                "relay_dropped": r.relay_dropped,
                 "subscribers": r.subscribers,
             }
         if s.gateway is not None:

@@ -130,6 +130,11 @@ class RealtimeCollector(Collector):
                                                    r.slow_disconnects),
             "starling_realtime_reorder_gaps": ("Offset gaps skipped after the reorder wait.",
                                                r.reorder_gaps),
+            "starling_realtime_gaps": ("Gaps subscribers were told of (gap notices).", r.gaps),
+            "starling_realtime_missed": ("Publications lost before this process got them.",
+                                         r.missed),
+            "starling_realtime_relay_dropped": ("Pub/Sub batches the relay's buffer dropped.",
+                                                r.relay_dropped),
         }  # fmt: skip
         for name, (help_text, value) in counters.items():
             family = CounterMetricFamily(name, help_text)

@@ -21,6 +21,25 @@ class Message:
     data: bytes
 
 
+class _Dropped(Protocol):
+    @property
+    def dropped(self) -> int:
+        """Messages dropped so far because the buffer was full."""
+        ...
+
+
+class Messages(Protocol):
+    """A subscription's messages (an async iterator), and how many its bounded buffer dropped."""
+
+    def __aiter__(self) -> AsyncIterator[Message]: ...
+
+    async def __anext__(self) -> Message: ...
+
+    def statistics(self) -> _Dropped:
+        """A snapshot with ``dropped``."""
+        ...
+
+
 class PubSub(Protocol):
     """Topic-based publish/subscribe."""
 
@@ -29,12 +48,13 @@ class PubSub(Protocol):
         (for Redis: subscribed connections, across processes)."""
         ...
 
-    def subscribe(self, *topics: str) -> AbstractAsyncContextManager[AsyncIterator[Message]]:
+    def subscribe(self, *topics: str) -> AbstractAsyncContextManager[Messages]:
         """Subscribe to ``topics`` for the life of the context.
 
         The subscription is active when the context is entered: a message
         published after entry is received. The iterator has a bounded buffer;
-        a subscriber that does not keep up loses the oldest messages
-        (pub/sub is fire-and-forget; the stream is the durable path).
+        a subscriber that does not keep up loses the oldest messages, counted
+        in ``statistics().dropped`` (pub/sub is fire-and-forget; the stream is
+        the durable path).
         """
         ...

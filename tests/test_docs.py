@@ -112,7 +112,7 @@ def exported_metrics() -> set[str]:
     from supervisor import SupervisorStatistics
 
     root = SupervisorStatistics("root", "running", "one_for_one", 3, 30.0, 0, 0, None, ())
-    realtime = RealtimeStatistics(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {"p50": 0.0})
+    realtime = RealtimeStatistics(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {"p50": 0.0})
     metrics = Metrics(
         lambda: root, FeedCounters(), RealtimeCollector(lambda: realtime, lambda: (0, 0))
     )

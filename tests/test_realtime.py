@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -35,14 +36,16 @@ import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from actors.realtime.pipeline import Realtime, RealtimeSettings, realtime_subtree
-from actors.realtime.transform import GROUP, STREAM
+from actors.realtime.transform import GROUP, STREAM, TOPIC, Rendered, encode_batch
 from protocols.tokens import issue_token, load_secret
-from protocols.websocket import pub_frame
+from protocols.websocket import gap_frame, pub_frame
 from protocols.websocket.session import CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, KiB, Limits
 from server import ServeOptions, Settings, serve
 from stores.backends import KeyValueBackend, default_graph_url, open_key_value
 from stores.cache import Cache
 from stores.importers import import_edge_list, read_edge_list
+from stores.redis import RedisBackend, RedisPubSub
+from stores.sequence import channel_epoch
 from supervisor import Supervisor
 
 TIMEOUT = 30.0
@@ -605,3 +608,94 @@ async def test_system_restart_restarts_a_child_and_the_pipeline_keeps_delivering
                     "params": {"path": "realtime/nothing"}}  # fmt: skip
             reply = (await server.client.post("/rpc", json=body)).json()
             assert reply["error"]["code"] == -32004
+
+
+# --- the relay falling behind: found by offset, never silent ------------------------------
+
+
+@dataclass(eq=False)
+class Reader:
+    """A subscriber that decodes every frame it is offered (``pub`` and ``gap``); ``hold``,
+    when set, blocks the trio thread in the next offer until it is set (a stalled publisher)."""
+
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    subscriptions: frozenset[str] = frozenset({"post:1"})
+    hold: threading.Event | None = None
+
+    def offer(self, channel: str, offset: int, frame: bytes, /) -> bool:
+        length = frame[1]
+        payload = frame[2:] if length < 126 else frame[4:] if length == 126 else frame[10:]
+        self.frames.append(json.loads(payload))
+        if self.hold is not None:
+            hold, self.hold = self.hold, None
+            hold.wait(10)  # blocks the trio thread on purpose: the publisher stalls
+        return True
+
+    def statistics(self) -> SimpleNamespace:
+        return SimpleNamespace(close=None)
+
+
+@pytest.mark.redis
+async def test_relay_overflow_is_found_by_offset_and_told_never_silent(redis_url: str) -> None:
+    """When the relay's Pub/Sub buffer overflows while the publisher is stalled, every offset reaches the subscriber either as a pub or inside a gap notice, in order; the counters show the drop and the gap, and recovery across it answers recovered: false."""  # noqa: E501
+    redis.Redis.from_url(redis_url).flushall()
+    kv = open_key_value(redis_url)
+    small = RedisBackend.from_url(redis_url)
+    try:
+        generation = await kv.sequencer.refresh()
+        epoch = channel_epoch(generation, "post:1")
+        supervisor_tree, realtime = realtime_subtree(
+            stream=kv.stream,
+            pubsub=RedisPubSub(small, buffer_size=2),
+            sequencer=kv.sequencer,
+            cache=kv.cache,
+            shared=True,
+            settings=quick(reorder_wait=0.2),
+            render=pub_frame,
+            render_gap=gap_frame,
+        )
+        reader = Reader()
+        client = redis.Redis.from_url(redis_url)
+
+        def batch(offset: int) -> bytes:
+            return encode_batch(
+                [Rendered("post:1", offset, epoch, f"{offset}-0", b'{"n":%d}' % offset)]
+            )
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(supervisor_tree.run)
+            realtime.publisher.subscribe(reader, "post:1")
+            await trio.to_thread.run_sync(client.publish, TOPIC, batch(1))
+            await until(lambda: len(reader.frames) == 1)
+            released = threading.Event()
+            reader.hold = released
+
+            def burst() -> None:
+                # The trio thread is held in the offer of offset 2 while offsets 3..20
+                # reach this process's socket, one message each.
+                for offset in range(2, 21):
+                    client.publish(TOPIC, batch(offset))
+                released.set()
+
+            await trio.to_thread.run_sync(burst)
+            await until(lambda: reader.frames and reader.frames[-1]["params"].get("offset") == 20)
+            supervisor_tree.request_stop()
+
+        covered: list[int] = []
+        for frame in reader.frames:
+            params = frame["params"]
+            if frame["method"] == "gap":
+                assert params["epoch"] == epoch
+                covered += range(params["first"], params["last"] + 1)
+            else:
+                covered.append(params["offset"])
+        assert covered == list(range(1, 21))
+        statistics = realtime.statistics()
+        assert statistics.relay_dropped > 0
+        assert statistics.gaps == sum(f["method"] == "gap" for f in reader.frames) >= 1
+        assert statistics.missed == 20 - sum(f["method"] == "pub" for f in reader.frames)
+        assert realtime.publisher.since("post:1", 2, epoch).recovered is False
+        client.close()
+    finally:
+        await small.aclose()
+        await kv.aclose()

@@ -52,7 +52,7 @@ from actors.realtime.bridge import RealtimeBridge
 from actors.realtime.history import DEFAULT_MAX_CHANNELS, DEFAULT_SIZE, Histories
 from actors.realtime.nozzle import Nozzle
 from actors.realtime.ordering import ReorderBuffer
-from actors.realtime.publisher import Publisher, Render
+from actors.realtime.publisher import Publisher, Render, RenderGap
 from actors.realtime.transform import (
     STREAM,
     TOPIC,
@@ -334,17 +334,27 @@ class PublisherActor(Actor[Any]):
 
 @dataclass(frozen=True, slots=True)
 class RelayStatistics:
-    """The relay's figures: batches and events passed on, messages that were not batches."""
+    """The relay's figures: batches and events passed on, messages that were not batches,
+    and batches its subscription buffer dropped while the publisher was behind."""
 
     name: str
     state: str
     batches: int
     events: int
     malformed: int
+    dropped: int = 0
 
 
 class Relay:
     """Passes the rendered batches of every process (Redis Pub/Sub) to this process's publisher.
+
+    Pub/Sub is fire-and-forget: when the publisher falls behind for long, the
+    subscription's bounded buffer drops its oldest batches (and if Redis's
+    own buffer for this subscriber overflows, Redis drops the connection and
+    the relay restarts). Either way the publications lost are found by
+    offset: the reorder buffer waits for them, then the publisher counts the
+    gap and tells the channel's subscribers (:meth:`Publisher.put`). The
+    batches dropped here are counted in :attr:`dropped`.
 
     Args:
         pubsub: the Pub/Sub port (Redis).
@@ -361,6 +371,8 @@ class Relay:
         self.batches = 0
         self.events = 0
         self.malformed = 0
+        self.dropped = 0
+        self._dropped_before = 0
 
     async def run(self, *, task_status: trio.TaskStatus[Relay] = trio.TASK_STATUS_IGNORED) -> None:
         """Subscribe, report ready, relay until stopped."""
@@ -369,7 +381,9 @@ class Relay:
             async with self._pubsub.subscribe(TOPIC) as messages:
                 self._state = "running"
                 task_status.started(self)
+                self._dropped_before = self.dropped
                 async for message in messages:
+                    self.dropped = self._dropped_before + messages.statistics().dropped
                     try:
                         items = decode_batch(message.data)
                     except msgspec.DecodeError as error:
@@ -388,7 +402,9 @@ class Relay:
 
     def statistics(self) -> RelayStatistics:
         """A snapshot of the figures."""
-        return RelayStatistics(self.name, self._state, self.batches, self.events, self.malformed)
+        return RelayStatistics(
+            self.name, self._state, self.batches, self.events, self.malformed, self.dropped
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,6 +420,9 @@ class RealtimeStatistics:
         delivered: offers accepted by local sessions.
         slow_disconnects: sessions dropped for a full outbox.
         reorder_gaps: offset gaps skipped after ``reorder_wait``.
+        gaps: gaps the subscribers were told of (``gap`` notices).
+        missed: publications those gaps left out.
+        relay_dropped: Pub/Sub batches the relay's buffer dropped (0 without Redis).
         duplicates: events dropped because their offset was already published.
         channels: channels with local subscribers.
         subscribers: local (session, channel) subscriptions.
@@ -419,6 +438,9 @@ class RealtimeStatistics:
     delivered: int
     slow_disconnects: int
     reorder_gaps: int
+    gaps: int
+    missed: int
+    relay_dropped: int
     duplicates: int
     channels: int
     subscribers: int
@@ -436,6 +458,7 @@ class Realtime:
     publisher_actor: PublisherActor
     transformers: Sequence[Transformer]
     nozzle: Nozzle
+    relay: Relay | None = None
 
     async def publish(self, channel: str, data: Mapping[str, Any]) -> Accepted:
         """Append an event to the stream; return where it was published.
@@ -475,6 +498,9 @@ class Realtime:
             delivered=publisher.delivered,
             slow_disconnects=publisher.slow_disconnects,
             reorder_gaps=self.publisher_actor.reorder.gaps,
+            gaps=publisher.gaps,
+            missed=publisher.missed,
+            relay_dropped=self.relay.dropped if self.relay is not None else 0,
             duplicates=self.publisher_actor.reorder.duplicates,
             channels=publisher.channels,
             subscribers=publisher.subscribers,
@@ -491,6 +517,7 @@ def realtime_subtree(
     shared: bool,
     settings: RealtimeSettings,
     render: Render,
+    render_gap: RenderGap | None = None,
     bus: EventBus[SocialEvent] | None = None,
     readers: ReaderPool | None = None,
 ) -> tuple[Supervisor, Realtime]:
@@ -503,6 +530,8 @@ def realtime_subtree(
         settings: the knobs.
         render: a publication as the sessions write it
             (:func:`protocols.websocket.frames.pub_frame`), once per publication.
+        render_gap: the notice subscribers get when publications were lost on
+            the way (:func:`protocols.websocket.frames.gap_frame`).
         bus, readers: the social event bus and readers, for the domain-event
             bridge; without them there is no bridge.
     """
@@ -512,7 +541,7 @@ def realtime_subtree(
         ttl=settings.history_ttl,
         epochs=sequencer.epoch,
     )
-    publisher = Publisher(render, histories)
+    publisher = Publisher(render, histories, render_gap=render_gap)
     receipts = Receipts()
     publisher_actor = PublisherActor(
         publisher, sequencer, receipts, reorder_wait=settings.reorder_wait
@@ -532,6 +561,7 @@ def realtime_subtree(
         reclaim_every=settings.reclaim_every,
     )
     children = [ChildSpec(publisher_actor.name, publisher_actor.run)]
+    relay = None
     if shared:
         relay = Relay(pubsub, publisher_actor.ref)
         children.append(ChildSpec(relay.name, relay.run))
@@ -548,5 +578,7 @@ def realtime_subtree(
         period=30,
         backoff=Backoff(initial=0.2, factor=2, maximum=10),
     )
-    handle = Realtime(publisher, stream, receipts, settings, publisher_actor, transformers, nozzle)
+    handle = Realtime(
+        publisher, stream, receipts, settings, publisher_actor, transformers, nozzle, relay
+    )
     return supervisor, handle

@@ -69,6 +69,10 @@ SLOW_CONSUMER: Final = 4008
 Render = Callable[[str, int, bytes], bytes]
 """``render(channel, offset, data) -> bytes``: a publication as its subscribers receive it."""
 
+RenderGap = Callable[[str, int, int, str], bytes]
+"""``render_gap(channel, first, last, epoch) -> bytes``: the notice that offsets
+``first..last`` of ``channel`` will never be delivered here."""
+
 
 class _Closing(Protocol):
     @property
@@ -105,6 +109,9 @@ class PublisherStatistics:
         delivered: offers accepted by sessions (one per subscriber per publication).
         slow_disconnects: sessions that refused an offer because their outbox
             was full (close 4008), and were dropped.
+        gaps: times :meth:`Publisher.put` met offsets missing before the one it got
+            (the subscribers of the channel were told, see :meth:`Publisher.put`).
+        missed: publications those gaps left out, in all.
     """
 
     channels: int
@@ -112,6 +119,8 @@ class PublisherStatistics:
     published: int
     delivered: int
     slow_disconnects: int
+    gaps: int = 0
+    missed: int = 0
 
 
 class Publisher:
@@ -120,6 +129,8 @@ class Publisher:
     Args:
         render: a publication as its subscribers receive it (the module
             docstring); called once per publication with local subscribers.
+        render_gap: the notice a channel's subscribers get when publications
+            were lost before this process got them (:meth:`put`); none when ``None``.
         histories: the channels' histories; a fresh :class:`Histories` with
             its defaults when ``None``.
         clock: seconds, never going backwards; the time of ``since`` and
@@ -131,9 +142,11 @@ class Publisher:
         render: Render,
         histories: Histories | None = None,
         *,
+        render_gap: RenderGap | None = None,
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
         self.render = render
+        self.render_gap = render_gap
         self.histories = Histories() if histories is None else histories
         self._clock = clock
         self._subscribers: dict[str, set[Subscriber]] = {}
@@ -141,6 +154,8 @@ class Publisher:
         self._published = 0
         self._delivered = 0
         self._slow = 0
+        self._gaps = 0
+        self._missed = 0
 
     # -- producers ----------------------------------------------------------------
 
@@ -175,6 +190,13 @@ class Publisher:
         nobody. Feed it each channel's publications in offset order
         (:class:`~actors.realtime.ordering.ReorderBuffer`).
 
+        A gap (``offset`` past the top + 1 in the same epoch: publications lost
+        on the way here, e.g. a Pub/Sub relay that fell behind) is never
+        silent: it is counted, the subscribers of the channel get the
+        ``render_gap`` notice before this publication (they reload from the
+        application, as after ``recovered: false``), and a recovery from
+        before the gap answers ``recovered: false``.
+
         Args:
             channel: a valid channel name (not checked here).
             offset: the publication's offset from the sequencer.
@@ -185,6 +207,9 @@ class Publisher:
         Returns:
             The publication, or ``None`` for a duplicate.
         """
+        top, known = self.histories.position(channel)
+        if known == epoch and 0 < top < offset - 1:
+            self._gap(channel, top + 1, offset - 1, epoch)
         publication = self.histories.put(
             channel, offset, epoch, data, self._clock() if now is None else now
         )
@@ -243,6 +268,8 @@ class Publisher:
             published=self._published,
             delivered=self._delivered,
             slow_disconnects=self._slow,
+            gaps=self._gaps,
+            missed=self._missed,
         )
 
     # -- internals ----------------------------------------------------------------
@@ -259,6 +286,18 @@ class Publisher:
             if not subscriber.offer(channel, offset, frame):
                 refused.append(subscriber)
         self._delivered += len(subscribers) - len(refused)
+        for subscriber in refused:
+            self._drop(subscriber, channel)
+
+    def _gap(self, channel: str, first: int, last: int, epoch: str) -> None:
+        """Count a gap and tell the channel's subscribers (module docstring of :meth:`put`)."""
+        self._gaps += 1
+        self._missed += last - first + 1
+        subscribers = self._subscribers.get(channel)
+        if not subscribers or self.render_gap is None:
+            return
+        notice = self.render_gap(channel, first, last, epoch)
+        refused = [s for s in subscribers if not s.offer(channel, last, notice)]
         for subscriber in refused:
             self._drop(subscriber, channel)
 

@@ -107,6 +107,7 @@
     text("latency", `${fmt(latency.p50)} / ${fmt(latency.p99)} / ${fmt(latency["p99.9"])} ms`);
     const rt = snapshot.realtime || {};
     text("trouble", `${fmt(rt.poison)} / ${fmt(rt.slow_disconnects)}`);
+    text("gaps", `${fmt(rt.gaps)} (${fmt(rt.missed)}) / ${fmt(rt.relay_dropped)}`);
 
     const tree = document.getElementById("tree");
     tree.replaceChildren(node(snapshot.tree, null));

@@ -6,7 +6,7 @@
 - :mod:`protocols.websocket.gateway` — admission, the shared flusher and timer, statistics.
 """
 
-from protocols.websocket.frames import pub_frame, pub_notification, text_frame
+from protocols.websocket.frames import gap_frame, pub_frame, pub_notification, text_frame
 from protocols.websocket.gateway import (
     CLOSE_TRY_AGAIN_LATER,
     DEFAULT_MAX_CONNECTIONS,
@@ -25,6 +25,7 @@ __all__ = [
     "Session",
     "SessionStatistics",
     "WebSocketGateway",
+    "gap_frame",
     "pub_frame",
     "pub_notification",
     "text_frame",

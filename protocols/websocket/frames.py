@@ -59,6 +59,18 @@ def pub_notification(channel: str, offset: int, data: bytes) -> bytes:
     )
 
 
+def gap_frame(channel: str, first: int, last: int, epoch: str) -> bytes:
+    """The ``gap`` notice: offsets ``first..last`` of ``channel`` will never arrive here.
+
+    ``{"jsonrpc":"2.0","method":"gap","params":{"channel":…,"first":…,"last":…,"epoch":…}}``
+    The client reloads the channel's state from the application (as after
+    ``recovered: false``) and keeps its subscription: the next ``pub`` has
+    offset ``last + 1``.
+    """
+    params = {"channel": channel, "first": first, "last": last, "epoch": epoch}
+    return text_frame(_encode({"jsonrpc": "2.0", "method": "gap", "params": params}))
+
+
 def pub_frame(channel: str, offset: int, data: bytes) -> bytes:
     """The wire frame of one publication: :func:`pub_notification` as a text frame.
 
