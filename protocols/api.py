@@ -45,6 +45,7 @@ Realtime methods (Disqus; events enter the stream starling:events and reach
 WebSocket subscribers of the channel, see actors/realtime/pipeline.py)::
 
     realtime.publish {channel, data}                   → {channel, offset, epoch}
+    realtime.publish_many {events: [{channel, data}…]} → {published: [{channel, offset, epoch}…]}
                                                           data: a JSON object ≤ 64 KiB
     comments.add {user, post, text}                    → {channel, offset, epoch}
                                                           a ``comment`` event on post:<post>;
@@ -152,6 +153,18 @@ class PublishEventParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True
 
     channel: ChannelName
     data: dict[str, Any]
+
+
+MAX_PUBLISH_MANY = 1_000
+"""Most events in one ``realtime.publish_many`` call."""
+
+
+class PublishManyParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``{events: [{channel, data}…]}`` (``realtime.publish_many``), 1 to 1,000 events."""
+
+    events: Annotated[
+        list[PublishEventParams], msgspec.Meta(min_length=1, max_length=MAX_PUBLISH_MANY)
+    ]
 
 
 class RestartParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -361,7 +374,8 @@ async def answer(services: Services, call: Callable[[], Awaitable[Any]]) -> Any:
     except PublishTimeout as slow:
         raise JsonRpcError(TIMEOUT, "timeout", {"timeout_seconds": slow.seconds}) from None
     except InvalidEvent as invalid:
-        raise JsonRpcError(INVALID_PARAMS, "Invalid params", {"detail": str(invalid)}) from None
+        data = {"detail": str(invalid), "index": invalid.index}
+        raise JsonRpcError(INVALID_PARAMS, "Invalid params", data) from None
     except (GraphUnavailable, IndexUnavailable, BackendUnavailable) as outage:
         raise JsonRpcError(
             SERVICE_UNAVAILABLE, "backend unavailable", {"detail": str(outage)}
@@ -631,6 +645,14 @@ def build_dispatcher(services: Services) -> Dispatcher[CallContext]:
         accepted = await answer(services, lambda: pipeline.publish(params.channel, params.data))
         return _accepted(accepted)
 
+    async def realtime_publish_many(
+        params: PublishManyParams, context: CallContext
+    ) -> dict[str, Any]:
+        pipeline = realtime()
+        events = [(event.channel, event.data) for event in params.events]
+        published = await answer(services, lambda: pipeline.publish_many(events))
+        return {"published": [_accepted(accepted) for accepted in published]}
+
     async def comments_add(params: CommentParams, context: CallContext) -> dict[str, Any]:
         pipeline = realtime()
         await ask(services, Counts(params.user))  # -32004 for an unknown user
@@ -650,6 +672,12 @@ def build_dispatcher(services: Services) -> Dispatcher[CallContext]:
         PublishEventParams,
         realtime_publish,
         description="publish an event on a channel",
+    )
+    rpc.add(
+        "realtime.publish_many",
+        PublishManyParams,
+        realtime_publish_many,
+        description="publish up to 1,000 events in one call, in order",
     )
     rpc.add("comments.add", CommentParams, comments_add, description="comment on a post, live")
     return rpc

@@ -121,12 +121,13 @@ def open_key_value(
     if scheme == "memory":
         from stores.memory import MemoryCache, MemoryPubSub, MemorySequencer, MemoryStream
 
+        stream = MemoryStream(max_length=stream_max_length)
         return KeyValueBackend(
             url,
             MemoryCache(),
-            MemoryStream(max_length=stream_max_length),
+            stream,
             MemoryPubSub(),
-            MemorySequencer(),
+            MemorySequencer(stream),
             _nothing,
             _nothing,
         )
@@ -145,7 +146,7 @@ def open_key_value(
             RedisCache(backend),
             RedisStream(backend, max_length=stream_max_length),
             RedisPubSub(backend),
-            RedisSequencer(backend),
+            RedisSequencer(backend, max_length=stream_max_length),
             backend.ping,
             backend.aclose,
         )

@@ -30,7 +30,7 @@ import trio
 
 from stores.errors import QueryError
 from stores.pubsub import Message
-from stores.sequence import channel_epoch, new_generation
+from stores.sequence import NumberedEntry, channel_epoch, new_generation
 from stores.stream import StreamEntry, check_count
 
 DEFAULT_MAX_KEYS = 65_536
@@ -207,16 +207,7 @@ class MemoryStream:
         if not fields:
             raise ValueError("a stream entry needs at least one field")
         await trio.lowlevel.checkpoint()
-        log = self._logs.setdefault(stream, _Log())
-        key = log.next_key()
-        log.keys.append(key)
-        log.fields[key] = MappingProxyType(dict(fields))
-        log.last = key
-        if self._max_length is not None:
-            log.trim(self._max_length)
-        log.appended.set()
-        log.appended = trio.Event()
-        return _format_stream_id(key)
+        return self.append_now(stream, [fields])[0]
 
     async def append_many(self, stream: str, entries: Sequence[Mapping[str, str]]) -> list[str]:
         """Append entries in order; return their ids.
@@ -227,6 +218,14 @@ class MemoryStream:
         if any(not fields for fields in entries):
             raise ValueError("a stream entry needs at least one field")
         await trio.lowlevel.checkpoint()
+        return self.append_now(stream, entries)
+
+    def append_now(self, stream: str, entries: Sequence[Mapping[str, str]]) -> list[str]:
+        """Append entries in order, synchronously (no checkpoint); return their ids.
+
+        What :meth:`append_many` does after its checkpoint; the in-process
+        sequencer uses it to number and append in one step.
+        """
         if not entries:
             return []
         log = self._logs.setdefault(stream, _Log())
@@ -500,11 +499,16 @@ class MemoryPubSub:
 
 
 class MemorySequencer:
-    """Per-channel offsets in this process (one generation per process life)."""
+    """Per-channel offsets in this process (one generation per process life).
 
-    def __init__(self) -> None:
+    Args:
+        stream: the in-process stream :meth:`append_numbered` appends to.
+    """
+
+    def __init__(self, stream: MemoryStream | None = None) -> None:
         self._offsets: dict[str, int] = {}
         self._generation = new_generation()
+        self._stream = stream
 
     async def next_offsets(self, channels: Sequence[str]) -> list[tuple[int, str]]:
         """See :class:`stores.sequence.Sequencer`."""
@@ -515,6 +519,34 @@ class MemorySequencer:
             self._offsets[channel] = offset
             result.append((offset, self.epoch(channel)))
         return result
+
+    async def append_numbered(
+        self, stream: str, events: Sequence[tuple[str, bytes]]
+    ) -> list[NumberedEntry]:
+        """See :class:`stores.sequence.Sequencer`: numbering and appending with no
+        checkpoint between them."""
+        if self._stream is None:
+            raise RuntimeError("this sequencer was built without a stream")
+        await trio.lowlevel.checkpoint()
+        numbered = []
+        entries = []
+        for channel, data in events:
+            offset = self._offsets.get(channel, 0) + 1
+            self._offsets[channel] = offset
+            numbered.append((channel, offset))
+            entries.append(
+                {
+                    "channel": channel,
+                    "data": data.decode(),
+                    "offset": str(offset),
+                    "gen": self._generation,
+                }
+            )
+        ids = self._stream.append_now(stream, entries)
+        return [
+            NumberedEntry(entry, offset, self.epoch(channel))
+            for entry, (channel, offset) in zip(ids, numbered, strict=True)
+        ]
 
     async def refresh(self) -> str:
         """See :class:`stores.sequence.Sequencer`."""

@@ -44,7 +44,13 @@ from stores.errors import BackendUnavailable, ConfigError, QueryError, StoreErro
 from stores.memory import DEFAULT_SUBSCRIPTION_BUFFER, Subscription
 from stores.pubsub import Message
 from stores.resp import Command, Endpoint, RespConnection, RespError, RespPool, check
-from stores.sequence import GENERATION_KEY, OFFSETS_KEY, channel_epoch, new_generation
+from stores.sequence import (
+    GENERATION_KEY,
+    OFFSETS_KEY,
+    NumberedEntry,
+    channel_epoch,
+    new_generation,
+)
 from stores.stream import StreamEntry, check_count
 
 DEFAULT_MAX_CONNECTIONS = 16
@@ -568,6 +574,44 @@ async def _unsubscribe(connection: RespConnection, topics: Sequence[str]) -> Non
     await connection.aclose()
 
 
+FUNCTIONS = """#!lua name=starling
+
+-- starling_publish: number events per channel and append them to the stream, atomically.
+-- KEYS: the stream, the offsets hash, the generation key.
+-- ARGV: max stream length ("" for none), a fresh generation (kept if none is set),
+--       then channel, data, channel, data, ...
+-- Returns: the generation, then entry id and offset of each event, in order.
+local function starling_publish(keys, args)
+  local stream, offsets, generation_key = keys[1], keys[2], keys[3]
+  redis.call('SET', generation_key, args[2], 'NX')
+  local generation = redis.call('GET', generation_key)
+  local result = {generation}
+  for i = 3, #args, 2 do
+    local channel = args[i]
+    local offset = redis.call('HINCRBY', offsets, channel, 1)
+    local id
+    if args[1] == '' then
+      id = redis.call('XADD', stream, '*', 'channel', channel, 'data', args[i + 1],
+                      'offset', offset, 'gen', generation)
+    else
+      id = redis.call('XADD', stream, 'MAXLEN', '~', args[1], '*', 'channel', channel,
+                      'data', args[i + 1], 'offset', offset, 'gen', generation)
+    end
+    result[#result + 1] = id
+    result[#result + 1] = offset
+  end
+  return result
+end
+
+redis.register_function('starling_publish', starling_publish)
+"""
+"""The Redis Function library ``starling`` (Redis >= 7), loaded by the sequencer on first use.
+
+Producers outside Starling that want their events ordered across processes call
+``FCALL starling_publish 3 starling:events starling:offsets starling:generation
+"" <any string> <channel> <data> …`` instead of a bare ``XADD`` (docs/operations.md)."""
+
+
 class RedisSequencer:
     """Per-channel offsets in Redis, shared by every process (one transaction per call).
 
@@ -584,8 +628,10 @@ class RedisSequencer:
         *,
         offsets_key: str = OFFSETS_KEY,
         generation_key: str = GENERATION_KEY,
+        max_length: int | None = None,
     ) -> None:
         self._backend = backend
+        self._max_length = max_length
         self._offsets_key = offsets_key
         self._generation_key = generation_key
         self._generation: str | None = None
@@ -621,6 +667,37 @@ class RedisSequencer:
             offset = following[channel]
             following[channel] = offset + 1
             numbered.append((offset, epochs[channel]))
+        return numbered
+
+    async def append_numbered(
+        self, stream: str, events: Sequence[tuple[str, bytes]]
+    ) -> list[NumberedEntry]:
+        """See :class:`stores.sequence.Sequencer`: one ``FCALL starling_publish`` (the
+        library :data:`FUNCTIONS`, loaded on first use), so numbering and ``XADD`` are one
+        atomic step in Redis."""
+        if not events:
+            await trio.lowlevel.checkpoint()
+            return []
+        call: list[bytes | str | int] = [
+            "FCALL", "starling_publish", 3, stream, self._offsets_key, self._generation_key,
+            "" if self._max_length is None else self._max_length, new_generation(),
+        ]  # fmt: skip
+        for channel, data in events:
+            call += [channel, data]
+        (reply,) = await self._backend.resp.execute([call])
+        if isinstance(reply, RespError) and "Function not found" in str(reply):
+            load = ("FUNCTION", "LOAD", "REPLACE", FUNCTIONS)
+            loaded, reply = await self._backend.resp.execute([load, call])
+            check(loaded)
+        values = check(reply)
+        generation = self._generation = _text(values[0])
+        numbered = []
+        epochs: dict[str, str] = {}
+        for (channel, _), entry, offset in zip(events, values[1::2], values[2::2], strict=True):
+            epoch = epochs.get(channel) or epochs.setdefault(
+                channel, channel_epoch(generation, channel)
+            )
+            numbered.append(NumberedEntry(_text(entry), int(offset), epoch))
         return numbered
 
     async def refresh(self) -> str:

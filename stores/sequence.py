@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 OFFSETS_KEY = "starling:offsets"
 GENERATION_KEY = "starling:generation"
@@ -44,8 +44,34 @@ def channel_epoch(generation: str, channel: str) -> str:
     return hashlib.blake2b(f"{generation}\x00{channel}".encode(), digest_size=4).hexdigest()
 
 
+class NumberedEntry(NamedTuple):
+    """An event appended with its number (:meth:`Sequencer.append_numbered`)."""
+
+    entry: str
+    """Its stream entry id."""
+    offset: int
+    """Its offset in its channel."""
+    epoch: str
+    """Its channel's epoch."""
+
+
 class Sequencer(Protocol):
     """Hands out per-channel offsets."""
+
+    async def append_numbered(
+        self, stream: str, events: Sequence[tuple[str, bytes]]
+    ) -> list[NumberedEntry]:
+        """Number ``events`` (``(channel, data)`` pairs, data UTF-8 JSON) and append them
+        to ``stream``, in one atomic step: each channel's offsets follow the order its
+        events enter the stream, however many processes append at once.
+
+        Each entry has the fields ``channel``, ``data``, ``offset`` (decimal) and ``gen``
+        (the generation its epoch derives from, :func:`channel_epoch`).
+
+        Raises:
+            stores.errors.BackendUnavailable: the backend cannot be reached.
+        """
+        ...
 
     async def next_offsets(self, channels: Sequence[str]) -> list[tuple[int, str]]:
         """The next offset and the epoch of each channel in ``channels``, in order.

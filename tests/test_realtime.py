@@ -35,7 +35,7 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from actors.realtime.pipeline import Realtime, RealtimeSettings, realtime_subtree
+from actors.realtime.pipeline import InvalidEvent, Realtime, RealtimeSettings, realtime_subtree
 from actors.realtime.transform import GROUP, STREAM, TOPIC, Rendered, encode_batch
 from protocols.tokens import issue_token, load_secret
 from protocols.websocket import gap_frame, pub_frame
@@ -202,6 +202,45 @@ async def test_transformer_crash_mid_stream_loses_nothing(
             assert len(set(offsets)) == len(offsets)  # a reclaimed event gets a new offset
         await until(lambda: realtime.statistics().read >= 60)
         assert await kv.stream.pending(STREAM, GROUP) == 0
+
+
+async def test_several_transformers_number_each_channel_in_stream_order(
+    kv: KeyValueBackend, clock: trio.testing.MockClock | None
+) -> None:
+    """With three transformers and events appended by a bare XADD (numbered by the transformers), each channel's offsets follow the order its events entered the stream."""  # noqa: E501
+    collector = Collector()
+    channels = [f"post:c{i}" for i in range(7)]
+    async with subtree(kv, quick(transformers=3)) as (_, realtime):
+        for channel in channels:
+            realtime.publisher.subscribe(collector, channel)
+        for seq in range(210):
+            await kv.stream.append(STREAM, event(channels[seq * 5 % 7], seq=seq))
+            if seq % 20 == 19:
+                await trio.sleep(0.01)  # many batches, each split over the transformers
+        await until(lambda: len(collector.got) == 210)
+    for channel in channels:
+        seqs = collector.seqs(channel)
+        assert seqs == sorted(seqs)
+        assert collector.offsets(channel) == list(range(1, len(seqs) + 1))
+
+
+async def test_events_numbered_at_append_keep_their_offsets(
+    kv: KeyValueBackend, clock: trio.testing.MockClock | None
+) -> None:
+    """``publish_many`` numbers events as they enter the stream: each keeps that offset and epoch through the pipeline, in order; an invalid event refuses the whole call, naming it."""  # noqa: E501
+    collector = Collector()
+    async with subtree(kv, quick(transformers=2)) as (_, realtime):
+        realtime.publisher.subscribe(collector, "post:m")
+        accepted = await realtime.publish_many([("post:m", {"seq": n}) for n in range(5)])
+        assert [a.offset for a in accepted] == [1, 2, 3, 4, 5]
+        with pytest.raises(InvalidEvent) as invalid:
+            await realtime.publish_many([("post:m", {"seq": 5}), ("room:1", {})])
+        assert invalid.value.index == 1
+        accepted += await realtime.publish_many([("post:m", {"seq": 5})])
+        await until(lambda: len(collector.got) == 6)
+    assert collector.offsets("post:m") == [a.offset for a in accepted] == list(range(1, 7))
+    assert collector.seqs("post:m") == list(range(6))
+    assert await kv.stream.length(STREAM) == 6
 
 
 async def test_poison_events_are_acknowledged_and_counted(

@@ -211,3 +211,57 @@ async def test_two_processes_on_one_redis_and_one_neo4j(
                         if post in [item["post"] for item in reply["result"]["items"]]:
                             break
                         await trio.sleep(0.2)
+
+
+async def test_two_processes_number_a_channel_in_stream_order(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Producers publishing one channel's events through two processes at once (publish_many): in the stream the channel's offsets increase entry by entry, and a subscriber of either process receives them in that order, each once."""  # noqa: E501
+    redis.Redis.from_url(redis_url).flushall()
+    with (
+        server_process(tmp_path, redis_url, "a") as url_a,
+        server_process(tmp_path, redis_url, "b") as url_b,
+    ):
+        await wait_healthy(url_a, tmp_path)
+        await wait_healthy(url_b, tmp_path)
+        token = issue_token(SECRET.encode(), "watcher")
+        calls, per_call = 20, 10
+        with trio.fail_after(60):
+            async with open_websocket_url(f"{url_a.replace('http', 'ws')}/ws?token={token}") as ws:
+                await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": 1,
+                    "method": "subscribe", "params": {"channel": "post:order"}}))  # fmt: skip
+                assert json.loads(await ws.get_message())["result"]["offset"] == 0
+
+                async def produce(url: str, name: str) -> None:
+                    async with httpx.AsyncClient(base_url=url) as client:
+                        for call in range(calls):
+                            events = [
+                                {
+                                    "channel": "post:order",
+                                    "data": {"by": name, "n": call * per_call + i},
+                                }
+                                for i in range(per_call)
+                            ]
+                            body = {"jsonrpc": "2.0", "id": call, "method": "realtime.publish_many",
+                                    "params": {"events": events}}  # fmt: skip
+                            reply = (await client.post("/rpc", json=body)).json()
+                            offsets = [p["offset"] for p in reply["result"]["published"]]
+                            assert offsets == sorted(offsets), reply
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(produce, url_a, "a")
+                    nursery.start_soon(produce, url_b, "b")
+                received: list[dict[str, Any]] = []
+                while len(received) < 2 * calls * per_call:
+                    received += pubs(await ws.get_message())
+        entries = redis.Redis.from_url(redis_url, decode_responses=True).xrange(STREAM)
+        in_stream = [
+            (int(fields["offset"]), json.loads(fields["data"]))
+            for _id, fields in entries
+            if fields["channel"] == "post:order"
+        ]
+        assert [offset for offset, _ in in_stream] == list(range(1, 2 * calls * per_call + 1))
+        assert [(p["offset"], p["data"]) for p in received] == in_stream
+        for name in ("a", "b"):  # each producer's events in the order it sent them
+            mine = [data["n"] for _, data in in_stream if data["by"] == name]
+            assert mine == list(range(calls * per_call))

@@ -33,7 +33,6 @@ figures.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import time
@@ -54,12 +53,13 @@ from actors.realtime.nozzle import Nozzle
 from actors.realtime.ordering import ReorderBuffer
 from actors.realtime.publisher import Publisher, Render, RenderGap
 from actors.realtime.transform import (
+    MAX_DATA_BYTES,
     STREAM,
     TOPIC,
     PoisonEvent,
     Rendered,
+    check_event,
     decode_batch,
-    parse_entry,
 )
 from actors.realtime.transformer import Deliver, LocalFanout, SharedFanout, Transformer
 from actors.runtime import Actor, ActorRef, ActorUnavailable
@@ -72,6 +72,8 @@ from stores.stream import Stream
 from supervisor import Backoff, ChildSpec, Strategy, Supervisor
 
 log = structlog.get_logger(__name__)
+
+_encode = msgspec.json.Encoder().encode
 
 SECONDS = 1.0
 
@@ -122,7 +124,15 @@ class RealtimeSettings:
 
 
 class InvalidEvent(ValueError):
-    """An event ``realtime.publish`` refuses: a malformed channel, data not a JSON object …"""
+    """An event ``realtime.publish`` refuses: a malformed channel, data not a JSON object …
+
+    Attributes:
+        index: which event of a ``publish_many`` call (0 for ``publish``).
+    """
+
+    def __init__(self, message: str, index: int = 0) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 class PublishTimeout(Exception):
@@ -453,6 +463,7 @@ class Realtime:
 
     publisher: Publisher
     stream: Stream
+    sequencer: Sequencer
     receipts: Receipts
     settings: RealtimeSettings
     publisher_actor: PublisherActor
@@ -461,27 +472,45 @@ class Realtime:
     relay: Relay | None = None
 
     async def publish(self, channel: str, data: Mapping[str, Any]) -> Accepted:
-        """Append an event to the stream; return where it was published.
+        """Append one event to the stream; return where it was published.
+
+        ``publish_many`` of one event (the same errors).
+        """
+        (accepted,) = await self.publish_many([(channel, data)])
+        return accepted
+
+    async def publish_many(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Accepted]:
+        """Append events to the stream, numbered as they enter it; return where each landed.
+
+        The events are validated first (all or none enter), encoded once
+        (msgspec), then numbered and appended in one atomic step
+        (:meth:`stores.sequence.Sequencer.append_numbered`: one ``FCALL`` on
+        Redis): each channel's offsets follow the order its events entered the
+        stream, whichever processes append. Returns once every event is published.
 
         Args:
-            channel: a channel name (``post:<id>``, ``user:<id>``).
-            data: a JSON object, at most 64 KiB encoded.
+            events: ``(channel, data)`` pairs; channel ``post:<id>`` or ``user:<id>``,
+                data a JSON object of at most 64 KiB encoded.
 
         Raises:
-            InvalidEvent: a malformed channel or data.
+            InvalidEvent: an event has a malformed channel or data (``index`` says which).
             stores.errors.BackendUnavailable: the stream cannot be reached.
-            PublishTimeout: not published within ``publish_timeout`` seconds
-                (it is in the stream and will be, at least once).
+            PublishTimeout: not all published within ``publish_timeout`` seconds
+                (they are in the stream and will be, at least once).
         """
-        fields = {"channel": channel, "data": json.dumps(data, separators=(",", ":"))}
-        try:
-            parse_entry("-", fields)
-        except PoisonEvent as invalid:
-            raise InvalidEvent(str(invalid)) from None
-        entry = await self.stream.append(STREAM, fields)
+        encoded = []
+        for index, (channel, data) in enumerate(events):
+            try:
+                encoded.append((check_event(channel), _encode(data)))
+            except (PoisonEvent, TypeError) as invalid:
+                raise InvalidEvent(str(invalid), index) from None
+            if len(encoded[-1][1]) > MAX_DATA_BYTES:
+                size = len(encoded[-1][1])
+                raise InvalidEvent(f"data is {size} bytes; at most {MAX_DATA_BYTES}", index)
+        numbered = await self.sequencer.append_numbered(STREAM, encoded)
         try:
             with trio.fail_after(self.settings.publish_timeout):
-                return await self.receipts.wait(entry)
+                return [await self.receipts.wait(entry.entry) for entry in numbered]
         except trio.TooSlowError:
             raise PublishTimeout(self.settings.publish_timeout) from None
 
@@ -579,6 +608,14 @@ def realtime_subtree(
         backoff=Backoff(initial=0.2, factor=2, maximum=10),
     )
     handle = Realtime(
-        publisher, stream, receipts, settings, publisher_actor, transformers, nozzle, relay
+        publisher,
+        stream,
+        sequencer,
+        receipts,
+        settings,
+        publisher_actor,
+        transformers,
+        nozzle,
+        relay,
     )
     return supervisor, handle

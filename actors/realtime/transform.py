@@ -3,7 +3,10 @@
 A stream entry of ``starling:events`` has two fields, ``channel`` (a
 ``post:`` or ``user:`` channel name, see :mod:`actors.realtime.channels`;
 ``system:`` channels are published by the server itself) and ``data`` (a JSON object, at
-most :data:`MAX_DATA_BYTES`). An entry that breaks these rules is *poison*:
+most :data:`MAX_DATA_BYTES`), and, when it was numbered as it was appended
+(:meth:`stores.sequence.Sequencer.append_numbered`: ``realtime.publish``,
+``FCALL starling_publish``), ``offset`` (decimal) and ``gen`` (the generation
+its epoch derives from). An entry that breaks these rules is *poison*:
 the transformer acknowledges it, counts it and logs it once, and never
 retries it.
 
@@ -26,6 +29,7 @@ from typing import Any
 import msgspec
 
 from actors.realtime.channels import parse_channel
+from stores.sequence import channel_epoch
 
 STREAM = "starling:events"
 """The stream events enter by."""
@@ -50,12 +54,16 @@ class Parsed:
         channel: the channel name.
         data: the decoded data object.
         raw: the data as it came (re-used when enrichment adds nothing).
+        offset: its offset, when it was numbered as it was appended, else ``None``.
+        epoch: its channel's epoch then, else ``None``.
     """
 
     entry: str
     channel: str
     data: dict[str, Any]
     raw: bytes
+    offset: int | None = None
+    epoch: str | None = None
 
 
 class Rendered(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -77,6 +85,21 @@ _batch_encoder = msgspec.msgpack.Encoder()
 _batch_decoder = msgspec.msgpack.Decoder(list[Rendered])
 
 
+def check_event(channel: str) -> str:
+    """``channel``, if events may be published on it (``post:``, ``user:``).
+
+    Raises:
+        PoisonEvent: a malformed channel name, or a ``system:`` channel.
+    """
+    try:
+        kind = parse_channel(channel).kind
+    except ValueError as exc:
+        raise PoisonEvent(str(exc)) from None
+    if kind == "system":
+        raise PoisonEvent(f"channel {channel!r}: system: channels are the server's own")
+    return channel
+
+
 def parse_entry(entry: str, fields: Mapping[str, str]) -> Parsed:
     """Validate one stream entry.
 
@@ -87,12 +110,7 @@ def parse_entry(entry: str, fields: Mapping[str, str]) -> Parsed:
     data = fields.get("data")
     if channel is None or data is None:
         raise PoisonEvent("an event needs the fields 'channel' and 'data'")
-    try:
-        kind = parse_channel(channel).kind
-    except ValueError as exc:
-        raise PoisonEvent(str(exc)) from None
-    if kind == "system":
-        raise PoisonEvent(f"channel {channel!r}: system: channels are the server's own")
+    check_event(channel)
     raw = data.encode()
     if len(raw) > MAX_DATA_BYTES:
         raise PoisonEvent(f"data is {len(raw)} bytes; at most {MAX_DATA_BYTES}")
@@ -102,7 +120,27 @@ def parse_entry(entry: str, fields: Mapping[str, str]) -> Parsed:
         raise PoisonEvent(f"data is not JSON: {exc}") from None
     if not isinstance(decoded, dict):
         raise PoisonEvent("data must be a JSON object")
-    return Parsed(entry, channel, decoded, raw)
+    offset = fields.get("offset")
+    if offset is None:
+        return Parsed(entry, channel, decoded, raw)
+    generation = fields.get("gen")
+    if not (offset.isdigit() and int(offset) > 0 and generation):
+        raise PoisonEvent("offset must be a positive integer, with its generation 'gen'")
+    return Parsed(entry, channel, decoded, raw, int(offset), _epoch(generation, channel))
+
+
+_epochs: dict[tuple[str, str], str] = {}
+
+
+def _epoch(generation: str, channel: str) -> str:
+    """:func:`stores.sequence.channel_epoch`, remembered (a hash per event otherwise)."""
+    key = (generation, channel)
+    epoch = _epochs.get(key)
+    if epoch is None:
+        if len(_epochs) >= 100_000:
+            _epochs.clear()
+        epoch = _epochs[key] = channel_epoch(generation, channel)
+    return epoch
 
 
 def profile_key(user: str) -> str:

@@ -6,8 +6,10 @@ For each :class:`~actors.realtime.nozzle.Batch` from the nozzle:
    poison entries are acknowledged, counted and logged, never retried;
 2. enrich: the display fields of the users the batch names, one cache read
    per batch (``get_many``) behind a small in-process LRU;
-3. number: the next offset and the epoch of each event's channel from the
-   sequencer (one round trip per batch; Redis when processes share it);
+3. number: events numbered as they were appended keep their offset and
+   epoch; the others get the next offsets of their channels from the
+   sequencer (one round trip per batch, one ``HINCRBY`` per channel; Redis
+   when processes share it);
 4. render each payload to bytes once;
 5. fan out (:class:`Fanout`): to this process's publisher, or, when
    processes share Redis, to every process's publisher through one Pub/Sub
@@ -155,7 +157,7 @@ class Transformer(Actor[Any]):
                 )
         if parsed:
             profiles = await self._display_fields(parsed)
-            numbers = await self._sequencer.next_offsets([event.channel for event in parsed])
+            numbers = await self._numbers(parsed)
             batch = [
                 Rendered(event.channel, offset, epoch, event.entry, render(event, profiles))
                 for event, (offset, epoch) in zip(parsed, numbers, strict=True)
@@ -164,6 +166,18 @@ class Transformer(Actor[Any]):
         await self._stream.ack(STREAM, GROUP, [entry_id for entry_id, _ in entries])
         self.events += len(parsed)
         self.batches += 1
+
+    async def _numbers(self, events: list[Parsed]) -> list[tuple[int, str]]:
+        """Each event's offset and epoch: its own, or the sequencer's (one call for the rest)."""
+        unnumbered = [event.channel for event in events if event.offset is None]
+        given = iter(await self._sequencer.next_offsets(unnumbered) if unnumbered else ())
+        numbers = []
+        for event in events:
+            if event.offset is not None and event.epoch is not None:
+                numbers.append((event.offset, event.epoch))
+            else:
+                numbers.append(next(given))
+        return numbers
 
     async def _display_fields(self, events: list[Parsed]) -> dict[str, dict[str, Any]]:
         users = {e.data["user"] for e in events if isinstance(e.data.get("user"), str)}
