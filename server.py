@@ -450,7 +450,7 @@ def main() -> None:
     help="A JSON-RPC model service to rank with, falling back to the weights "
     "[env STARLING_SCORER_URL].",
 )
-@click.option("--transformers", default=2, show_default=True, help="Realtime transformer actors.")
+@click.option("--transformers", default=1, show_default=True, help="Realtime transformer actors.")
 @click.option(
     "--history-size", default=100, show_default=True, help="Publications kept per channel."
 )

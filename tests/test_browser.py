@@ -136,11 +136,11 @@ async def test_dashboard_shows_the_live_tree_and_charts(
     assert await blocking(lambda: text(browser, "#latency")) != "— / — / — ms"
     await blocking(lambda: browser.save_screenshot(str(screenshots / "dashboard.png")))
     # An operator restart shows on its node at once (the next snapshot, within a second).
-    await rpc(client, "system.restart", {"path": "realtime/transformer-1"})
+    await rpc(client, "system.restart", {"path": "realtime/transformer-0"})
     await blocking(
         lambda: wait_for(
             browser,
-            lambda d: "restarts 1" in text(d, '[data-path="realtime/transformer-1"]'),
+            lambda d: "restarts 1" in text(d, '[data-path="realtime/transformer-0"]'),
             seconds=5,
         )
     )

@@ -637,10 +637,22 @@ class Session:
         subscription = self._subscriptions.get(channel)
         if subscription is None:
             return False
-        if not self._queue(frame):
+        # _queue inlined: this runs once per delivery.
+        pending = self._pending_bytes + len(frame)
+        if pending > self._limits.max_outbox_bytes:
+            self._decide_close(CLOSE_SLOW_CONSUMER, "slow consumer")
             return False
-        subscription.delivered = offset
+        self._pending_bytes = pending
+        if pending > self._peak_bytes:
+            self._peak_bytes = pending
+        self._out.append(frame)
+        self._frames_queued += 1
         self._pushes_queued += 1
+        subscription.delivered = offset
+        if not self._signalled:
+            self._signalled = True
+            if self._on_ready is not None:
+                self._on_ready()
         return True
 
     def queue_control(self, frame: bytes) -> None:
