@@ -221,14 +221,13 @@ class WebSocketGateway:
 
     # -- connections ------------------------------------------------------------------
 
-    async def serve(self, stream: trio.SocketStream) -> None:
+    async def serve(self, sock: socket.socket) -> None:
         """Serve one connection whose first request is ``GET /ws …``, until it ends.
 
-        Takes the socket out of ``stream`` (the edge writes it directly); always
-        closes it.
+        Args:
+            sock: the accepted connection, non-blocking; the edge owns it from
+                now on and always closes it.
         """
-        sock = socket.socket(fileno=stream.socket.detach())
-        sock.setblocking(False)
         try:
             await self._serve(sock)
         finally:
@@ -274,29 +273,40 @@ class WebSocketGateway:
     async def _receive_request(
         self, sock: socket.socket, handshake: H11Handshake
     ) -> Request | None:
-        """The upgrade request, or ``None`` after answering a bad one (or timing out)."""
+        """The upgrade request, or ``None`` after answering a bad one (or timing out).
+
+        The request is usually all there already (the listener peeked at it):
+        then no timeout scope is set up.
+        """
+        outcome = await self._feed(sock, handshake)
+        if not isinstance(outcome, _More):
+            return outcome
         with trio.move_on_after(self.handshake_timeout):
-            while True:
+            while isinstance(outcome := await self._feed(sock, handshake), _More):
                 await trio.lowlevel.wait_readable(sock)
-                try:
-                    data = sock.recv(RECEIVE_BYTES)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    return None
-                try:
-                    handshake.receive_data(data or None)
-                    for event in handshake.events():
-                        if isinstance(event, Request):
-                            return event
-                except RemoteProtocolError as error:
-                    hint = error.event_hint
-                    if isinstance(hint, RejectConnection):
-                        await _send_all(sock, handshake.send(hint))
-                    return None
-                if not data:
-                    return None
+            return outcome
         return None
+
+    async def _feed(self, sock: socket.socket, handshake: H11Handshake) -> Request | _More | None:
+        """Read what is there into ``handshake``: the request, ``None`` (refused, or the client
+        left), or :data:`_MORE` (incomplete: wait for the socket)."""
+        try:
+            data = sock.recv(RECEIVE_BYTES)
+        except BlockingIOError:
+            return _MORE
+        except OSError:
+            return None
+        try:
+            handshake.receive_data(data or None)
+            for event in handshake.events():
+                if isinstance(event, Request):
+                    return event
+        except RemoteProtocolError as error:
+            hint = error.event_hint
+            if isinstance(hint, RejectConnection):
+                await _send_all(sock, handshake.send(hint))
+            return None
+        return _MORE if data else None
 
     def going_away(self) -> None:
         """Close every connection with 1001 "server shutting down" (call it when the server
@@ -316,6 +326,13 @@ class WebSocketGateway:
             draining=self._draining,
             handshake_failures=self._handshake_failures,
         )
+
+
+class _More:
+    """The handshake needs more bytes (:data:`_MORE`)."""
+
+
+_MORE: Final = _More()
 
 
 async def _send_all(sock: socket.socket, data: bytes) -> None:
