@@ -698,7 +698,8 @@ async def test_relay_overflow_is_found_by_offset_and_told_never_silent(redis_url
 
         def batch(offset: int) -> bytes:
             return encode_batch(
-                [Rendered("post:1", offset, epoch, f"{offset}-0", b'{"n":%d}' % offset)]
+                [Rendered("post:1", offset, epoch, f"{offset}-0", b'{"n":%d}' % offset)],
+                "another-process",
             )
 
         async with trio.open_nursery() as nursery:

@@ -8,6 +8,7 @@ so a restarted stage restarts every stage that feeds it::
     ├── publisher            PublisherActor: puts rendered events in offset order into
     │                        the Publisher (histories + local WebSocket sessions)
     ├── relay                (Redis only) Pub/Sub topic starling:realtime → publisher
+    │                        (the other processes' batches; its own are delivered directly)
     ├── transformer-0..N-1   validate, enrich, number, render once, fan out, then ack
     ├── nozzle               XREADGROUP batches from starling:events → transformers
     └── realtime_events      domain events (follows, recommends, posts) → the stream
@@ -15,8 +16,8 @@ so a restarted stage restarts every stage that feeds it::
 The path of one event::
 
     producer ─XADD─▶ starling:events ─▶ nozzle ─Batch─▶ transformer
-        ├─▶ memory: Deliver ─▶ publisher
-        └─▶ Redis: PUBLISH starling:realtime ─▶ relay (in every process) ─▶ publisher
+        ├─▶ Deliver ─▶ this process's publisher
+        └─▶ Redis: PUBLISH starling:realtime ─▶ relay (in every other process) ─▶ publisher
     publisher ─▶ ReorderBuffer (offset order per channel) ─▶ Publisher.put ─▶ sessions' outboxes
 
 At least once: the transformer acknowledges a batch only after the fan-out
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import socket
 import time
 from collections import OrderedDict
@@ -375,9 +377,10 @@ class Relay:
 
     name = "relay"
 
-    def __init__(self, pubsub: PubSub, publisher: ActorRef[Any]) -> None:
+    def __init__(self, pubsub: PubSub, publisher: ActorRef[Any], origin: str) -> None:
         self._pubsub = pubsub
         self._publisher = publisher
+        self._origin = origin
         self._scope = trio.CancelScope()
         self._state = "new"
         self.batches = 0
@@ -397,11 +400,13 @@ class Relay:
                 async for message in messages:
                     self.dropped = self._dropped_before + messages.statistics().dropped
                     try:
-                        items = decode_batch(message.data)
+                        origin, items = decode_batch(message.data)
                     except msgspec.DecodeError as error:
                         self.malformed += 1
                         log.warning("not a rendered batch; dropped", topic=TOPIC, error=str(error))
                         continue
+                    if origin == self._origin:
+                        continue  # this process's own batch: its transformer delivered it
                     await self._publisher.send(Deliver(tuple(items)))
                     self.batches += 1
                     self.events += len(items)
@@ -577,7 +582,12 @@ def realtime_subtree(
     publisher_actor = PublisherActor(
         publisher, sequencer, receipts, reorder_wait=settings.reorder_wait
     )
-    fanout = SharedFanout(pubsub) if shared else LocalFanout(publisher_actor.ref)
+    origin = secrets.token_hex(8)  # this process on the Pub/Sub topic, for this life
+    fanout = (
+        SharedFanout(pubsub, publisher_actor.ref, origin)
+        if shared
+        else LocalFanout(publisher_actor.ref)
+    )
     transformers = [
         Transformer(stream, sequencer, cache, fanout, name=f"transformer-{i}")
         for i in range(settings.transformers)
@@ -594,7 +604,7 @@ def realtime_subtree(
     children = [ChildSpec(publisher_actor.name, publisher_actor.run)]
     relay = None
     if shared:
-        relay = Relay(pubsub, publisher_actor.ref)
+        relay = Relay(pubsub, publisher_actor.ref, origin)
         children.append(ChildSpec(relay.name, relay.run))
     children += [ChildSpec(t.name, t.run) for t in transformers]
     children.append(ChildSpec(nozzle.name, nozzle.run))

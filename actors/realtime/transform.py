@@ -17,7 +17,9 @@ there is none. The payload is rendered to bytes here, once; every subscriber
 of the channel is sent those same bytes (Disqus: "render once, fan out").
 
 Wire form of a rendered batch between processes (Redis Pub/Sub topic
-:data:`TOPIC`): a msgpack array of ``[channel, offset, epoch, entry_id, data]``.
+:data:`TOPIC`): msgpack ``[origin, [[channel, offset, epoch, entry_id, data]…]]``,
+``origin`` naming the process that sent it (its own relay skips it: that
+process delivered the batch locally already).
 """
 
 from __future__ import annotations
@@ -80,9 +82,16 @@ class Rendered(msgspec.Struct, frozen=True, array_like=True, gc=False):
     data: bytes
 
 
+class _Batch(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A rendered batch on the wire: who sent it, and the events."""
+
+    origin: str
+    items: list[Rendered]
+
+
 _decoder = msgspec.json.Decoder()
 _batch_encoder = msgspec.msgpack.Encoder()
-_batch_decoder = msgspec.msgpack.Decoder(list[Rendered])
+_batch_decoder = msgspec.msgpack.Decoder(_Batch)
 
 
 def check_event(channel: str) -> str:
@@ -157,15 +166,16 @@ def render(event: Parsed, profiles: Mapping[str, dict[str, Any]]) -> bytes:
     return msgspec.json.encode({**event.data, "author": author})
 
 
-def encode_batch(batch: list[Rendered]) -> bytes:
-    """The Pub/Sub message of a rendered batch."""
-    return _batch_encoder.encode(batch)
+def encode_batch(batch: list[Rendered], origin: str) -> bytes:
+    """The Pub/Sub message of a rendered batch sent by process ``origin``."""
+    return _batch_encoder.encode(_Batch(origin, batch))
 
 
-def decode_batch(message: bytes) -> list[Rendered]:
-    """A rendered batch from its Pub/Sub message.
+def decode_batch(message: bytes) -> tuple[str, list[Rendered]]:
+    """The origin and the events of a rendered batch's Pub/Sub message.
 
     Raises:
         msgspec.DecodeError: not a batch.
     """
-    return _batch_decoder.decode(message)
+    batch = _batch_decoder.decode(message)
+    return batch.origin, batch.items

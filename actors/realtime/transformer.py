@@ -80,14 +80,25 @@ class LocalFanout:
 
 
 class SharedFanout:
-    """To every process's publisher through one Pub/Sub message per batch."""
+    """To this process's publisher directly, and to every other process's through one
+    Pub/Sub message per batch (tagged with ``origin``, so this process's relay skips it).
 
-    def __init__(self, pubsub: PubSub) -> None:
+    Args:
+        pubsub: the shared Pub/Sub.
+        publisher: this process's publisher actor.
+        origin: this process's name on the topic (unique per process life).
+    """
+
+    def __init__(self, pubsub: PubSub, publisher: ActorRef[Any], origin: str) -> None:
         self._pubsub = pubsub
+        self._publisher = publisher
+        self._origin = origin
 
     async def deliver(self, batch: list[Rendered]) -> None:
-        """Publish the batch on :data:`~actors.realtime.transform.TOPIC`."""
-        await self._pubsub.publish(TOPIC, encode_batch(batch))
+        """Call the local publisher, then publish the batch on
+        :data:`~actors.realtime.transform.TOPIC` for the other processes."""
+        await self._publisher.call(Deliver(tuple(batch)))
+        await self._pubsub.publish(TOPIC, encode_batch(batch, self._origin))
 
 
 @dataclass(frozen=True, slots=True)
