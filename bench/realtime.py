@@ -188,6 +188,7 @@ class Scenario:
         hold: idle/storm: seconds the connections are held; ``None``: :data:`HOLD_SECONDS`.
         publish_many: native, memory backend: ``realtime.publish_many`` calls.
         dial_concurrency: native: handshakes at once; ``None``: 256 (storm: all).
+        bare_xadd: native, Redis: bare ``XADD`` instead of ``FCALL starling_publish``.
     """
 
     backend: Backend
@@ -204,6 +205,7 @@ class Scenario:
     hold: float | None = None
     publish_many: bool = False
     dial_concurrency: int | None = None
+    bare_xadd: bool = False
 
     def __post_init__(self) -> None:
         if self.clients == "python" and self.workload in CONNECTION_WORKLOADS:
@@ -1124,6 +1126,7 @@ def _run_native(scenario: Scenario, redis_url: str | None, log: Log) -> dict[str
             redis_url=None if memory else store_url,
             publish_many=scenario.publish_many,
             dial_concurrency=scenario.dial_concurrency,
+            bare_xadd=scenario.bare_xadd,
         )
         loadgen = stack.enter_context(Loadgen(plan, binary=binary, on_line=log))
         loadgen.next_event("subscribed", NATIVE_READY_TIMEOUT)
@@ -1734,6 +1737,12 @@ def run(
     type=int,
     help="Native clients: handshakes at once [default: 256; storm: all].",
 )
+@click.option(
+    "--bare-xadd",
+    is_flag=True,
+    help="Native clients, Redis: append with bare XADDs (numbered by the transformer) instead "
+    "of FCALL starling_publish (numbered as they enter the stream).",
+)
 @click.option("--repeat", default=1, show_default=True, help="Runs per rate (medians).")
 @click.option("--redis-url", help="An existing Redis [default: a private redis-server per run].")
 @click.option("--knee", is_flag=True, help="Search the highest rate within the budget.")
@@ -1753,6 +1762,7 @@ def command(
     client_processes: int,
     publish_many: bool,
     dial_concurrency: int | None,
+    bare_xadd: bool,
     repeat: int,
     redis_url: str | None,
     knee: bool,
@@ -1811,6 +1821,7 @@ def command(
             hold=hold,
             publish_many=publish_many,
             dial_concurrency=dial_concurrency,
+            bare_xadd=bare_xadd,
         )
         if repeat < 1:
             raise ValueError("repeat must be >= 1")

@@ -61,7 +61,9 @@ class LoadgenPlan:
         rate: events/s (fanout, hot).
         duration, warmup, drain: seconds (fanout, hot).
         hold: seconds the connections are held (idle, storm); ``None``: its default.
-        producer: ``redis`` (XADD to ``redis_url``), ``http`` (POST /rpc), ``none``.
+        producer: ``redis`` (to ``redis_url``), ``http`` (POST /rpc), ``none``.
+        bare_xadd: producer redis: a bare ``XADD`` per event instead of one
+            ``FCALL starling_publish`` per tick (events numbered by the transformer).
         publish_many: producer http: ``realtime.publish_many`` calls instead of batches.
         dial_concurrency: handshakes at once; ``None``: the workload's default
             (256; storm: all).
@@ -82,6 +84,7 @@ class LoadgenPlan:
     redis_url: str | None = None
     publish_many: bool = False
     dial_concurrency: int | None = None
+    bare_xadd: bool = False
 
     def arguments(self) -> list[str]:
         """The command line after the binary."""
@@ -95,6 +98,8 @@ class LoadgenPlan:
             arguments += ["--redis-url", self.redis_url]
         if self.publish_many:
             arguments.append("--publish-many")
+        if self.producer == "redis":
+            arguments += ["--redis-append", "xadd" if self.bare_xadd else "fcall"]
         if self.hold is not None:
             arguments += ["--hold", _go_seconds(self.hold)]
         if self.dial_concurrency is not None:

@@ -605,7 +605,8 @@ end
 
 redis.register_function('starling_publish', starling_publish)
 """
-"""The Redis Function library ``starling`` (Redis >= 7), loaded by the sequencer on first use.
+"""The Redis Function library ``starling`` (Redis >= 7), loaded by every process at start
+(:meth:`RedisSequencer.refresh`) and again if a ``FCALL`` finds it missing (a flushed Redis).
 
 Producers outside Starling that want their events ordered across processes call
 ``FCALL starling_publish 3 starling:events starling:offsets starling:generation
@@ -701,15 +702,20 @@ class RedisSequencer:
         return numbered
 
     async def refresh(self) -> str:
-        """See :class:`stores.sequence.Sequencer`."""
-
-        def read(client: redis.Redis) -> str:
-            with client.pipeline(transaction=True) as pipe:
-                pipe.set(self._generation_key, new_generation(), nx=True)
-                pipe.get(self._generation_key)
-                return _text(pipe.execute()[1])
-
-        self._generation = await self._backend.run(read)
+        """See :class:`stores.sequence.Sequencer`. Also loads (replaces) the Function library
+        :data:`FUNCTIONS`, so producers outside Starling may ``FCALL starling_publish`` as
+        soon as a process has started."""
+        replies = await self._backend.resp.execute(
+            [
+                ("FUNCTION", "LOAD", "REPLACE", FUNCTIONS),
+                ("MULTI",),
+                ("SET", self._generation_key, new_generation(), "NX"),
+                ("GET", self._generation_key),
+                ("EXEC",),
+            ]
+        )
+        check(replies[0])
+        self._generation = _text(check(replies[-1])[1])
         return self._generation
 
     def epoch(self, channel: str) -> str:

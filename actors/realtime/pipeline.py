@@ -107,7 +107,7 @@ class RealtimeSettings:
     """
 
     transformers: int = 1
-    batch: int = 256
+    batch: int = 1024
     block: float = 1 * SECONDS
     reclaim_idle: float = 30 * SECONDS
     reclaim_every: float = 10 * SECONDS

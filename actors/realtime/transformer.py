@@ -11,11 +11,14 @@ For each :class:`~actors.realtime.nozzle.Batch` from the nozzle:
    sequencer (one round trip per batch, one ``HINCRBY`` per channel; Redis
    when processes share it);
 4. render each payload to bytes once;
-5. fan out (:class:`Fanout`): to this process's publisher, or, when
-   processes share Redis, to every process's publisher through one Pub/Sub
-   message per batch;
-6. acknowledge the batch's entries, only now (at least once: a crash before
-   this leaves them pending, and the nozzle reclaims them).
+5. deliver (:class:`Fanout`): to this process's publisher, and wait until
+   its subscribers' outboxes have the batch;
+6. ship, off the critical path: a task of the transformer announces the
+   batch to the other processes (one Pub/Sub message per batch, when they
+   share Redis) and then acknowledges its entries (one ``XACK`` for every
+   batch waiting), so the next batch is transformed while Redis answers.
+   At least once: a crash before the ``XACK`` leaves the entries pending, and
+   the nozzle reclaims them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any, Protocol
 
 import msgspec
 import structlog
+import trio
 
 from actors.realtime.nozzle import Batch
 from actors.realtime.transform import (
@@ -51,6 +55,11 @@ log = structlog.get_logger(__name__)
 
 PROFILE_TTL = 60.0
 """Seconds a user's display fields are reused before they are read again."""
+SHIPPING_QUEUE = 16
+"""Delivered batches waiting to be announced and acknowledged (then the transformer waits)."""
+
+_Shipment = tuple[list[Rendered], list[str]]
+"""A delivered batch (empty: only poison entries) and the stream entries to acknowledge."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +73,11 @@ class Fanout(Protocol):
     """Where rendered batches go."""
 
     async def deliver(self, batch: list[Rendered]) -> None:
-        """Hand ``batch`` on; return once it is taken (then it may be acknowledged)."""
+        """Hand ``batch`` to this process's publisher; return once it is taken."""
+        ...
+
+    async def announce(self, batches: list[list[Rendered]]) -> None:
+        """Tell the other processes (nothing when there are none); return once sent."""
         ...
 
 
@@ -77,6 +90,10 @@ class LocalFanout:
     async def deliver(self, batch: list[Rendered]) -> None:
         """Call the publisher; it replies once every subscriber's outbox has the batch."""
         await self._publisher.call(Deliver(tuple(batch)))
+
+    async def announce(self, batches: list[list[Rendered]]) -> None:
+        """No other process."""
+        await trio.lowlevel.checkpoint()
 
 
 class SharedFanout:
@@ -95,10 +112,13 @@ class SharedFanout:
         self._origin = origin
 
     async def deliver(self, batch: list[Rendered]) -> None:
-        """Call the local publisher, then publish the batch on
-        :data:`~actors.realtime.transform.TOPIC` for the other processes."""
+        """Call the local publisher; it replies once every subscriber's outbox has the batch."""
         await self._publisher.call(Deliver(tuple(batch)))
-        await self._pubsub.publish(TOPIC, encode_batch(batch, self._origin))
+
+    async def announce(self, batches: list[list[Rendered]]) -> None:
+        """Publish each batch on :data:`~actors.realtime.transform.TOPIC`, in order."""
+        for batch in batches:
+            await self._pubsub.publish(TOPIC, encode_batch(batch, self._origin))
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +168,36 @@ class Transformer(Actor[Any]):
         self.events = 0
         self.poison = 0
         self.batches = 0
+        self._shipping: trio.MemorySendChannel[_Shipment] | None = None
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[ActorRef[Any]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the actor and its shipping task (module docstring, step 6)."""
+        send, receive = trio.open_memory_channel[_Shipment](SHIPPING_QUEUE)
+        self._shipping = send
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._ship, receive)
+            await super().run(task_status=task_status)
+            send.close()  # stopped normally: the shipper finishes what waits, then ends
+
+    async def _ship(self, receive: trio.MemoryReceiveChannel[_Shipment]) -> None:
+        """Announce and acknowledge what the transformer delivered, in order, in bulk."""
+        with receive:
+            while True:
+                try:
+                    waiting = [await receive.receive()]
+                except trio.EndOfChannel:
+                    return
+                while True:
+                    try:
+                        waiting.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                batches = [batch for batch, _ in waiting if batch]
+                if batches:
+                    await self._fanout.announce(batches)
+                await self._stream.ack(STREAM, GROUP, [i for _, ids in waiting for i in ids])
 
     async def handle(self, message: Any) -> Any:
         match message:
@@ -174,7 +224,10 @@ class Transformer(Actor[Any]):
                 for event, (offset, epoch) in zip(parsed, numbers, strict=True)
             ]
             await self._fanout.deliver(batch)
-        await self._stream.ack(STREAM, GROUP, [entry_id for entry_id, _ in entries])
+        else:
+            batch = []
+        assert self._shipping is not None  # set by run
+        await self._shipping.send((batch, [entry_id for entry_id, _ in entries]))
         self.events += len(parsed)
         self.batches += 1
 

@@ -54,6 +54,7 @@ type config struct {
 	hold            time.Duration
 	startDelay      time.Duration
 	producer        string // redis | http | none
+	redisAppend     string // fcall | xadd (producer redis)
 	redisURL        string
 	stream          string
 	publishMany     bool
@@ -95,7 +96,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.DurationVar(&c.drain, "drain", 5*time.Second, "longest wait for the last deliveries after the producer stops")
 	fs.DurationVar(&c.hold, "hold", 0, "idle/storm: how long to hold the connections (default per scenario)")
 	fs.DurationVar(&c.startDelay, "start-delay", time.Second, "pause between the last subscription and the producer's first tick")
-	fs.StringVar(&c.producer, "producer", "redis", "redis (XADD) | http (POST /rpc realtime.publish) | none")
+	fs.StringVar(&c.producer, "producer", "redis", "redis (FCALL starling_publish or XADD) | http (POST /rpc realtime.publish) | none")
+	fs.StringVar(&c.redisAppend, "redis-append", "fcall", "producer redis: fcall (numbered as appended) | xadd (bare)")
 	fs.StringVar(&c.redisURL, "redis-url", "redis://127.0.0.1:6379/0", "the server's Redis (producer redis)")
 	fs.StringVar(&c.stream, "stream", "starling:events", "the stream the producer appends to (producer redis)")
 	fs.BoolVar(&c.publishMany, "publish-many", false, "producer http: one realtime.publish_many call per request instead of a batch")
@@ -163,6 +165,8 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("--subscribers and --channels must be >= 1")
 	case c.producer != "redis" && c.producer != "http" && c.producer != "none":
 		return nil, fmt.Errorf("--producer must be redis, http or none, not %q", c.producer)
+	case c.redisAppend != "fcall" && c.redisAppend != "xadd":
+		return nil, fmt.Errorf("--redis-append must be fcall or xadd, not %q", c.redisAppend)
 	case c.producer != "none" && c.rate < 1:
 		return nil, errors.New("--rate must be >= 1 event/s")
 	case c.duration <= 0 || c.warmup < 0 || c.drain <= 0:

@@ -4,8 +4,11 @@ package main
 // round-robin, data = {"run", "seq", "sent_ns"} (seq counts per channel from
 // 0; sent_ns is stamped when the request carrying it is written).
 //
-// redis: one XADD pipeline per tick, in order, on one connection, so each
-// channel's seqs enter the stream in order.
+// redis: one FCALL starling_publish per tick (the server's Redis Function:
+// each event numbered as it enters the stream; --redis-append fcall, the
+// default), or one XADD pipeline per tick (--redis-append xadd: the
+// transformers number them), in order, on one connection, so each channel's
+// seqs enter the stream in order.
 //
 // http: --http-inflight workers, channel c belonging to worker c % n; a
 // worker sends its events one request at a time, so a channel's events are
@@ -160,7 +163,11 @@ func (p *producer) run(ctx context.Context, start, end time.Time) producerReport
 			next = (next + 1) % p.cfg.channels
 		}
 		if p.redis != nil {
-			p.xadd(ctx, events)
+			if p.cfg.redisAppend == "xadd" {
+				p.xadd(ctx, events)
+			} else {
+				p.fcall(ctx, events)
+			}
 			continue
 		}
 		for i := range share {
@@ -252,6 +259,27 @@ func (p *producer) xadd(ctx context.Context, events []event) {
 	}
 	if err != nil {
 		err = fmt.Errorf("XADD pipeline: %w", err)
+	}
+	p.accept(events, ok, sentNs, err)
+}
+
+// fcall appends the events with one FCALL starling_publish (Starling's Redis
+// Function, loaded by the server at start): HINCRBY + XADD per event, atomically.
+func (p *producer) fcall(ctx context.Context, events []event) {
+	sentNs := time.Now().UnixNano()
+	args := make([]any, 0, 8+2*len(events))
+	args = append(args, "FCALL", "starling_publish", 3, p.cfg.stream, "starling:offsets",
+		"starling:generation", "", strconv.FormatInt(sentNs, 16))
+	for _, e := range events {
+		args = append(args, p.names[e.channel], p.appendData(make([]byte, 0, 96), e, sentNs))
+	}
+	err := p.redis.Do(ctx, args...).Err()
+	ok := make([]bool, len(events))
+	for i := range ok {
+		ok[i] = err == nil
+	}
+	if err != nil {
+		err = fmt.Errorf("FCALL starling_publish: %w", err)
 	}
 	p.accept(events, ok, sentNs, err)
 }
