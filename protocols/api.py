@@ -86,7 +86,8 @@ from actors.bus import BusStatistics
 from actors.feeds import BadCursor, Feeds, GetFeed, IndexUnavailable, SnapshotExpired
 from actors.feeds import decode_cursor as decode_feed_cursor
 from actors.feeds import encode_cursor as encode_feed_cursor
-from actors.realtime.pipeline import Accepted, InvalidEvent, PublishTimeout, Realtime
+from actors.realtime.pipeline import InvalidEvent, PublishTimeout, Realtime
+from actors.realtime.receipts import Accepted
 from actors.runtime import ActorCrashed, ActorRef, ActorUnavailable
 from actors.social import (
     AlreadyExists,

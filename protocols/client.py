@@ -2,7 +2,8 @@
 
 Used by the command line (``starling tail``, ``starling replay``) and by
 benchmarks. It speaks the wire of :mod:`protocols.app` (``POST /rpc``) and of
-:mod:`protocols.websocket.session` (``GET /ws``), and imports nothing of the server.
+:mod:`protocols.websocket.session` (``GET /ws``), and imports nothing of the server but the
+close codes (:mod:`protocols.websocket.codes`, one definition for both sides).
 
 HTTP::
 
@@ -66,6 +67,16 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from protocols.websocket.codes import (
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_TOKEN_EXPIRED,
+    CLOSE_TRY_AGAIN_LATER,
+    CLOSE_UNAUTHENTICATED,
+)
 from supervisor.backoff import Backoff
 
 log = structlog.get_logger(__name__)
@@ -73,15 +84,6 @@ log = structlog.get_logger(__name__)
 SECONDS: Final = 1.0
 MiB: Final = 1024 * 1024
 
-CLOSE_GOING_AWAY: Final = 1001
-CLOSE_ABNORMAL: Final = 1006
-"""Never sent: what a client reports when the connection ended without a close frame."""
-CLOSE_INTERNAL_ERROR: Final = 1011
-CLOSE_SERVICE_RESTART: Final = 1012
-CLOSE_TRY_AGAIN_LATER: Final = 1013
-CLOSE_UNAUTHENTICATED: Final = 4001
-CLOSE_TOKEN_EXPIRED: Final = 4003
-CLOSE_SLOW_CONSUMER: Final = 4008
 
 RETRY_CODES: Final = frozenset(
     {

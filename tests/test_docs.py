@@ -228,8 +228,8 @@ def test_architecture_draws_three_mermaid_diagrams() -> None:
     from actors.feeds.registry import FeedEventRouter
     from actors.realtime.bridge import RealtimeBridge
     from actors.realtime.nozzle import Nozzle
-    from actors.realtime.pipeline import Relay
-    from actors.realtime.transform import GROUP, STREAM, TOPIC
+    from actors.realtime.relay import Relay
+    from actors.realtime.streams import GROUP, STREAM, TOPIC
     from protocols.dashboard import DashboardReporter
 
     text = read("architecture.md")

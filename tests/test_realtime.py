@@ -36,7 +36,8 @@ import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from actors.realtime.pipeline import InvalidEvent, Realtime, RealtimeSettings, realtime_subtree
-from actors.realtime.transform import GROUP, STREAM, TOPIC, Rendered, encode_batch
+from actors.realtime.streams import GROUP, STREAM, TOPIC
+from actors.realtime.transform import Rendered, encode_batch
 from protocols.tokens import issue_token, load_secret
 from protocols.websocket import gap_frame, pub_frame
 from protocols.websocket.session import CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, KiB, Limits

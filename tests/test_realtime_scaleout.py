@@ -29,7 +29,7 @@ import redis
 import trio
 from trio_websocket import open_websocket_url
 
-from actors.realtime.transform import STREAM
+from actors.realtime.streams import STREAM
 from protocols.tokens import issue_token
 from tests.services import free_port
 

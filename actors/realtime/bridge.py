@@ -27,7 +27,7 @@ import structlog
 import trio
 
 from actors.bus import EventBus
-from actors.realtime.transform import STREAM
+from actors.realtime.streams import STREAM
 from actors.runtime import ActorUnavailable, Rejection
 from actors.social.events import Followed, Published, Recommended, SocialEvent
 from actors.social.pool import ReaderPool

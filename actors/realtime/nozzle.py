@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 import trio
 
-from actors.realtime.transform import GROUP, STREAM
+from actors.realtime.streams import GROUP, STREAM
 from actors.runtime import ActorRef
 from stores.errors import BackendUnavailable
 from stores.stream import Stream, StreamEntry

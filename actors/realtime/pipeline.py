@@ -21,10 +21,17 @@ The path of one event::
     publisher ─▶ ReorderBuffer (offset order per channel) ─▶ Publisher.put ─▶ sessions' outboxes
 
 At least once: the transformer acknowledges a batch only after the fan-out
-took it (the local publisher replied, or Redis accepted the Pub/Sub
-message); a batch lost with a crashed transformer stays pending and the
+took it (the local publisher replied, and Redis accepted the Pub/Sub
+message for the other processes); a batch lost with a crashed transformer stays pending and the
 nozzle reclaims it after ``reclaim_idle`` seconds (it is then numbered
 again: a subscriber may see a duplicate, never a gap it is not told of).
+
+Where each part lives: :mod:`~actors.realtime.nozzle`,
+:mod:`~actors.realtime.transformer` (pure work in :mod:`~actors.realtime.transform`),
+:mod:`~actors.realtime.publisher` (the hub and its actor),
+:mod:`~actors.realtime.relay`, :mod:`~actors.realtime.receipts`,
+:mod:`~actors.realtime.latency`, the shared names in :mod:`~actors.realtime.streams`;
+this module holds the settings, the handle and the subtree.
 
 :class:`Realtime` is what the API holds: the publisher (the WebSocket
 sessions' hub), :meth:`Realtime.publish` for ``realtime.publish``, and the
@@ -33,12 +40,9 @@ figures.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import socket
-import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,25 +50,17 @@ from typing import Any
 import msgspec
 import structlog
 import trio
-from hdrh.histogram import HdrHistogram
 
 from actors.bus import EventBus
 from actors.realtime.bridge import RealtimeBridge
 from actors.realtime.history import DEFAULT_MAX_CHANNELS, DEFAULT_SIZE, Histories
 from actors.realtime.nozzle import Nozzle
-from actors.realtime.ordering import ReorderBuffer
-from actors.realtime.publisher import Publisher, Render, RenderGap
-from actors.realtime.transform import (
-    MAX_DATA_BYTES,
-    STREAM,
-    TOPIC,
-    PoisonEvent,
-    Rendered,
-    check_event,
-    decode_batch,
-)
-from actors.realtime.transformer import Deliver, LocalFanout, SharedFanout, Transformer
-from actors.runtime import Actor, ActorRef, ActorUnavailable
+from actors.realtime.publisher import Publisher, PublisherActor, Render, RenderGap
+from actors.realtime.receipts import Accepted, Receipts
+from actors.realtime.relay import Relay
+from actors.realtime.streams import STREAM
+from actors.realtime.transform import MAX_DATA_BYTES, PoisonEvent, check_event
+from actors.realtime.transformer import LocalFanout, SharedFanout, Transformer
 from actors.social.events import SocialEvent
 from actors.social.pool import ReaderPool
 from stores.cache import Cache
@@ -145,283 +141,6 @@ class PublishTimeout(Exception):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"not published within {seconds:g} s (it is in the stream)")
         self.seconds = seconds
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """Where a published event landed.
-
-    Attributes:
-        channel: its channel.
-        offset: its offset in the channel.
-        epoch: the channel's epoch.
-        entry: its stream entry id.
-    """
-
-    channel: str
-    offset: int
-    epoch: str
-    entry: str
-
-
-class Receipts:
-    """Stream entry id → where the publisher put it, for producers waiting on their event.
-
-    Keeps the last ``keep`` receipts, so a producer that starts waiting after
-    its event was already published still finds it. Trio thread only.
-    """
-
-    def __init__(self, keep: int = 65_536) -> None:
-        self._keep = keep
-        self._done: OrderedDict[str, Rendered] = OrderedDict()
-        self._waiting: dict[str, trio.Event] = {}
-
-    def record(self, item: Rendered) -> None:
-        """Note that ``item`` was published (the first time only)."""
-        if item.entry in self._done:
-            return
-        self._done[item.entry] = item
-        if len(self._done) > self._keep:
-            self._done.popitem(last=False)
-        waiting = self._waiting.pop(item.entry, None)
-        if waiting is not None:
-            waiting.set()
-
-    async def wait(self, entry: str) -> Accepted:
-        """Wait until ``entry`` is published; cancel from outside to give up."""
-        while (item := self._done.get(entry)) is None:
-            event = self._waiting.setdefault(entry, trio.Event())
-            try:
-                await event.wait()
-            finally:
-                if not event.is_set():
-                    self._waiting.pop(entry, None)
-        return Accepted(item.channel, item.offset, item.epoch, item.entry)
-
-
-class LatencyWindow:
-    """Stream-to-publish latency of recent events, in milliseconds (HdrHistogram).
-
-    An event's latency is the wall clock when the publisher offered it to
-    the local subscribers minus the time in its stream entry id (the
-    milliseconds part, set by XADD or the in-process stream). Percentiles
-    cover the last ``window`` to ``2 × window`` seconds: two histograms take
-    turns, the older one dropped at each turn.
-
-    Args:
-        window: seconds per histogram.
-        clock: seconds, never going backwards (``time.monotonic``).
-    """
-
-    def __init__(self, window: float = 10.0, clock: Any = time.monotonic) -> None:
-        self.window = window
-        self._clock = clock
-        self._turn = clock() + window
-        self._current = HdrHistogram(1, 3_600_000, 2)
-        self._previous = HdrHistogram(1, 3_600_000, 2)
-
-    def record(self, entries: Sequence[str], now_ms: float) -> None:
-        """Record the events of stream entries ``entries``, published at ``now_ms`` (epoch ms)."""
-        self._rotate()
-        counts: dict[str, int] = {}
-        for entry in entries:
-            stamp = entry[: entry.find("-")]
-            counts[stamp] = counts.get(stamp, 0) + 1
-        now = int(now_ms)
-        for stamp, count in counts.items():
-            if stamp.isdigit():
-                self._current.record_value(min(max(1, now - int(stamp)), 3_600_000), count)
-
-    def percentiles(self, *percentiles: float) -> dict[str, float]:
-        """``{"p50": ms, …}`` over the window; zeros when nothing was recorded."""
-        self._rotate()
-        both = HdrHistogram(1, 3_600_000, 2)
-        both.add(self._previous)
-        both.add(self._current)
-        return {f"p{p:g}": float(both.get_value_at_percentile(p)) for p in percentiles}
-
-    def _rotate(self) -> None:
-        now = self._clock()
-        if now < self._turn:
-            return
-        if now >= self._turn + self.window:  # idle for a whole window: both are old
-            self._current.reset()
-        self._previous, self._current = self._current, self._previous
-        self._current.reset()
-        self._turn = now + self.window
-
-
-@dataclass(frozen=True, slots=True)
-class Expire:
-    """Tick: release what waited ``reorder_wait`` seconds for a gap to fill."""
-
-
-class PublisherActor(Actor[Any]):
-    """Feeds the :class:`Publisher` rendered events, in offset order per channel.
-
-    Handles :class:`~actors.realtime.transformer.Deliver` (reply ``None`` once
-    every local subscriber's outbox has the events) and :class:`Expire`
-    (sent by its own ticker while something waits for a gap). The
-    :class:`Publisher` and its histories live outside the actor, so a restart
-    keeps the subscribers and the history.
-
-    Args:
-        publisher: the hub the WebSocket sessions use.
-        sequencer: read once at start, so that channels not yet published to
-            report the epoch their publications will carry.
-        receipts: told of every event released.
-        reorder_wait: seconds an early event waits for the ones before it.
-
-    Where a channel's order starts: after the top of its history when the
-    history holds publications of the event's epoch, else at offset 1. So
-    when this process meets a channel mid-life (it started after the
-    channel's first publications, or the history was evicted), its first
-    event waits ``reorder_wait`` seconds for offsets that will never come,
-    once; in exchange, events of a new channel numbered by two transformers
-    (or processes) at once are never taken for duplicates.
-    """
-
-    def __init__(
-        self,
-        publisher: Publisher,
-        sequencer: Sequencer,
-        receipts: Receipts,
-        *,
-        reorder_wait: float,
-        name: str = "publisher",
-        mailbox_size: int = 64,
-    ) -> None:
-        super().__init__(name, mailbox_size=mailbox_size)
-        self.publisher = publisher
-        self._sequencer = sequencer
-        self._receipts = receipts
-        self.reorder = ReorderBuffer(wait=reorder_wait, first=self._first_offset)
-        self.latency = LatencyWindow()
-
-    def _first_offset(self, channel: str, epoch: str) -> int:
-        top, known = self.publisher.position(channel)
-        return top + 1 if known == epoch and top > 0 else 1
-
-    async def on_start(self) -> None:
-        await self._sequencer.refresh()
-
-    async def run(
-        self, *, task_status: trio.TaskStatus[ActorRef[Any]] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Run the actor and its reorder ticker."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._tick)
-            await super().run(task_status=task_status)
-            nursery.cancel_scope.cancel()
-
-    async def _tick(self) -> None:
-        period = max(self.reorder.wait / 2, 0.01)
-        while True:
-            await trio.sleep(period)
-            if self.reorder.waiting():
-                # Busy (it expires with its next tick) or not running yet: skip.
-                with contextlib.suppress(trio.WouldBlock, ActorUnavailable):
-                    self.ref.send_nowait(Expire())
-
-    async def handle(self, message: Any) -> Any:
-        now = trio.current_time()
-        match message:
-            case Deliver(items):
-                push = self.reorder.push
-                released: list[Rendered] = []
-                for item in items:
-                    released += push(item, now)
-                self._release(released, now)
-            case Expire():
-                self._release(self.reorder.expire(now), now)
-            case _:
-                raise TypeError(f"{self.name} cannot handle {type(message).__name__}")
-        return None
-
-    def _release(self, items: list[Rendered], now: float) -> None:
-        for item in items:
-            self.publisher.put(item.channel, item.offset, item.epoch, item.data, now)
-            self._receipts.record(item)
-        if items:
-            self.latency.record([item.entry for item in items], time.time() * 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class RelayStatistics:
-    """The relay's figures: batches and events passed on, messages that were not batches,
-    and batches its subscription buffer dropped while the publisher was behind."""
-
-    name: str
-    state: str
-    batches: int
-    events: int
-    malformed: int
-    dropped: int = 0
-
-
-class Relay:
-    """Passes the rendered batches of every process (Redis Pub/Sub) to this process's publisher.
-
-    Pub/Sub is fire-and-forget: when the publisher falls behind for long, the
-    subscription's bounded buffer drops its oldest batches (and if Redis's
-    own buffer for this subscriber overflows, Redis drops the connection and
-    the relay restarts). Either way the publications lost are found by
-    offset: the reorder buffer waits for them, then the publisher counts the
-    gap and tells the channel's subscribers (:meth:`Publisher.put`). The
-    batches dropped here are counted in :attr:`dropped`.
-
-    Args:
-        pubsub: the Pub/Sub port (Redis).
-        publisher: the publisher actor.
-    """
-
-    name = "relay"
-
-    def __init__(self, pubsub: PubSub, publisher: ActorRef[Any], origin: str) -> None:
-        self._pubsub = pubsub
-        self._publisher = publisher
-        self._origin = origin
-        self._scope = trio.CancelScope()
-        self._state = "new"
-        self.batches = 0
-        self.events = 0
-        self.malformed = 0
-        self.dropped = 0
-        self._dropped_before = 0
-
-    async def run(self, *, task_status: trio.TaskStatus[Relay] = trio.TASK_STATUS_IGNORED) -> None:
-        """Subscribe, report ready, relay until stopped."""
-        self._scope = trio.CancelScope()
-        with self._scope:
-            async with self._pubsub.subscribe(TOPIC) as messages:
-                self._state = "running"
-                task_status.started(self)
-                self._dropped_before = self.dropped
-                async for message in messages:
-                    self.dropped = self._dropped_before + messages.statistics().dropped
-                    try:
-                        origin, items = decode_batch(message.data)
-                    except msgspec.DecodeError as error:
-                        self.malformed += 1
-                        log.warning("not a rendered batch; dropped", topic=TOPIC, error=str(error))
-                        continue
-                    if origin == self._origin:
-                        continue  # this process's own batch: its transformer delivered it
-                    await self._publisher.send(Deliver(tuple(items)))
-                    self.batches += 1
-                    self.events += len(items)
-        self._state = "stopped"
-
-    def request_stop(self) -> None:
-        """Stop relaying."""
-        self._state = "stopping"
-        self._scope.cancel()
-
-    def statistics(self) -> RelayStatistics:
-        """A snapshot of the figures."""
-        return RelayStatistics(
-            self.name, self._state, self.batches, self.events, self.malformed, self.dropped
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,16 +55,26 @@ never goes backwards, ``trio.current_time()`` by default, as
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import trio
 
 from actors.realtime.history import Histories, Position, Publication, Recovery
+from actors.realtime.latency import LatencyWindow
+from actors.realtime.ordering import ReorderBuffer
+from actors.realtime.receipts import Receipts
+from actors.realtime.transform import Rendered
+from actors.realtime.transformer import Deliver
+from actors.runtime import Actor, ActorRef, ActorUnavailable
+from stores.sequence import Sequencer
 
 SLOW_CONSUMER: Final = 4008
-"""The close code of a slow consumer (``protocols.websocket.session.CLOSE_SLOW_CONSUMER``)."""
+"""The close code of a slow consumer (``protocols.websocket.codes.CLOSE_SLOW_CONSUMER``;
+actors/ does not import protocols/)."""
 
 Render = Callable[[str, int, bytes], bytes]
 """``render(channel, offset, data) -> bytes``: a publication as its subscribers receive it."""
@@ -309,3 +319,98 @@ class Publisher:
         # Its own channel list, plus this one in case it already forgot it.
         for name in subscriber.subscriptions | {channel}:
             self.unsubscribe(subscriber, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    """Tick: release what waited ``reorder_wait`` seconds for a gap to fill."""
+
+
+class PublisherActor(Actor[Any]):
+    """Feeds the :class:`Publisher` rendered events, in offset order per channel.
+
+    Handles :class:`~actors.realtime.transformer.Deliver` (reply ``None`` once
+    every local subscriber's outbox has the events) and :class:`Expire`
+    (sent by its own ticker while something waits for a gap). The
+    :class:`Publisher` and its histories live outside the actor, so a restart
+    keeps the subscribers and the history.
+
+    Args:
+        publisher: the hub the WebSocket sessions use.
+        sequencer: read once at start, so that channels not yet published to
+            report the epoch their publications will carry.
+        receipts: told of every event released.
+        reorder_wait: seconds an early event waits for the ones before it.
+
+    Where a channel's order starts: after the top of its history when the
+    history holds publications of the event's epoch, else at offset 1. So
+    when this process meets a channel mid-life (it started after the
+    channel's first publications, or the history was evicted), its first
+    event waits ``reorder_wait`` seconds for offsets that will never come,
+    once; in exchange, events of a new channel numbered by two transformers
+    (or processes) at once are never taken for duplicates.
+    """
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        sequencer: Sequencer,
+        receipts: Receipts,
+        *,
+        reorder_wait: float,
+        name: str = "publisher",
+        mailbox_size: int = 64,
+    ) -> None:
+        super().__init__(name, mailbox_size=mailbox_size)
+        self.publisher = publisher
+        self._sequencer = sequencer
+        self._receipts = receipts
+        self.reorder = ReorderBuffer(wait=reorder_wait, first=self._first_offset)
+        self.latency = LatencyWindow()
+
+    def _first_offset(self, channel: str, epoch: str) -> int:
+        top, known = self.publisher.position(channel)
+        return top + 1 if known == epoch and top > 0 else 1
+
+    async def on_start(self) -> None:
+        await self._sequencer.refresh()
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[ActorRef[Any]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the actor and its reorder ticker."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._tick)
+            await super().run(task_status=task_status)
+            nursery.cancel_scope.cancel()
+
+    async def _tick(self) -> None:
+        period = max(self.reorder.wait / 2, 0.01)
+        while True:
+            await trio.sleep(period)
+            if self.reorder.waiting():
+                # Busy (it expires with its next tick) or not running yet: skip.
+                with contextlib.suppress(trio.WouldBlock, ActorUnavailable):
+                    self.ref.send_nowait(Expire())
+
+    async def handle(self, message: Any) -> Any:
+        now = trio.current_time()
+        match message:
+            case Deliver(items):
+                push = self.reorder.push
+                released: list[Rendered] = []
+                for item in items:
+                    released += push(item, now)
+                self._release(released, now)
+            case Expire():
+                self._release(self.reorder.expire(now), now)
+            case _:
+                raise TypeError(f"{self.name} cannot handle {type(message).__name__}")
+        return None
+
+    def _release(self, items: list[Rendered], now: float) -> None:
+        for item in items:
+            self.publisher.put(item.channel, item.offset, item.epoch, item.data, now)
+            self._receipts.record(item)
+        if items:
+            self.latency.record([item.entry for item in items], time.time() * 1000)

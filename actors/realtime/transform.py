@@ -31,15 +31,9 @@ from typing import Any
 import msgspec
 
 from actors.realtime.channels import parse_channel
+from actors.realtime.streams import PROFILE_PREFIX
 from stores.sequence import channel_epoch
 
-STREAM = "starling:events"
-"""The stream events enter by."""
-GROUP = "starling"
-"""The consumer group every process's nozzle reads in."""
-TOPIC = "starling:realtime"
-"""The Pub/Sub topic rendered batches cross processes by."""
-PROFILE_PREFIX = "starling:profile:"
 MAX_DATA_BYTES = 64 * 1024
 
 

@@ -33,10 +33,8 @@ import structlog
 import trio
 
 from actors.realtime.nozzle import Batch
+from actors.realtime.streams import GROUP, STREAM, TOPIC
 from actors.realtime.transform import (
-    GROUP,
-    STREAM,
-    TOPIC,
     Parsed,
     PoisonEvent,
     Rendered,

@@ -45,7 +45,8 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
-from protocols.websocket.session import CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, Session
+from protocols.websocket.codes import CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG
+from protocols.websocket.session import Session
 
 if TYPE_CHECKING:
     from protocols.websocket.gateway import WebSocketGateway

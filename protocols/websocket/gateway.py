@@ -47,12 +47,12 @@ from wsproto.events import AcceptConnection, CloseConnection, RejectConnection, 
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
+from protocols.websocket.codes import CLOSE_TRY_AGAIN_LATER
 from protocols.websocket.edge import RECEIVE_BYTES, Connection
 from protocols.websocket.session import DEFAULT_LIMITS, Hub, Limits, Session
 
 SECONDS: Final = 1.0
 
-CLOSE_TRY_AGAIN_LATER: Final = 1013
 DEFAULT_MAX_CONNECTIONS: Final = 10_000
 DEFAULT_CLOSE_TIMEOUT: Final = 5 * SECONDS
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10 * SECONDS

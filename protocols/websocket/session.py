@@ -131,6 +131,15 @@ from protocols.jsonrpc import (
     decode_params,
 )
 from protocols.tokens import TokenExpired, TokenInvalid, verify_token
+from protocols.websocket.codes import (
+    CLOSE_IDLE,
+    CLOSE_NORMAL,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_TOKEN_EXPIRED,
+    CLOSE_TOO_BIG,
+    CLOSE_UNAUTHENTICATED,
+    CLOSE_UNSUPPORTED_DATA,
+)
 from protocols.websocket.frames import text_frame
 
 SECONDS: Final = 1.0
@@ -143,14 +152,6 @@ FORBIDDEN: Final = -32003
 TOO_MANY_SUBSCRIPTIONS: Final = -32005
 UNRECOVERABLE_POSITION: Final = -32006
 
-CLOSE_NORMAL: Final = 1000
-CLOSE_IDLE: Final = 1001
-CLOSE_PROTOCOL_ERROR: Final = 1002
-CLOSE_UNSUPPORTED_DATA: Final = 1003
-CLOSE_TOO_BIG: Final = 1009
-CLOSE_UNAUTHENTICATED: Final = 4001
-CLOSE_TOKEN_EXPIRED: Final = 4003
-CLOSE_SLOW_CONSUMER: Final = 4008
 
 MAX_HISTORY_LIMIT: Final = 100
 """Most publications in one ``history`` reply: a channel's whole history."""
