@@ -69,8 +69,6 @@ class HttpServer:
         app: the ASGI app.
         host, port: where to listen (port 0: a free one; see ``binds``).
         graceful_timeout: seconds open requests get to finish on stop.
-        on_stop: called (synchronously) when the server is asked to stop, before
-            hypercorn waits for open connections.
         websocket: the gateway that serves ``ws_path``; it runs with this
             server (its shared tasks live in this child) and is told
             ``going_away`` on stop. Without one, every request is HTTP.
@@ -84,7 +82,6 @@ class HttpServer:
         host: str,
         port: int,
         graceful_timeout: float = 3 * SECONDS,
-        on_stop: Callable[[], None] | None = None,
         websocket: WebSocketGateway | None = None,
         ws_path: str = "/ws",
     ) -> None:
@@ -92,7 +89,6 @@ class HttpServer:
         self.host = host
         self.port = port
         self.websocket = websocket
-        self._on_stop = on_stop
         self._upgrade_prefix = f"GET {ws_path}".encode()
         self.config = Config()
         self.config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
@@ -180,8 +176,6 @@ class HttpServer:
 
     def request_stop(self) -> None:
         """Stop accepting, close WebSockets 1001, let open requests finish."""
-        if self._on_stop is not None:
-            self._on_stop()
         if self.websocket is not None:
             self.websocket.going_away()
         self._shutdown.set()
