@@ -25,6 +25,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -1030,8 +1031,19 @@ async def demo_post(url: str) -> str:
     return str(items[0]["post"]) if items else "hn:12224879"
 
 
+def starling_invocation() -> str:
+    """How a fresh shell in the current directory runs this ``starling``: ``starling`` when
+    that is on ``PATH``, else the script's path (``.venv/bin/starling`` after ``make run``)."""
+    script = Path(sys.executable).parent / "starling"
+    on_path = shutil.which("starling")
+    if not script.exists() or (on_path is not None and Path(on_path).resolve() == script.resolve()):
+        return "starling"
+    relative = os.path.relpath(script)
+    return relative if relative.startswith(("/", ".")) else f"./{relative}"
+
+
 def print_next_steps(console: Console, url: str, token: str, post: str, thread: str) -> None:
-    """What to try next, every line ready to paste."""
+    """What to try next, every line ready to paste into a fresh shell here."""
 
     def call(method: str, params: dict[str, Any]) -> str:
         body = json.dumps(
@@ -1054,7 +1066,7 @@ def print_next_steps(console: Console, url: str, token: str, post: str, thread: 
         "  # whom user 0 might follow (friends of friends):",
         f"  {call('social.who_to_follow', {'user': '0', 'limit': 5})}",
         "  # the busiest Reddit thread, live as it is replayed:",
-        f"  starling tail post:{thread} --url {url}",
+        f"  {starling_invocation()} tail post:{thread} --url {url}",
     ]
     console.print("\n".join(lines), highlight=False, soft_wrap=True)
 

@@ -30,11 +30,13 @@ STARTUP = 180.0
 
 
 def test_the_demo_prints_commands_that_work_when_pasted(tmp_path: Path, data_dir: Path) -> None:
-    """Every printed curl answers a result, the printed tail shows the thread's comments, the
-    dashboard and demo pages load, and SIGINT stops the demo cleanly."""
+    """Every printed curl answers a result, the printed tail shows the thread's comments when
+    pasted into a shell whose PATH lacks the virtualenv, the dashboard and demo pages load, and
+    SIGINT stops the demo cleanly."""
     port = free_port()
-    bin_dir = Path(sys.executable).parent
-    env = os.environ | {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "COLUMNS": "400"}
+    bin_dir = str(Path(sys.executable).parent)
+    path = ":".join(p for p in os.environ.get("PATH", "").split(":") if p != bin_dir)
+    env = os.environ | {"PATH": path, "COLUMNS": "400"}
     stderr = (tmp_path / "demo.err").open("w+")
     demo = subprocess.Popen(
         [sys.executable, "-c", "from server import main; main()", "demo",
@@ -44,7 +46,7 @@ def test_the_demo_prints_commands_that_work_when_pasted(tmp_path: Path, data_dir
     try:
         deadline = time.monotonic() + STARTUP
         text = ""
-        while "starling tail" not in text:
+        while " tail post:" not in text:
             assert demo.poll() is None, f"the demo exited: {text[-2000:]}"
             assert time.monotonic() < deadline, f"the demo did not start: {text[-2000:]}"
             time.sleep(0.5)
@@ -56,9 +58,12 @@ def test_the_demo_prints_commands_that_work_when_pasted(tmp_path: Path, data_dir
             done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
             reply = json.loads(done.stdout)
             assert "result" in reply, (command, reply)
-        (tail,) = [line for line in lines if line.startswith("starling tail")]
+        (tail,) = [line for line in lines if " tail post:" in line]
+        assert tail.split()[0] != "starling"  # not on this shell's PATH: the script's path
         tail += f" --limit 2 --data-dir {tmp_path / 'data'}"
-        done = subprocess.run(tail, shell=True, capture_output=True, text=True, timeout=60, env=env)
+        done = subprocess.run(
+            tail, shell=True, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path
+        )
         assert done.returncode == 0, done.stderr
         published = [json.loads(line) for line in done.stdout.splitlines()]
         thread = re.search(r"post:(\S+)", tail)
