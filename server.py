@@ -64,11 +64,15 @@ from actors.feeds.scorer import DEFAULT_REMOTE_TIMEOUT
 from actors.monitor import BackendMonitor
 from actors.realtime.pipeline import RealtimeSettings, default_consumer, realtime_subtree
 from actors.social import GraphReader, GraphWriter, ReaderPool, SocialEvent, SocialService
+from auth.tokens import load_secret
+from datasets.demo import build_demo_world
+from datasets.importers import MalformedInput, import_edge_list, read_edge_list
+from datasets.stories import StoryFormat, StoryReport, read_stories
+from datasets.story_import import import_stories
+from observability.dashboard import DashboardReporter, Snapshots, Sources
 from protocols.api import Services
 from protocols.app import AppConfig, create_app
-from protocols.dashboard import DashboardReporter, Snapshots, Sources
 from protocols.http import HttpServer
-from protocols.tokens import load_secret
 from protocols.websocket import (
     DEFAULT_MAX_CONNECTIONS,
     Limits,
@@ -84,12 +88,8 @@ from stores.backends import (
     open_key_value,
     redact,
 )
-from stores.demo import build_demo_world
 from stores.errors import StoreError
 from stores.graph import GraphStore, ImportSummary
-from stores.importers import MalformedInput, import_edge_list, read_edge_list
-from stores.stories import StoryFormat, StoryReport, read_stories
-from stores.story_import import import_stories
 from supervisor import Backoff, ChildSpec, Strategy, Supervisor, SupervisorStatistics
 
 log = structlog.get_logger("starling")
@@ -183,7 +183,7 @@ def build_tree(
     """The supervision tree, with the HTTP server as its last child.
 
     Args:
-        secret: the WebSocket token secret (:func:`protocols.tokens.load_secret`).
+        secret: the WebSocket token secret (:func:`auth.tokens.load_secret`).
     """
     stores = Supervisor(
         "stores",
@@ -836,7 +836,7 @@ def status_command(url: str, token: str | None, data_dir: Path | None, debug: bo
       starling status
       starling status --url http://10.0.0.5:8080 --token "$(cat ops.token)"
     """
-    from protocols.tokens import issue_token
+    from auth.tokens import issue_token
 
     if token is None:
         secret = run_command(False, lambda: local_secret(data_dir))
@@ -850,7 +850,7 @@ def status_command(url: str, token: str | None, data_dir: Path | None, debug: bo
 
 async def read_snapshot(url: str, token: str) -> dict[str, Any]:
     """The next snapshot published on ``system:dashboard``."""
-    from protocols.client import tail
+    from client import tail
 
     got: list[dict[str, Any]] = []
     with trio.fail_after(15):
@@ -982,8 +982,9 @@ async def run_demo(
     settings: Settings, options: ServeOptions, source: Path, *, speed: float, max_gap: float
 ) -> None:
     """``starling demo``: load if empty, serve, replay in the background, print next steps."""
-    from protocols.replay import read_comments, replay
-    from protocols.tokens import issue_token
+    from auth.tokens import issue_token
+    from client.replay import replay
+    from datasets.reddit import read_comments
 
     console = Console(stderr=True)
     await load_demo(settings, source, 42, True)
@@ -1085,8 +1086,8 @@ class LineError(click.ClickException):
 
 def run_client_command(debug: bool, main: Callable[[], Any]) -> Any:
     """:func:`run_command` for the realtime clients: their errors in one line, Ctrl-C clean."""
-    from protocols.client import ClientError
-    from protocols.replay import CommentFileError
+    from client import ClientError
+    from datasets.reddit import CommentFileError
 
     def guarded() -> Any:
         try:
@@ -1112,7 +1113,7 @@ def local_secret(data_dir: Path | None) -> bytes:
         LineError: the secret is empty.
         OSError: the secret file cannot be read or created.
     """
-    from protocols.tokens import SECRET_ENV, SECRET_FILE
+    from auth.tokens import SECRET_ENV, SECRET_FILE
 
     directory = Settings.resolve(data_dir, None, None).data_dir
     created = os.environ.get(SECRET_ENV) is None and not (directory / SECRET_FILE).exists()
@@ -1152,7 +1153,7 @@ def token_command(user: str, ttl: int, data_dir: Path | None, operator: bool) ->
       starling token alice --ttl 600 --data-dir /var/lib/starling
       starling token ops --operator
     """
-    from protocols.tokens import USER_ID, issue_token
+    from auth.tokens import USER_ID, issue_token
 
     if not USER_ID.fullmatch(user):
         raise LineError(f"user {user!r}: a user id is 1-64 of letters, digits and '_.:@-'")
@@ -1200,8 +1201,8 @@ def tail_command(
       starling tail post:42 --url http://10.0.0.5:8080 --token "$(cat token)"
     """
     from actors.realtime import parse_channel
-    from protocols.client import websocket_url
-    from protocols.tokens import USER_ID, issue_token
+    from auth.tokens import USER_ID, issue_token
+    from client import websocket_url
 
     try:
         websocket_url(url)
@@ -1240,7 +1241,7 @@ async def tail_channels(
     """Follow ``channels``: JSON lines on stdout, notes on stderr (``starling tail``)."""
     import json
 
-    from protocols.client import Gap, Reconnecting, Subscribed, TailStatus, tail, websocket_url
+    from client import Gap, Reconnecting, Subscribed, TailStatus, tail, websocket_url
 
     def on_pub(publication: dict[str, Any]) -> None:
         try:
@@ -1346,7 +1347,8 @@ async def replay_comments(
     """Read ``file``, replay it with a progress bar, print a summary (``starling replay``)."""
     from rich.progress import MofNCompleteColumn
 
-    from protocols.replay import read_comment_file, replay
+    from client.replay import replay
+    from datasets.reddit import read_comment_file
 
     console = Console(stderr=True)
     with console.status(f"reading {file.name}"):

@@ -11,13 +11,13 @@ Steps:
 
 1. a SYNTHETIC catalog of ``stories`` stories (1.2M by default), drawn with
    ``numpy.random.default_rng(seed)`` from the real Hacker News and Medium
-   stories (``stores.stories``): each synthetic story copies the claps or
+   stories (``datasets.stories``): each synthetic story copies the claps or
    points, reading time, tag list and publication of a real story drawn at
    random, and its date plus a uniform jitter within a day; authors are
    ``stories / 50`` users with Zipf popularity whose exponent is fitted so
    that the top 1% of authors write the share of stories they write in the
    real files; recommendations follow the demo world's rule
-   (``stores.demo.recommenders_wanted``: one per 4 HN points, one per 50
+   (``datasets.demo.recommenders_wanted``: one per 4 HN points, one per 50
    claps), by readers drawn uniformly from ``stories / 10`` reader users. It
    goes in through the bulk path (``Catalog.add_columns`` and
    ``Catalog.load_recommendation_indices``);
@@ -93,9 +93,9 @@ from actors.feeds.snapshot import reasons_for
 from actors.social.errors import NotFound
 from actors.social.events import SocialEvent
 from bench.report import print_table, write_json
-from stores.demo import FILES, recommenders_wanted
+from datasets.demo import FILES, recommenders_wanted
+from datasets.stories import Story, read_stories
 from stores.memory import MemoryCache
-from stores.stories import Story, read_stories
 
 LABEL = "SYNTHETIC"
 """How every figure of this benchmark is labelled: the catalog and users are drawn, not real."""
@@ -219,7 +219,7 @@ class RealStories:
 
 
 def read_real(source: Path) -> RealStories:
-    """Read the real Hacker News and Medium files of ``source`` (see :data:`stores.demo.FILES`).
+    """Read the real Hacker News and Medium files of ``source`` (see :data:`datasets.demo.FILES`).
 
     Raises:
         OSError: a file cannot be read.

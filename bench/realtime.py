@@ -109,10 +109,10 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from auth.tokens import issue_token
 from bench.realtime_native import Loadgen, LoadgenPlan, Workload, loadgen_binary, rss_bytes
 from bench.report import print_table, write_json
 from protocols.jsonrpc import MAX_BATCH
-from protocols.tokens import issue_token
 
 Backend = Literal["memory", "redis"]
 Clients = Literal["native", "python"]

@@ -120,7 +120,7 @@ from actors.social import (
     WorkerCrashed,
     WorkerUnavailable,
 )
-from protocols.health import health_tree
+from observability.health import health_tree
 from protocols.jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,

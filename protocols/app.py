@@ -30,11 +30,11 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from auth.tokens import USER_ID, issue_token
+from observability.health import health_tree
+from observability.metrics import Metrics, RealtimeCollector
 from protocols.api import CallContext, Services, build_dispatcher
-from protocols.health import health_tree
 from protocols.jsonrpc import INVALID_REQUEST, JsonRpcError, encode
-from protocols.metrics import Metrics, RealtimeCollector
-from protocols.tokens import USER_ID, issue_token
 from protocols.websocket import WebSocketGateway
 
 MIB = 1 << 20

@@ -119,7 +119,7 @@ def demo_graph(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     """An embedded graph holding the demo world, built once per session."""
     directory = tmp_path_factory.mktemp("demo") / "graph"
 
-    from stores.demo import build_demo_world
+    from datasets.demo import build_demo_world
     from stores.ladybug import LadybugGraph
 
     async def build() -> None:

@@ -27,7 +27,8 @@ import trio
 from click.testing import CliRunner, Result
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
-from protocols.client import (
+from auth.tokens import issue_token, load_secret, verify_token
+from client import (
     AuthError,
     Closed,
     HttpError,
@@ -44,7 +45,6 @@ from protocols.client import (
     websocket_url,
 )
 from protocols.jsonrpc import MAX_BATCH
-from protocols.tokens import issue_token, load_secret, verify_token
 from protocols.websocket.session import Limits
 from server import ServeOptions, Settings, main, serve
 from stores.backends import default_graph_url

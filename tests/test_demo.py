@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from stores.demo import DemoSummary, build_demo_world, plan_demo_world
+from datasets.demo import DemoSummary, build_demo_world, plan_demo_world
+from datasets.importers import read_edge_list
+from datasets.stories import read_hn, read_medium
 from stores.graph import GraphStore, ImportSummary
-from stores.importers import read_edge_list
 from stores.ladybug import LadybugGraph
-from stores.stories import read_hn, read_medium
 
 WEEK = 7 * 24 * 3600
 USERS = 20

@@ -108,7 +108,7 @@ def exported_metrics() -> set[str]:
     """The metric family names ``GET /metrics`` exports, read from a real registry."""
     from actors.feeds import FeedCounters
     from actors.realtime.pipeline import RealtimeStatistics
-    from protocols.metrics import Metrics, RealtimeCollector
+    from observability.metrics import Metrics, RealtimeCollector
     from supervisor import SupervisorStatistics
 
     root = SupervisorStatistics("root", "running", "one_for_one", 3, 30.0, 0, 0, None, ())
@@ -178,7 +178,7 @@ def test_every_serve_flag_and_env_var_is_in_operations() -> None:
 
 def test_every_env_var_in_the_sources_is_in_operations() -> None:
     """Every STARLING_* variable the code, scripts or Makefile read is in operations.md."""
-    from protocols.tokens import SECRET_ENV
+    from auth.tokens import SECRET_ENV
 
     operations = read("operations.md")
     names = source_env_vars() | {SECRET_ENV}
@@ -230,7 +230,7 @@ def test_architecture_draws_three_mermaid_diagrams() -> None:
     from actors.realtime.nozzle import Nozzle
     from actors.realtime.relay import Relay
     from actors.realtime.streams import GROUP, STREAM, TOPIC
-    from protocols.dashboard import DashboardReporter
+    from observability.dashboard import DashboardReporter
 
     text = read("architecture.md")
     blocks = mermaid_blocks(text)

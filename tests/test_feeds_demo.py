@@ -1,7 +1,7 @@
 """Feeds on the real demo world: any user's page is ranked, diversified and explained.
 
 The demo world (Slashdot follows, HN and Medium stories, the synthetic
-recommendations and reads of stores/demo.py, seed 42) is built once into an
+recommendations and reads of datasets/demo.py, seed 42) is built once into an
 embedded graph; the server's social and feeds subtrees run over it. For a
 seeded sample of users, every item of the first page is checked against the
 graph with queries of its own: the story exists, is not the user's and not

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stores.importers import MalformedInput, import_edge_list, read_edge_list
+from datasets.importers import MalformedInput, import_edge_list, read_edge_list
 from stores.ladybug import LadybugGraph
 
 SAMPLE = """\

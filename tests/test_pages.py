@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from protocols.tokens import verify_token
+from auth.tokens import verify_token
 from tests.test_client import serving
 
 

@@ -38,13 +38,13 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 from actors.realtime.pipeline import InvalidEvent, Realtime, RealtimeSettings, realtime_subtree
 from actors.realtime.streams import GROUP, STREAM, TOPIC
 from actors.realtime.transform import Rendered, encode_batch
-from protocols.tokens import issue_token, load_secret
+from auth.tokens import issue_token, load_secret
+from datasets.importers import import_edge_list, read_edge_list
 from protocols.websocket import gap_frame, pub_frame
 from protocols.websocket.session import CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, KiB, Limits
 from server import ServeOptions, Settings, serve
 from stores.backends import KeyValueBackend, default_graph_url, open_key_value
 from stores.cache import Cache
-from stores.importers import import_edge_list, read_edge_list
 from stores.redis import RedisBackend, RedisPubSub
 from stores.sequence import channel_epoch
 from supervisor import Supervisor

@@ -30,7 +30,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from actors.realtime.streams import STREAM
-from protocols.tokens import issue_token
+from auth.tokens import issue_token
 from tests.services import free_port
 
 pytestmark = pytest.mark.redis

@@ -25,16 +25,9 @@ import trio
 import trio.testing
 from click.testing import CliRunner, Result
 
-from protocols.client import HttpError, Subscribed, TailStatus, tail
-from protocols.replay import (
-    Comment,
-    CommentFileError,
-    next_batch,
-    read_comment_file,
-    read_comments,
-    replay,
-    schedule,
-)
+from client import HttpError, Subscribed, TailStatus, tail
+from client.replay import next_batch, replay, schedule
+from datasets.reddit import Comment, CommentFileError, read_comment_file, read_comments
 from server import main
 from tests.test_client import Server, serving
 

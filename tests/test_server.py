@@ -19,9 +19,9 @@ import pytest
 import trio
 
 from actors.social import GraphReader
+from datasets.importers import import_edge_list, read_edge_list
 from server import ServeOptions, Settings, serve
 from stores.backends import default_graph_url
-from stores.importers import import_edge_list, read_edge_list
 from supervisor import Supervisor
 
 EDGES = "source target\na b\na c\nb c\nc a\nd a\n"

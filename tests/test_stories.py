@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from datasets.importers import MalformedInput
+from datasets.stories import Story, read_canonical, read_hn, read_medium, read_stories
+from datasets.story_import import StoryImport, import_stories
 from stores.graph import GraphStore, ImportSummary
-from stores.importers import MalformedInput
 from stores.ladybug import LadybugGraph
 from stores.neo4j import Neo4jGraph
-from stores.stories import Story, read_canonical, read_hn, read_medium, read_stories
-from stores.story_import import StoryImport, import_stories
 
 Keys = Callable[[str], str]
 

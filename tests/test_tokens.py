@@ -11,7 +11,7 @@ from typing import Any
 import jwt
 import pytest
 
-from protocols.tokens import (
+from auth.tokens import (
     SECRET_BYTES,
     Claims,
     TokenError,

@@ -27,8 +27,8 @@ from starlette.applications import Starlette
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from actors.realtime import Histories, Publisher
+from auth.tokens import issue_token
 from protocols.http import HttpServer
-from protocols.tokens import issue_token
 from protocols.websocket import CLOSE_TRY_AGAIN_LATER, WebSocketGateway, pub_frame, text_frame
 from protocols.websocket.session import (
     CLOSE_SLOW_CONSUMER,

@@ -22,7 +22,7 @@ from wsproto.connection import Connection as FrameParser
 from wsproto.events import TextMessage
 
 from actors.realtime import Histories, Position, Publication, Recovery
-from protocols.tokens import issue_token
+from auth.tokens import issue_token
 from protocols.websocket.frames import pub_frame, pub_notification
 from protocols.websocket.session import (
     CLOSE_IDLE,

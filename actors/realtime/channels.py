@@ -7,7 +7,7 @@ Three kinds of channel::
     system:<id>  the server's own figures (supervision tree, rates); operators only
 
 An id matches ``^[A-Za-z0-9_.:@-]{1,64}$`` (the same rule as user ids in
-``protocols/tokens.py``). The kind is what comes before the first colon, so
+``auth/tokens.py``). The kind is what comes before the first colon, so
 ``post:a:b`` is the post ``a:b``.
 
 Centrifugo draws the same line with channel namespaces and its user-limited

@@ -257,7 +257,7 @@ RETURN author
 """Delete a post and all its edges; no rows if unknown, else its ``author`` read before.
 
 Every post carries its author's id (:func:`create_post` and
-``stores.story_import`` write it beside the ``WROTE`` edge). Topics and
+``datasets.story_import`` write it beside the ``WROTE`` edge). Topics and
 publications stay: other posts may share them.
 """
 

@@ -92,7 +92,7 @@ class WebSocketGateway:
 
     Args:
         hub: the publisher (:class:`actors.realtime.Publisher`), called synchronously.
-        secret: the token secret (:func:`protocols.tokens.load_secret`).
+        secret: the token secret (:func:`auth.tokens.load_secret`).
         limits: the sessions' knobs (the frame size, the outbox, the timeouts).
         max_connections: most connections served at once; more are closed with 1013.
         close_timeout: seconds the client has to answer the server's close frame.

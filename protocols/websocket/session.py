@@ -120,6 +120,7 @@ from typing import Annotated, Any, Final, Protocol, TypeVar
 import msgspec
 
 from actors.realtime import Position, Publication, Recovery, may_subscribe, parse_channel
+from auth.tokens import TokenExpired, TokenInvalid, verify_token
 from protocols.jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -130,7 +131,6 @@ from protocols.jsonrpc import (
     NoParams,
     decode_params,
 )
-from protocols.tokens import TokenExpired, TokenInvalid, verify_token
 from protocols.websocket.codes import (
     CLOSE_IDLE,
     CLOSE_NORMAL,
@@ -228,7 +228,7 @@ class Since(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class ConnectParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """``connect``: a token from :func:`protocols.tokens.issue_token`."""
+    """``connect``: a token from :func:`auth.tokens.issue_token`."""
 
     token: str
 
@@ -414,7 +414,7 @@ class Session:
 
     Args:
         hub: the publisher side (:class:`Hub`), called synchronously.
-        secret: the token secret (:func:`protocols.tokens.load_secret`).
+        secret: the token secret (:func:`auth.tokens.load_secret`).
         now: the connection time, epoch seconds; starts the auth and idle clocks.
         token: the ``?token=`` of the upgrade request, if any. Expired: the
             session starts closed with 4003; invalid: 4001.

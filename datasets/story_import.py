@@ -15,10 +15,10 @@ from typing import Any
 
 import trio
 
+from datasets.importers import ID_PATTERN
+from datasets.stories import Story
 from stores.graph import GraphStore, ImportSummary, check_properties
-from stores.importers import ID_PATTERN
 from stores.schema import PropertyType
-from stores.stories import Story
 
 __all__ = ["StoryImport", "import_stories"]
 
@@ -65,7 +65,7 @@ async def import_stories(
 
     Args:
         graph: the store, its schema ensured.
-        stories: distinct stories (as the readers of :mod:`stores.stories` return them).
+        stories: distinct stories (as the readers of :mod:`datasets.stories` return them).
         authors: story author → graph user id. A mapped story is written by
             that user, and its ``Post.author`` is that user too, so the
             property and the ``WROTE`` relationship agree; unmapped authors

@@ -37,7 +37,7 @@ import trio
 from actors.feeds import FeedCounters
 from actors.realtime.pipeline import RealtimeStatistics
 from actors.realtime.publisher import Publisher
-from protocols.health import health_tree, live_feed_builders
+from observability.health import health_tree, live_feed_builders
 from protocols.websocket import GatewayStatistics
 from supervisor import SupervisorStatistics
 

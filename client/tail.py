@@ -1,15 +1,4 @@
-"""A small client of Starling: JSON-RPC over HTTP, and a tail of realtime channels over WebSocket.
-
-Used by the command line (``starling tail``, ``starling replay``) and by
-benchmarks. It speaks the wire of :mod:`protocols.app` (``POST /rpc``) and of
-:mod:`protocols.websocket.session` (``GET /ws``), and imports nothing of the server but the
-close codes (:mod:`protocols.websocket.codes`, one definition for both sides).
-
-HTTP::
-
-    async with open_client("http://127.0.0.1:8080", api_key=key) as http:
-        accepted = await rpc(http, "realtime.publish", {"channel": "post:1", "data": {...}})
-        replies = await rpc_batch(http, [("realtime.publish", {...}), ...])  # one Reply each
+"""A tail of realtime channels over the WebSocket (``GET /ws``), reconnecting with ``since``.
 
 Tail::
 
@@ -29,20 +18,8 @@ anything newer) or says it cannot (``recovered: false``: its history moved
 on, or its epoch changed; the client should reload from the application).
 Each (re)subscription is reported to ``on_status`` as :class:`Subscribed`.
 
-Errors, as httpx draws them::
-
-    ClientError          base; ``hint``: one line telling a person what to try
-    ├── Unreachable      no connection: refused, unresolvable, timed out, dropped mid-request
-    ├── HttpError        an HTTP status other than 200/204 (401, 403, 413 …), or a
-    │                    WebSocket handshake refused; ``status``, ``detail``
-    ├── RpcError         a JSON-RPC error reply; ``code``, ``message``, ``data``
-    ├── Closed           the server closed the WebSocket and the tail will not reconnect
-    │   │                (``reconnect=False``, or a code no retry cures); ``code``, ``reason``
-    │   └── AuthError    4001 invalid token or authentication timeout, 4003 token expired
-    └── ProtocolError    the server's reply is not JSON-RPC 2.0
-
 Close codes: RFC 6455 section 7.4 and the IANA registry; 4000-4999 are
-Starling's (:mod:`protocols.websocket.session`).
+Starling's (:mod:`protocols.websocket.codes`, one definition for both sides).
 """
 
 from __future__ import annotations
@@ -55,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import httpx
 import msgspec
 import structlog
 import trio
@@ -67,6 +43,8 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from client.errors import AuthError, Closed, HttpError, ProtocolError, RpcError, Unreachable
+from client.http import decoder, encoder, request
 from protocols.websocket.codes import (
     CLOSE_ABNORMAL,
     CLOSE_GOING_AWAY,
@@ -103,310 +81,9 @@ DEFAULT_PING_INTERVAL: Final = 20 * SECONDS
 """Well under the server's 60 s idle timeout (``protocols.websocket.session.Limits``)."""
 DEFAULT_PING_TIMEOUT: Final = 10 * SECONDS
 DEFAULT_CONNECT_TIMEOUT: Final = 10 * SECONDS
-DEFAULT_HTTP_TIMEOUT: Final = 30 * SECONDS
-"""Longer than the server's publish timeout (5 s) and call timeout (10 s)."""
 MAX_FRAME_BYTES: Final = 16 * MiB
 """Largest server frame accepted: a full recovery (100 × 64 KiB) or 64 coalesced pubs fit."""
 _CLOSE_TIMEOUT: Final = 2 * SECONDS
-
-_SERVE_HINT = "is `starling serve` running, and is the URL right?"
-
-
-# -- errors -------------------------------------------------------------------
-
-
-class ClientError(Exception):
-    """Base of this module's errors.
-
-    Attributes:
-        hint: one line telling a person what to try next.
-    """
-
-    hint: str = "run with --debug for details"
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        if hint is not None:
-            self.hint = hint
-
-
-class Unreachable(ClientError):
-    """No connection to the server: refused, unresolvable, timed out, or dropped mid-request.
-
-    Attributes:
-        url: what was being reached (a WebSocket URL never shows its token).
-    """
-
-    hint = _SERVE_HINT
-
-    def __init__(self, url: str, reason: str, *, hint: str | None = None) -> None:
-        super().__init__(f"cannot connect to {url}: {reason}", hint=hint)
-        self.url = url
-
-
-class HttpError(ClientError):
-    """The server answered with an HTTP error status (``/rpc``, or the WebSocket handshake).
-
-    Attributes:
-        status: the HTTP status code.
-        detail: the server's explanation (the JSON-RPC error's ``data.detail``), or ``""``.
-    """
-
-    _HINTS: Final = {
-        401: "pass the server's key: --api-key or STARLING_API_KEY",
-        403: "the server has no API key set and serves loopback clients only",
-        404: "is the URL that of a Starling server?",
-        413: "send smaller requests (the server's --max-body-bytes)",
-    }
-
-    def __init__(self, status: int, detail: str, *, url: str = "") -> None:
-        where = f" from {url}" if url else ""
-        text = f"HTTP {status}{where}" + (f": {detail}" if detail else "")
-        super().__init__(text, hint=self._HINTS.get(status))
-        self.status = status
-        self.detail = detail
-
-
-class RpcError(ClientError):
-    """A JSON-RPC error reply (jsonrpc.org/specification section 5.1).
-
-    Attributes:
-        code: the error code (``protocols.jsonrpc``, ``protocols.api``,
-            ``protocols.websocket.session``).
-        message: the error's short sentence.
-        data: the error's ``data`` object (``{}`` when it has none).
-    """
-
-    _HINTS: Final = {
-        -32003: "a user:<id> channel needs a token of that user",
-        -32602: "channels are post:<id> or user:<id>; ids are 1-64 of [A-Za-z0-9_.:@-]",
-        -32601: "is the server a Starling of this version?",
-        -32001: "the server is degraded: retry later (see /health)",
-        -32002: "the server is slow: the event is in the stream and will be published",
-    }
-
-    def __init__(
-        self, code: int, message: str, data: Mapping[str, Any] | None = None, *, what: str = ""
-    ) -> None:
-        self.code = code
-        self.message = message
-        self.data: dict[str, Any] = dict(data or {})
-        explained = next(
-            (str(self.data[key]) for key in ("detail", "reason", "channel") if key in self.data),
-            None,
-        )
-        text = f"{what}: " if what else ""
-        text += f"{message} ({code})" + (f": {explained}" if explained else "")
-        super().__init__(text, hint=self._HINTS.get(code))
-
-    @classmethod
-    def from_object(cls, error: Any, *, what: str = "") -> RpcError:
-        """The exception for a reply's ``error`` member.
-
-        Raises:
-            ProtocolError: ``error`` is not an error object.
-        """
-        if not isinstance(error, dict):
-            raise ProtocolError(f"error is not an object: {error!r:.200}")
-        code, message, data = error.get("code"), error.get("message"), error.get("data")
-        if not isinstance(code, int) or not isinstance(message, str):
-            raise ProtocolError(f"malformed error object: {error!r:.200}")
-        return cls(code, message, data if isinstance(data, dict) else None, what=what)
-
-
-class Closed(ClientError):
-    """The server closed the WebSocket and :func:`tail` does not reconnect.
-
-    Attributes:
-        code: the close code (1006 when the connection ended without one).
-        reason: the close reason the server gave, or ``""``.
-    """
-
-    def __init__(self, code: int, reason: str, *, hint: str | None = None) -> None:
-        super().__init__(f"the server closed the connection: {code} {reason}".rstrip(), hint=hint)
-        self.code = code
-        self.reason = reason
-
-
-class AuthError(Closed):
-    """The server refused the token: close 4001 (invalid, or no auth in time) or 4003 (expired)."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        hint = (
-            "mint a fresh token: `starling token USER`"
-            if code == CLOSE_TOKEN_EXPIRED
-            else "the token must be signed with the server's secret: "
-            "`starling token USER` with the server's --data-dir or STARLING_SECRET"
-        )
-        super().__init__(code, reason, hint=hint)
-
-
-class ProtocolError(ClientError):
-    """The server's reply is not JSON-RPC 2.0 (or not the reply to what was asked)."""
-
-
-# -- JSON-RPC over HTTP -------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One call's outcome in a batch: its ``result``, or its ``error``."""
-
-    result: Any = None
-    error: RpcError | None = None
-
-    def unwrap(self) -> Any:
-        """The result.
-
-        Raises:
-            RpcError: the call failed.
-        """
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-Params = Mapping[str, Any] | Sequence[Any] | None
-
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder()
-
-
-def open_client(
-    url: str,
-    *,
-    api_key: str | None = None,
-    timeout: float = DEFAULT_HTTP_TIMEOUT,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> httpx.AsyncClient:
-    """An HTTP client for :func:`rpc` and :func:`rpc_batch` (use it as ``async with``).
-
-    Args:
-        url: the server's base URL, e.g. ``http://127.0.0.1:8080``.
-        api_key: sent as ``Authorization: Bearer <key>`` (the server's STARLING_API_KEY).
-        timeout: seconds to connect, and to wait for each reply.
-        transport: an httpx transport instead of the network (tests: ``httpx.MockTransport``).
-    """
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.AsyncClient(
-        base_url=url, headers=headers, timeout=httpx.Timeout(timeout), transport=transport
-    )
-
-
-def _request(id: int, method: str, params: Params) -> dict[str, Any]:
-    request: dict[str, Any] = {"jsonrpc": "2.0", "id": id, "method": method}
-    if params is not None:
-        request["params"] = params
-    return request
-
-
-async def _post(client: httpx.AsyncClient, body: Any) -> Any:
-    """POST ``body`` to ``/rpc``; the decoded JSON reply (``None`` for a 204).
-
-    Raises:
-        Unreachable: no connection, or no reply in time.
-        HttpError: a status other than 200/204.
-        ProtocolError: the reply is not JSON.
-    """
-    url = str(client.base_url).rstrip("/") + "/rpc"  # as httpx merges "/rpc" into it
-    try:
-        response = await client.post(
-            "/rpc", content=_encoder.encode(body), headers={"Content-Type": "application/json"}
-        )
-    except httpx.TimeoutException as exc:
-        raise Unreachable(
-            url, f"no reply in time ({type(exc).__name__})", hint="the server is overloaded?"
-        ) from exc
-    except httpx.TransportError as exc:
-        raise Unreachable(url, str(exc) or type(exc).__name__) from exc
-    if response.status_code == 204:
-        return None
-    if response.status_code != 200:
-        raise HttpError(response.status_code, _detail(response), url=url)
-    try:
-        return _decoder.decode(response.content)
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(f"{url} answered something that is not JSON: {exc}") from None
-
-
-def _detail(response: httpx.Response) -> str:
-    """The ``data.detail`` (or message) of an HTTP error's JSON-RPC body, else its text."""
-    try:
-        error = _decoder.decode(response.content).get("error", {})
-        detail = error.get("data", {}).get("detail") or error.get("message")
-    except (msgspec.DecodeError, AttributeError):
-        detail = None
-    return str(detail) if detail else " ".join(response.text.split())[:200]
-
-
-def _result(reply: Any, what: str) -> Reply:
-    if not isinstance(reply, dict) or reply.get("jsonrpc") != "2.0":
-        raise ProtocolError(f"{what}: not a JSON-RPC 2.0 response: {reply!r:.200}")
-    if "error" in reply:
-        return Reply(error=RpcError.from_object(reply["error"], what=what))
-    if "result" not in reply:
-        raise ProtocolError(f"{what}: a response with neither result nor error")
-    return Reply(result=reply["result"])
-
-
-async def rpc(client: httpx.AsyncClient, method: str, params: Params = None) -> Any:
-    """Call ``method`` on ``POST /rpc``; its result.
-
-    Args:
-        client: from :func:`open_client` (its base URL and key are used).
-        method: the method name, e.g. ``realtime.publish``.
-        params: by name (a mapping) or by position (a sequence), or none.
-
-    Raises:
-        RpcError: the server answered with a JSON-RPC error.
-        HttpError: 401 (key missing or wrong), 403 (not loopback and no key set),
-            413 (body over the server's limit), or any other status but 200.
-        Unreachable: no connection, or no reply in time.
-        ProtocolError: the reply is not a JSON-RPC 2.0 response.
-    """
-    return _result(await _post(client, _request(0, method, params)), method).unwrap()
-
-
-async def rpc_batch(client: httpx.AsyncClient, calls: Sequence[tuple[str, Params]]) -> list[Reply]:
-    """Call several methods in one JSON-RPC batch (spec section 6); one :class:`Reply` per call.
-
-    The server may run a batch's calls concurrently and in any order (the
-    spec allows it, Starling does): calls whose order matters (two
-    publications on one channel) belong in successive batches.
-
-    Args:
-        client: from :func:`open_client`.
-        calls: ``(method, params)`` pairs, at most the server's batch limit
-            (``protocols.jsonrpc.MAX_BATCH``, 100).
-
-    Returns:
-        The replies in the order of ``calls``; a failed call's :class:`Reply` holds its
-        :class:`RpcError` (the other calls were still made).
-
-    Raises:
-        RpcError: the batch as a whole was refused (e.g. longer than the server's limit).
-        HttpError, Unreachable, ProtocolError: as :func:`rpc`.
-    """
-    if not calls:
-        return []
-    body = [_request(id, method, params) for id, (method, params) in enumerate(calls)]
-    replies = await _post(client, body)
-    if isinstance(replies, dict):  # the batch as a whole was refused
-        _result(replies, f"a batch of {len(calls)}").unwrap()
-    if not isinstance(replies, list):
-        raise ProtocolError(f"a batch was answered with {replies!r:.200}")
-    by_id: dict[int, Reply] = {}
-    for reply in replies:
-        id = reply.get("id") if isinstance(reply, dict) else None
-        if not isinstance(id, int) or not 0 <= id < len(calls) or id in by_id:
-            raise ProtocolError(f"unexpected reply in a batch: {reply!r:.200}")
-        by_id[id] = _result(reply, calls[id][0])
-    if len(by_id) != len(calls):
-        raise ProtocolError(f"{len(calls) - len(by_id)} calls of a batch got no reply")
-    return [by_id[id] for id in range(len(calls))]
-
-
-# -- WebSocket tail -----------------------------------------------------------
 
 
 class Position(NamedTuple):
@@ -570,7 +247,7 @@ async def tail(
 
     Args:
         url: the server's base URL (``http://127.0.0.1:8080``) or its ``ws://…/ws`` URL.
-        token: a token (:func:`protocols.tokens.issue_token`), or a function returning
+        token: a token (:func:`auth.tokens.issue_token`), or a function returning
             a fresh one, called for each connection: then a session closed at its
             token's expiry (4003) reconnects with a new token instead of failing.
         channels: ``post:<id>`` / ``user:<id>`` names, at most the server's 100.
@@ -722,7 +399,7 @@ class _Tail:
                 params["since"] = {"offset": position.offset, "epoch": position.epoch}
             id = next(self._ids)
             self._pending[id] = channel
-            await ws.send_message(_encoder.encode(_request(id, "subscribe", params)).decode())
+            await ws.send_message(encoder.encode(request(id, "subscribe", params)).decode())
         next_ping = trio.current_time() + self._ping_interval
         dead_at = math.inf  # no frame at all since the last ping by then: a dead connection
         while True:
@@ -735,15 +412,15 @@ class _Tail:
             now = trio.current_time()
             if now >= dead_at:
                 raise _Dropped(f"no reply to a ping within {self._ping_timeout} s")
-            ping = _request(next(self._ids), "ping", None)
-            await ws.send_message(_encoder.encode(ping).decode())
+            ping = request(next(self._ids), "ping", None)
+            await ws.send_message(encoder.encode(ping).decode())
             next_ping = now + self._ping_interval
             if dead_at == math.inf:  # counted from the first ping nothing answered
                 dead_at = now + self._ping_timeout
 
     def _receive(self, message: str | bytes) -> None:
         try:
-            frame = _decoder.decode(message)
+            frame = decoder.decode(message)
         except msgspec.DecodeError as exc:
             raise ProtocolError(f"the server sent a frame that is not JSON: {exc}") from None
         for item in frame if isinstance(frame, list) else [frame]:

@@ -6,7 +6,7 @@ one CSV row (quoted fields may span lines; CRLF or LF); line numbers are the
 physical line a record starts on, the header being line 1. Text is kept as
 the file spells it, upstream mojibake included; a record that is not valid
 UTF-8 is malformed. With ``strict=True`` the first malformed record raises
-:class:`~stores.importers.MalformedInput`; a file without the expected header
+:class:`~datasets.importers.MalformedInput`; a file without the expected header
 raises it whatever ``strict`` says. Readers block: run them in
 ``trio.to_thread.run_sync``.
 
@@ -17,7 +17,7 @@ Formats (``docs/data.md`` gives the sources and every rule):
   order, plus an optional ``url`` column; ``tags`` separated by ``|``;
   ``published_at`` an ISO-8601 date (midnight UTC), datetime (naive means
   UTC) or integer epoch seconds. Only ``id`` and ``author`` are required, both
-  matching :data:`~stores.importers.ID_PATTERN`.
+  matching :data:`~datasets.importers.ID_PATTERN`.
 * ``hn`` — Hacker News posts (``id,title,url,num_points,num_comments,author,created_at``).
 * ``medium`` — the Medium "Data Science" 2020 archive
   (``title,article_url,claps,reading_time,date,tag_list``).
@@ -39,7 +39,7 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
-from stores.importers import ID_PATTERN, MAX_REPORTED, MalformedInput
+from datasets.importers import ID_PATTERN, MAX_REPORTED, MalformedInput
 
 __all__ = [
     "READERS",
@@ -188,7 +188,7 @@ def read_medium(path: Path, *, strict: bool = False) -> tuple[list[Story], Story
     * ``author``: the file has no author column, so ``md:@user`` when the URL
       names one, else the stand-in ``md:pub:<publication>``: the author is
       unknown (counted in the report's notes). A name that is not a valid key
-      (:data:`~stores.importers.ID_PATTERN`, e.g. a non-ASCII slug) becomes
+      (:data:`~datasets.importers.ID_PATTERN`, e.g. a non-ASCII slug) becomes
       the first 12 hex digits of its SHA-1.
     * ``date`` → midnight UTC; ``claps``, ``reading_time`` (minutes) as they are.
     * ``tag_list`` (a Python list literal) → tags lower-cased, runs of spaces
@@ -275,7 +275,7 @@ def csv_records(
     """Yield ``(first line, record as a dict, or the reason it cannot be read)``.
 
     The CSV reading shared by every importer of real files (stories here, the
-    Reddit comments in :mod:`protocols.replay`): a header naming ``columns``
+    Reddit comments in :mod:`client.replay`): a header naming ``columns``
     (and maybe ``optional``), quoted fields over several lines, a record with
     the wrong number of fields or bytes that are not UTF-8 rejected alone.
 

@@ -10,7 +10,7 @@ from prometheus_client.registry import Collector
 
 from actors.feeds import FeedCounters
 from actors.realtime.pipeline import RealtimeStatistics
-from protocols.health import live_feed_builders
+from observability.health import live_feed_builders
 from supervisor import SupervisorStatistics
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

@@ -34,10 +34,16 @@ import numpy as np
 import numpy.typing as npt
 import trio
 
+from datasets.importers import (
+    EdgeList,
+    EdgeListReport,
+    GraphImport,
+    import_edge_list,
+    read_edge_list,
+)
+from datasets.stories import Story, StoryReport, read_hn, read_medium
+from datasets.story_import import StoryImport, import_stories
 from stores.graph import GraphStore, ImportSummary
-from stores.importers import EdgeList, EdgeListReport, GraphImport, import_edge_list, read_edge_list
-from stores.stories import Story, StoryReport, read_hn, read_medium
-from stores.story_import import StoryImport, import_stories
 
 __all__ = [
     "FILES",

@@ -1,0 +1,1 @@
+"""Who may do what: signed tokens for users, services and operators."""

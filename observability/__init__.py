@@ -1,0 +1,1 @@
+"""What operators read: the health tree, Prometheus metrics and the live dashboard's reporter."""
