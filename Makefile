@@ -10,7 +10,7 @@ VENV   ?= .venv
 DATA   ?= ../shared/data
 BIN     = $(VENV)/bin
 
-.PHONY: run test install install-test lint typecheck pytest bench-social bench-feeds bench-tools clean
+.PHONY: run test install install-test install-bench lint typecheck pytest bench-social bench-feeds bench-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ install: $(BIN)/python
 
 install-test: $(BIN)/python
 	bash scripts/install-test-deps.sh
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test]' -e ./bench
+
+# The benchmarks are a distribution of their own (bench/pyproject.toml), not in the wheel.
+install-bench: install
+	$(BIN)/python -m pip install -q -e ./bench
 
 run: install
 	$(BIN)/starling demo --source $(DATA)
@@ -38,12 +42,12 @@ pytest:
 
 test: install-test lint typecheck pytest
 
-bench-social: install
+bench-social: install-bench
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/starling load demo --source $(DATA) --if-empty
 	$(BIN)/starling bench social
 
-bench-feeds: install
+bench-feeds: install-bench
 	$(BIN)/starling bench feeds --source $(DATA)
 
 # The realtime benchmark's native load generator (starling bench realtime --clients native).

@@ -444,7 +444,7 @@ def starling_command() -> list[str]:
     script = Path(sys.executable).parent / "starling"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from server import main; main()"]
+    return [sys.executable, "-c", "from cli import main; main()"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ import trio
 
 from bench.load import LoadResult, require_wrk, run_wrk
 from bench.report import print_table, write_json
+from settings import Settings
 
 SEED = 7
 SAMPLES = 500
@@ -59,7 +60,7 @@ def encode(requests: Sequence[dict[str, Any]] | dict[str, Any]) -> bytes:
     return json.dumps(requests, separators=(",", ":")).encode()
 
 
-async def sample_params(settings: Any) -> dict[str, list[Any]]:
+async def sample_params(settings: Settings) -> dict[str, list[Any]]:
     """Params drawn from the graph (seeded), read directly before the server starts."""
     graph = await settings.open_graph()
     rng = random.Random(SEED)
@@ -141,7 +142,7 @@ def workloads(params: dict[str, list[Any]]) -> list[Workload]:
 
 
 async def scatter_gather(
-    settings: Any, *, readers: int = 4, repeats: int = 30
+    settings: Settings, *, readers: int = 4, repeats: int = 30
 ) -> list[dict[str, Any]]:
     """The most-followed user's whole follower list: scatter/gather vs one unsplit query.
 
@@ -200,7 +201,7 @@ def free_port() -> int:
 def running_server(args: list[str], env: dict[str, str]) -> Iterator[str]:
     """``starling serve`` in a child process; yields its URL once /health answers."""
     port = free_port()
-    command = [sys.executable, "-m", "server", "serve", "--port", str(port), *args]
+    command = [sys.executable, "-m", "cli", "serve", "--port", str(port), *args]
     process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -251,7 +252,7 @@ def measure(
 
 
 def run(
-    settings: Any,
+    settings: Settings,
     *,
     clients: int = 8,
     seconds: float = 5.0,
@@ -286,9 +287,3 @@ def run(
         "seed 42; see docs/data.md)",
     }
     return write_json(f"social-{backend}", rows, extra, output)
-
-
-if __name__ == "__main__":
-    from server import Settings
-
-    run(Settings.resolve(None, None, None))

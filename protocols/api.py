@@ -86,7 +86,7 @@ from actors.bus import BusStatistics
 from actors.feeds import BadCursor, Feeds, GetFeed, IndexUnavailable, SnapshotExpired
 from actors.feeds import decode_cursor as decode_feed_cursor
 from actors.feeds import encode_cursor as encode_feed_cursor
-from actors.realtime.pipeline import InvalidEvent, PublishTimeout, Realtime
+from actors.realtime.pipeline import InvalidEvent, PublishTimeout, Realtime, StreamUnavailable
 from actors.realtime.receipts import Accepted
 from actors.runtime import ActorCrashed, ActorRef, ActorUnavailable
 from actors.social import (
@@ -130,7 +130,6 @@ from protocols.jsonrpc import (
     NoParams,
     not_found,
 )
-from stores.errors import BackendUnavailable
 from supervisor import ChildStartError, SupervisorStatistics
 
 TIMEOUT = -32002
@@ -377,7 +376,7 @@ async def answer(services: Services, call: Callable[[], Awaitable[Any]]) -> Any:
     except InvalidEvent as invalid:
         data = {"detail": str(invalid), "index": invalid.index}
         raise JsonRpcError(INVALID_PARAMS, "Invalid params", data) from None
-    except (GraphUnavailable, IndexUnavailable, BackendUnavailable) as outage:
+    except (GraphUnavailable, IndexUnavailable, StreamUnavailable) as outage:
         raise JsonRpcError(
             SERVICE_UNAVAILABLE, "backend unavailable", {"detail": str(outage)}
         ) from None

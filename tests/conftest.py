@@ -103,7 +103,7 @@ def slashdot_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """A data directory whose embedded graph holds SNAP Slashdot, loaded by the CLI once."""
     from click.testing import CliRunner
 
-    from server import main
+    from cli import main
 
     directory = tmp_path_factory.mktemp("slashdot")
     source = data_dir / "soc-Slashdot0902.txt"

@@ -26,7 +26,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from server import ServeOptions, Settings, serve
+from server import serve
+from settings import ServeOptions, Settings
 from supervisor import Supervisor
 
 pytestmark = pytest.mark.slow

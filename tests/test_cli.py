@@ -10,7 +10,7 @@ import pytest
 import trio
 from click.testing import CliRunner
 
-from server import main
+from cli import main
 from tests.test_client import invoke_in_thread, serving
 
 COMMANDS = ["bench", "demo", "load", "replay", "serve", "status", "tail", "token"]

@@ -28,6 +28,7 @@ from click.testing import CliRunner, Result
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
 from auth.tokens import issue_token, load_secret, verify_token
+from cli import main
 from client import (
     AuthError,
     Closed,
@@ -46,7 +47,8 @@ from client import (
 )
 from protocols.jsonrpc import MAX_BATCH
 from protocols.websocket.session import Limits
-from server import ServeOptions, Settings, main, serve
+from server import serve
+from settings import ServeOptions, Settings
 from stores.backends import default_graph_url
 from supervisor import Backoff
 

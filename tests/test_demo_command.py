@@ -39,7 +39,7 @@ def test_the_demo_prints_commands_that_work_when_pasted(tmp_path: Path, data_dir
     env = os.environ | {"PATH": path, "COLUMNS": "400"}
     stderr = (tmp_path / "demo.err").open("w+")
     demo = subprocess.Popen(
-        [sys.executable, "-c", "from server import main; main()", "demo",
+        [sys.executable, "-c", "from cli import main; main()", "demo",
          "--data-dir", str(tmp_path / "data"), "--source", str(data_dir), "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=tmp_path,
     )  # fmt: skip

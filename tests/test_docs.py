@@ -157,7 +157,8 @@ def test_every_rpc_method_has_a_curl_example() -> None:
 
 def test_every_serve_flag_and_env_var_is_in_operations() -> None:
     """Every ``starling serve`` flag and every ``envvar=`` of any command is in operations.md."""
-    from server import main, serve_command
+    from cli import main
+    from cli.serve import serve_command
 
     operations = read("operations.md")
     flags = [opt for param in serve_command.params for opt in param.opts if opt.startswith("--")]

@@ -42,7 +42,8 @@ from auth.tokens import issue_token, load_secret
 from datasets.importers import import_edge_list, read_edge_list
 from protocols.websocket import gap_frame, pub_frame
 from protocols.websocket.session import CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, KiB, Limits
-from server import ServeOptions, Settings, serve
+from server import serve
+from settings import ServeOptions, Settings
 from stores.backends import KeyValueBackend, default_graph_url, open_key_value
 from stores.cache import Cache
 from stores.redis import RedisBackend, RedisPubSub

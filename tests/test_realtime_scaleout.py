@@ -48,7 +48,7 @@ def server_process(
     port = free_port()
     env = os.environ | {"STARLING_SECRET": SECRET}
     command = [
-        sys.executable, "-c", "from server import main; main()", "serve",
+        sys.executable, "-c", "from cli import main; main()", "serve",
         "--data-dir", str(directory / name), "--redis-url", redis_url,
         "--port", str(port), "--consumer", name, "--readers", "1",
         *(["--graph-url", graph_url] if graph_url else []),
@@ -163,7 +163,7 @@ async def test_two_processes_on_one_redis_and_one_neo4j(
     edges.write_text(f"source target\n{a} {b}\n{b} {a}\n{c} {b}\n")  # a header line
     env = os.environ | {"STARLING_SECRET": SECRET}
     await trio.run_process(
-        [sys.executable, "-c", "from server import main; main()", "load", "graph", str(edges),
+        [sys.executable, "-c", "from cli import main; main()", "load", "graph", str(edges),
          "--graph-url", neo4j_url, "--data-dir", str(tmp_path / "load")],
         check=True, env=env, capture_stdout=True, capture_stderr=True,
     )  # fmt: skip

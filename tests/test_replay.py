@@ -25,10 +25,10 @@ import trio
 import trio.testing
 from click.testing import CliRunner, Result
 
+from cli import main
 from client import HttpError, Subscribed, TailStatus, tail
 from client.replay import next_batch, replay, schedule
 from datasets.reddit import Comment, CommentFileError, read_comment_file, read_comments
-from server import main
 from tests.test_client import Server, serving
 
 TIMEOUT = 10.0

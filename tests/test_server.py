@@ -20,7 +20,8 @@ import trio
 
 from actors.social import GraphReader
 from datasets.importers import import_edge_list, read_edge_list
-from server import ServeOptions, Settings, serve
+from server import serve
+from settings import ServeOptions, Settings
 from stores.backends import default_graph_url
 from supervisor import Supervisor
 
@@ -283,7 +284,7 @@ async def test_real_slashdot_graph_over_rpc(
 def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
     """`starling serve` exits 0 on SIGTERM after stopping its tree."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--data-dir", str(tmp_path), "--port", "0"],
+        [sys.executable, "-m", "cli", "serve", "--data-dir", str(tmp_path), "--port", "0"],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "STARLING_API_KEY": ""},
@@ -304,7 +305,7 @@ def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
 def test_dead_backend_is_one_clear_line(tmp_path: Path) -> None:
     """A Neo4j URL where nothing listens makes `serve` exit 1 with one error line, no traceback."""
     process = subprocess.run(
-        [sys.executable, "-m", "server", "serve", "--data-dir", str(tmp_path),
+        [sys.executable, "-m", "cli", "serve", "--data-dir", str(tmp_path),
          "--graph-url", "bolt://127.0.0.1:1"],
         capture_output=True,
         text=True,

@@ -18,7 +18,8 @@ import pytest
 import trio
 
 from protocols.api import CallContext, Services, build_dispatcher
-from server import ServeOptions, Settings, serve
+from server import serve
+from settings import ServeOptions, Settings
 from stores.neo4j import Neo4jGraph
 from tests.social_world import running_social
 

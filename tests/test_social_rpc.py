@@ -21,7 +21,8 @@ import trio
 
 from actors.runtime import Actor
 from protocols.api import CallContext, Services, build_dispatcher
-from server import ServeOptions, Settings, serve
+from server import serve
+from settings import ServeOptions, Settings
 from supervisor import Supervisor
 from tests.social_world import Rpc, World, load_world, running_social, services_for
 

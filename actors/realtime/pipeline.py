@@ -64,6 +64,7 @@ from actors.realtime.transformer import LocalFanout, SharedFanout, Transformer
 from actors.social.events import SocialEvent
 from actors.social.pool import ReaderPool
 from stores.cache import Cache
+from stores.errors import BackendUnavailable
 from stores.pubsub import PubSub
 from stores.sequence import Sequencer
 from stores.stream import Stream
@@ -143,6 +144,11 @@ class PublishTimeout(Exception):
         self.seconds = seconds
 
 
+class StreamUnavailable(Exception):
+    """The event stream cannot be reached (``stores.errors.BackendUnavailable``): nothing
+    was appended; retry later."""
+
+
 @dataclass(frozen=True, slots=True)
 class RealtimeStatistics:
     """The pipeline's figures, for ``system.stats``, ``/metrics`` and the benchmark.
@@ -220,7 +226,7 @@ class Realtime:
 
         Raises:
             InvalidEvent: an event has a malformed channel or data (``index`` says which).
-            stores.errors.BackendUnavailable: the stream cannot be reached.
+            StreamUnavailable: the stream cannot be reached.
             PublishTimeout: not all published within ``publish_timeout`` seconds
                 (they are in the stream and will be, at least once).
         """
@@ -233,7 +239,10 @@ class Realtime:
             if len(encoded[-1][1]) > MAX_DATA_BYTES:
                 size = len(encoded[-1][1])
                 raise InvalidEvent(f"data is {size} bytes; at most {MAX_DATA_BYTES}", index)
-        numbered = await self.sequencer.append_numbered(STREAM, encoded)
+        try:
+            numbered = await self.sequencer.append_numbered(STREAM, encoded)
+        except BackendUnavailable as outage:
+            raise StreamUnavailable(str(outage)) from outage
         try:
             with trio.fail_after(self.settings.publish_timeout):
                 return [await self.receipts.wait(entry.entry) for entry in numbered]

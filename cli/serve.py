@@ -1,0 +1,150 @@
+"""``starling serve``: run the server until Ctrl-C."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+import structlog
+import trio
+
+from actors.feeds import (
+    FeedSettings,
+    PipelineParams,
+)
+from actors.realtime.pipeline import RealtimeSettings, default_consumer
+from cli.common import backend_options, run_command
+from protocols.websocket import (
+    Limits,
+)
+from server import serve
+from settings import ServeOptions, Settings
+from stores.backends import (
+    DEFAULT_STREAM_MAX_LENGTH,
+)
+
+log = structlog.get_logger("starling")
+
+
+@click.command("serve")
+@backend_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, help="Port to listen on.")
+@click.option("--readers", default=4, show_default=True, help="Graph reader actors.")
+@click.option(
+    "--max-body-bytes", default=1 << 20, show_default=True, help="Largest /rpc request body."
+)
+@click.option(
+    "--feed-ttl", default=600.0, show_default=True, help="Seconds a ranked feed is served/cached."
+)
+@click.option(
+    "--feed-idle", default=300.0, show_default=True, help="Seconds before an idle feed actor stops."
+)
+@click.option("--feed-max-live", default=10_000, show_default=True, help="Most live feed actors.")
+@click.option(
+    "--feed-horizon-days",
+    default=3650.0,
+    show_default=True,
+    help="Stories older than this never enter a feed (the demo's stories date from 2016-2020).",
+)
+@click.option(
+    "--feed-weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="STARLING_FEED_WEIGHTS",
+    help="Scorer weights TOML [env STARLING_FEED_WEIGHTS; default: the packaged weights].",
+)
+@click.option(
+    "--scorer-url",
+    envvar="STARLING_SCORER_URL",
+    help="A JSON-RPC model service to rank with, falling back to the weights "
+    "[env STARLING_SCORER_URL].",
+)
+@click.option("--transformers", default=1, show_default=True, help="Realtime transformer actors.")
+@click.option(
+    "--history-size", default=100, show_default=True, help="Publications kept per channel."
+)
+@click.option(
+    "--ws-max-connections", default=10_000, show_default=True, help="Most WebSocket clients."
+)
+@click.option(
+    "--ws-max-outbox-bytes",
+    default=1 << 20,
+    show_default=True,
+    help="Bytes queued for one WebSocket client before it is closed as slow (4008).",
+)
+@click.option(
+    "--stream-max-length",
+    default=DEFAULT_STREAM_MAX_LENGTH,
+    show_default=True,
+    envvar="STARLING_STREAM_MAX_LENGTH",
+    help="Entries the event stream keeps when this process appends (XADD MAXLEN ~) "
+    "[env STARLING_STREAM_MAX_LENGTH].",
+)
+@click.option(
+    "--consumer",
+    envvar="STARLING_CONSUMER",
+    help="This process's name in the stream's consumer group "
+    "[env STARLING_CONSUMER; default <hostname>-<pid>].",
+)
+def serve_command(
+    data_dir: Path | None,
+    graph_url: str | None,
+    redis_url: str | None,
+    debug: bool,
+    host: str,
+    port: int,
+    readers: int,
+    max_body_bytes: int,
+    feed_ttl: float,
+    feed_idle: float,
+    feed_max_live: int,
+    feed_horizon_days: float,
+    feed_weights: Path | None,
+    scorer_url: str | None,
+    transformers: int,
+    history_size: int,
+    ws_max_connections: int,
+    ws_max_outbox_bytes: int,
+    stream_max_length: int,
+    consumer: str | None,
+) -> None:
+    """Serve JSON-RPC, /health, /metrics and the WebSocket /ws until Ctrl-C.
+
+    \b
+    Examples:
+      starling serve
+      starling serve --port 9000 --data-dir /var/lib/starling
+      STARLING_GRAPH_URL=bolt://localhost:7687 starling serve
+      starling serve --feed-ttl 120 --scorer-url http://127.0.0.1:9000/score
+    """
+    settings = Settings.resolve(data_dir, graph_url, redis_url)
+    try:
+        feeds = FeedSettings(
+            ttl=feed_ttl,
+            idle_timeout=feed_idle,
+            max_live=feed_max_live,
+            params=PipelineParams(horizon_seconds=feed_horizon_days * 86_400),
+        )
+        realtime = RealtimeSettings(
+            transformers=transformers,
+            history_size=history_size,
+            consumer=consumer or default_consumer(),
+        )
+        limits = Limits(max_outbox_bytes=ws_max_outbox_bytes)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    options = ServeOptions(
+        host=host,
+        port=port,
+        readers=readers,
+        max_body_bytes=max_body_bytes,
+        feeds=feeds,
+        feed_weights=feed_weights,
+        scorer_url=scorer_url,
+        realtime=realtime,
+        ws_limits=limits,
+        ws_max_connections=ws_max_connections,
+        stream_max_length=stream_max_length,
+    )
+    run_command(debug, lambda: trio.run(functools.partial(serve, settings, options)))
