@@ -16,23 +16,29 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# setuptools prints an information block ("Editable installation …") on every editable
+# install of a flat layout; only that notice is silenced, deprecations still show.
+PIP = PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip
+
 install: $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+	$(PIP) install -q -e .
 
 install-test: $(BIN)/python
 	bash scripts/install-test-deps.sh
-	$(BIN)/python -m pip install -q -e '.[test]' -e ./bench
+	$(PIP) install -q -e '.[test]' -e ./bench
 
 # The benchmarks are a distribution of their own (bench/pyproject.toml), not in the wheel.
 install-bench: install
-	$(BIN)/python -m pip install -q -e ./bench
+	$(PIP) install -q -e ./bench
 
 run: install
 	$(BIN)/starling demo --source $(DATA)
 
+# lint-imports checks the dependency rules of .importlinter (docs/architecture.md).
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck:
 	$(BIN)/mypy
@@ -50,10 +56,12 @@ bench-social: install-bench
 bench-feeds: install-bench
 	$(BIN)/starling bench feeds --source $(DATA)
 
-# The realtime benchmark's native load generator (starling bench realtime --clients native).
+# The native load generators: the realtime benchmark's (starling bench realtime --clients native)
+# and the one of JSON-RPC calls pipelined over the WebSocket (bench/rpc_native.py).
 bench-tools:
 	@command -v go >/dev/null || { echo "bench-tools needs Go >= 1.22: apt-get install golang-go (or https://go.dev/dl/)"; exit 1; }
 	cd bench/loadgen && go build -o starling-loadgen ./...
+	cd bench/rpcload && go build -o starling-rpcload .
 
 clean:
 	rm -rf $(VENV) starling-data tests/neo4j_server/target

@@ -1,27 +1,29 @@
-"""Starling's composition root and command line.
+"""Starling's composition root: settings → stores → supervision tree → serve.
 
-``server.py`` is the one place that knows every concrete class: it reads the
-settings, opens the backends, builds the supervision tree and serves the app::
+``server.py`` is the one place that knows every concrete class: given the
+settings (:mod:`settings`), it opens the backends, builds the supervision tree
+and serves the app. The command line (:mod:`cli`) calls :func:`serve`; nothing
+else imports this module::
 
     root                      one_for_one
     ├── stores                one_for_all   backend monitors (graph, cache/stream/pubsub)
-    ├── social                one_for_one   graph_reader × N, graph_writer, social service
+    ├── social                one_for_one   graph_reader × N, graph_writer (reads reach a reader
+    │                                       directly through the Social handle)
     ├── feeds                 rest_for_one  story index, feed builders, registry, events
     ├── realtime              rest_for_one  publisher, relay, transformers, nozzle, events
     ├── api                                 hypercorn (trio worker) serving the ASGI app
     │                                       (/rpc, /health, /metrics, /ws, /dashboard, /demo)
     └── dashboard                           a snapshot a second on system:dashboard
 
-Settings come from the command line, then ``STARLING_*`` environment
-variables, then the embedded defaults (Ladybug under the data directory,
-in-process cache/stream/pubsub).
+Settings come from the command line's flags or their ``STARLING_*`` variables
+(:mod:`cli.options`), then the embedded defaults (Ladybug under the data
+directory, in-process cache/stream/pubsub).
 """
 
 from __future__ import annotations
 
 import gc
 import signal
-from pathlib import Path
 
 import structlog
 import trio
@@ -35,12 +37,12 @@ from actors.feeds import (
 )
 from actors.monitor import BackendMonitor
 from actors.realtime.pipeline import realtime_subtree
-from actors.social import GraphReader, GraphWriter, ReaderPool, SocialEvent, SocialService
+from actors.social import GraphReader, GraphWriter, ReaderPool, Social, SocialEvent
 from auth.tokens import load_secret
 from observability.dashboard import DashboardReporter, Snapshots, Sources
-from protocols.api import Services
 from protocols.app import AppConfig, create_app
 from protocols.http import HttpServer
+from protocols.methods import Services
 from protocols.websocket import (
     WebSocketGateway,
     gap_frame,
@@ -62,7 +64,8 @@ GC_THRESHOLDS = (20_000, 20, 100)
 """``gc.set_threshold`` while serving (CPython's defaults are 700, 10, 10)."""
 SECONDS = 1.0
 SHUTDOWN_GRACE = 10 * SECONDS
-DEFAULT_DATA_DIR = Path("./starling-data")
+"""Seconds a stop may take (stop accepting, drain, stop children in reverse) before it is
+cancelled."""
 
 
 def build_tree(
@@ -100,15 +103,14 @@ def build_tree(
     )
     bus: EventBus[SocialEvent] = EventBus()
     readers = [GraphReader(f"graph_reader-{i}", graph) for i in range(options.readers)]
-    writer = GraphWriter(graph, bus)
     pool = ReaderPool([reader.ref for reader in readers])
-    service = SocialService(pool, writer.ref, bus, dialect=graph.dialect)
+    writer = GraphWriter(graph, bus, readers=pool)
+    social_handle = Social(pool, writer.ref)
     social = Supervisor(
         "social",
         [
             *(ChildSpec(reader.name, reader.run) for reader in readers),
             ChildSpec(writer.name, writer.run),
-            ChildSpec(service.name, service.run),
         ],
         intensity=10,
         period=10,
@@ -146,7 +148,7 @@ def build_tree(
 
     services = Services(
         tree=tree,
-        social=service.ref,
+        social=social_handle,
         bus=bus.statistics,
         feeds=feeds_handle,
         realtime=realtime_handle,

@@ -1,42 +1,25 @@
 """What a command needs to reach the backends, and what ``starling serve`` runs with.
 
 Values come from the command line (flags, or their ``STARLING_*`` environment
-variables, declared once on the click options of :mod:`cli.options`), then the
+variables, declared once as the click options of :mod:`cli.options`), then the
 embedded defaults: Ladybug under the data directory, in-process cache/stream/pubsub.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
-import structlog
-
-from actors.feeds import (
-    FeedSettings,
-)
+from actors.feeds import FeedSettings
 from actors.feeds.scorer import DEFAULT_REMOTE_TIMEOUT
 from actors.realtime.pipeline import RealtimeSettings
-from protocols.websocket import (
-    DEFAULT_MAX_CONNECTIONS,
-    Limits,
-)
-from stores.backends import (
-    DEFAULT_STREAM_MAX_LENGTH,
-    default_graph_url,
-    open_graph,
-)
+from protocols.websocket.gateway import DEFAULT_MAX_CONNECTIONS
+from protocols.websocket.session import Limits
+from stores.backends import DEFAULT_STREAM_MAX_LENGTH, default_graph_url, open_graph
 from stores.graph import GraphStore
 
-log = structlog.get_logger("starling")
-
 SECONDS = 1.0
-SHUTDOWN_GRACE = 10 * SECONDS
 DEFAULT_DATA_DIR = Path("./starling-data")
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +30,8 @@ class Settings:
         data_dir: where embedded data lives (the Ladybug graph, the token secret).
         graph_url: ``ladybug://PATH`` | ``neo4j://…`` | ``bolt://…``.
         redis_url: ``memory://`` | ``redis://…``.
-        neo4j_user, neo4j_password: Neo4j credentials (``STARLING_NEO4J_USER`` /
-            ``STARLING_NEO4J_PASSWORD``).
-        api_key: bearer key for ``/rpc`` (``STARLING_API_KEY``); ``None``: loopback only.
+        neo4j_user, neo4j_password: Neo4j credentials.
+        api_key: bearer key for ``/rpc``; ``None``: loopback only.
     """
 
     data_dir: Path
@@ -61,19 +43,25 @@ class Settings:
 
     @classmethod
     def resolve(
-        cls, data_dir: Path | None, graph_url: str | None, redis_url: str | None
+        cls,
+        data_dir: Path | None,
+        graph_url: str | None,
+        redis_url: str | None,
+        *,
+        neo4j_user: str | None = None,
+        neo4j_password: str | None = None,
+        api_key: str | None = None,
     ) -> Settings:
-        """Flags first, then the environment, then the embedded defaults."""
-        directory = Path(data_dir or os.environ.get("STARLING_DATA_DIR") or DEFAULT_DATA_DIR)
+        """The values given (by flags or their variables, :mod:`cli.options`), then the
+        embedded defaults: ``./starling-data``, Ladybug in it, ``memory://``."""
+        directory = Path(data_dir or DEFAULT_DATA_DIR)
         return cls(
             data_dir=directory,
-            graph_url=graph_url
-            or os.environ.get("STARLING_GRAPH_URL")
-            or default_graph_url(directory),
-            redis_url=redis_url or os.environ.get("STARLING_REDIS_URL") or "memory://",
-            neo4j_user=os.environ.get("STARLING_NEO4J_USER"),
-            neo4j_password=os.environ.get("STARLING_NEO4J_PASSWORD"),
-            api_key=os.environ.get("STARLING_API_KEY") or None,
+            graph_url=graph_url or default_graph_url(directory),
+            redis_url=redis_url or "memory://",
+            neo4j_user=neo4j_user,
+            neo4j_password=neo4j_password,
+            api_key=api_key or None,
         )
 
     async def open_graph(self, *, max_connections: int = 8) -> GraphStore:

@@ -42,7 +42,7 @@ from typing import Any
 
 import jwt
 
-from actors.realtime.channels import CHANNEL_ID
+from actors.ids import ID
 
 ALGORITHM = "HS256"
 SECRET_ENV = "STARLING_SECRET"
@@ -52,11 +52,13 @@ SECRET_BYTES = 32
 DEFAULT_TTL_SECONDS = 3600
 OPERATOR = "operator"
 """The ``role`` claim of an operator's token."""
+SERVICE = "service"
+"""The ``role`` claim of an internal service's token."""
 MAX_TOKEN_LENGTH = 4096
 """Longest token accepted, in characters; ours are about 150."""
 
-# The same rule as channel ids: one pattern for every id.
-USER_ID = CHANNEL_ID
+USER_ID = ID
+"""User ids follow the one id rule (:mod:`actors.ids`)."""
 
 
 class TokenError(Exception):
@@ -79,12 +81,16 @@ class Claims:
         user: the user id (the ``sub`` claim), matching ``^[A-Za-z0-9_.:@-]{1,64}$``.
         expires_at: the ``exp`` claim, epoch seconds (rounded down).
         operator: the ``role`` claim is ``"operator"``: may read the ``system:``
-            channels (supervisor health, live figures).
+            channels (supervisor health, live figures) and call every JSON-RPC method
+            over the WebSocket.
+        service: the ``role`` claim is ``"service"``: an internal service, which may call
+            every JSON-RPC method over the WebSocket (one connection, pipelined calls).
     """
 
     user: str
     expires_at: int
     operator: bool = False
+    service: bool = False
 
 
 def load_secret(data_dir: Path) -> bytes:
@@ -140,6 +146,7 @@ def issue_token(
     ttl_seconds: int = DEFAULT_TTL_SECONDS,
     now: float | None = None,
     operator: bool = False,
+    service: bool = False,
 ) -> str:
     """A signed HS256 token for ``user``, valid for ``ttl_seconds``.
 
@@ -149,14 +156,15 @@ def issue_token(
         ttl_seconds: how long the token is valid, in seconds.
         now: the issuing time in epoch seconds; defaults to ``time.time()``.
         operator: add ``"role": "operator"`` (may read the ``system:`` channels).
+        service: add ``"role": "service"`` (an internal service); not with ``operator``.
 
     Returns:
         The compact JWT, claims ``{"sub": user, "iat": now, "exp": now + ttl_seconds}``
-        (``now`` rounded down to whole seconds), plus ``"role": "operator"``.
+        (``now`` rounded down to whole seconds), plus ``"role"`` when one is asked.
 
     Raises:
         ValueError: ``user`` is not a valid user id, ``ttl_seconds`` is not
-            positive, or ``secret`` is empty.
+            positive, ``secret`` is empty, or both roles are asked.
     """
     if not USER_ID.fullmatch(user):
         raise ValueError(f"user id must match {USER_ID.pattern!r}, got {user!r}")
@@ -165,8 +173,12 @@ def issue_token(
     _non_empty(secret, "secret")
     issued_at = math.floor(time.time() if now is None else now)
     claims: dict[str, Any] = {"sub": user, "iat": issued_at, "exp": issued_at + ttl_seconds}
+    if operator and service:
+        raise ValueError("a token has one role: operator or service, not both")
     if operator:
         claims["role"] = OPERATOR
+    elif service:
+        claims["role"] = SERVICE
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -213,7 +225,8 @@ def verify_token(secret: bytes, token: str, *, now: float | None = None) -> Clai
         raise TokenInvalid("token not valid yet (nbf)")
     if expires_at <= checked_at:
         raise TokenExpired(f"token expired at {expires_at}")
-    return Claims(user=user, expires_at=expires_at, operator=payload.get("role") == OPERATOR)
+    role = payload.get("role")
+    return Claims(user, expires_at, operator=role == OPERATOR, service=role == SERVICE)
 
 
 def _numeric_date(payload: dict[str, Any], claim: str) -> int:

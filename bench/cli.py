@@ -10,7 +10,8 @@ import click
 import structlog
 from rich.console import Console
 
-from cli.common import backend_options, run_command
+from cli.common import run_command
+from cli.options import backend_options, debug_option
 from settings import Settings
 
 log = structlog.get_logger("starling")
@@ -37,7 +38,14 @@ class LazyGroup(click.Group):
 
 @click.group("bench", cls=LazyGroup, lazy={"realtime": "bench.realtime:command"})
 def bench_group() -> None:
-    """Benchmarks: print a table and write JSON under bench/results/."""
+    """Benchmarks: print a table and write JSON under bench/results/.
+
+    \b
+    Examples:
+      starling bench social --runs 3
+      starling bench feeds --source ../shared/data
+      starling bench realtime --clients native --knee --repeat 3
+    """
 
 
 @bench_group.command("social")
@@ -48,9 +56,7 @@ def bench_group() -> None:
 @click.option("--only", help="Only the rows whose method contains this text.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="JSON file.")
 def bench_social_command(
-    data_dir: Path | None,
-    graph_url: str | None,
-    redis_url: str | None,
+    settings: Settings,
     debug: bool,
     clients: int,
     seconds: float,
@@ -67,7 +73,6 @@ def bench_social_command(
     """
     from bench.social import run
 
-    settings = Settings.resolve(data_dir, graph_url, redis_url)
     run_command(
         debug,
         lambda: run(
@@ -97,7 +102,7 @@ def bench_social_command(
     help="Directory holding the real story files.",
 )
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="JSON file.")
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@debug_option
 def bench_feeds_command(
     sizes: str,
     stories: int,

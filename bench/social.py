@@ -6,10 +6,12 @@ Run it as ``starling bench social`` or ``python -m bench.social``. It
    with recommendations, (user, post) pairs where a followee recommended the
    post, and users who follow about 1,000 others (the who-to-follow budget);
 2. starts ``starling serve`` as a separate process on a free loopback port;
-3. drives each read method with wrk (C, closed loop): once with one
-   connection (latency: p50/p99) and once with ``--clients`` connections
-   (throughput: calls/s), ``--runs`` times each, and reports medians;
-4. prints a table and writes ``bench/results/social-<backend>.json``.
+3. drives each read method with wrk (C, closed loop) over HTTP ``POST /rpc``:
+   once with one connection (latency: p50/p99) and once with ``--clients``
+   connections (throughput: calls/s), ``--runs`` times each, and reports
+   medians;
+4. prints a table, the budgets of issue 12 against the figures (:data:`BUDGETS`),
+   and writes ``bench/results/social-<backend>.json``.
 
 Data: SNAP soc-Slashdot0902 (Leskovec et al. 2009) with the Hacker News and
 Medium stories of the demo world; the story-to-user mapping and the
@@ -41,6 +43,31 @@ from settings import Settings
 
 SEED = 7
 SAMPLES = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A figure the social read path must reach (issue 12: 2 cores, load generator included).
+
+    Attributes:
+        method: the workload row.
+        column: the row's figure (a column of :func:`measure`, ``{clients}`` filled in).
+        limit: the bound.
+        at_least: ``True``: the figure must be >= ``limit``; ``False``: <=.
+    """
+
+    method: str
+    column: str
+    limit: float
+    at_least: bool
+
+
+BUDGETS = (
+    Budget("social.counts", "calls/s ({clients} clients)", 3000.0, at_least=True),
+    Budget("social.friends_who_recommended", "p50_ms (1 client)", 2.0, at_least=False),
+)
+"""``social.counts`` >= 3,000 calls/s over HTTP with 8 connections;
+``social.friends_who_recommended`` p50 <= 2 ms over HTTP (one connection)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +278,28 @@ def measure(
     }
 
 
+def check_budgets(rows: list[dict[str, Any]], *, clients: int) -> list[dict[str, Any]]:
+    """One row per budget whose method was measured: the figure, the bound, and whether it holds."""
+    checked = []
+    for budget in BUDGETS:
+        row = next((row for row in rows if row["method"] == budget.method), None)
+        if row is None:
+            continue
+        column = budget.column.format(clients=clients)
+        figure = float(row[column])
+        holds = figure >= budget.limit if budget.at_least else figure <= budget.limit
+        checked.append(
+            {
+                "method": budget.method,
+                "figure (HTTP)": column,
+                "measured": figure,
+                "budget": f"{'>=' if budget.at_least else '<='} {budget.limit:g}",
+                "met": "yes" if holds else "NO",
+            }
+        )
+    return checked
+
+
 def run(
     settings: Settings,
     *,
@@ -274,6 +323,8 @@ def run(
             rows.append(measure(url, workload, clients=clients, seconds=seconds, runs=runs))
             print_table(f"social ({backend}) — so far", rows[-1:])
     print_table(f"social graph over JSON-RPC, {backend}, median of {runs} runs", rows)
+    budgets = check_budgets(rows, clients=clients)
+    print_table(f"budgets (issue 12), {backend}, median of {runs} runs", budgets)
     split = trio.run(scatter_gather, settings)
     print_table(f"scatter/gather vs one query ({backend}, in process, 4 readers)", split)
     extra = {
@@ -282,6 +333,7 @@ def run(
         "seconds_per_run": seconds,
         "runs": runs,
         "heavy_users_following": params["heavy_following"],
+        "budgets": budgets,
         "scatter_gather": split,
         "data": "SNAP soc-Slashdot0902 + HN/Medium stories (synthetic authors/recommendations, "
         "seed 42; see docs/data.md)",

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import structlog
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -26,12 +28,6 @@ from stores.errors import StoreError
 from stores.graph import ImportSummary
 
 log = structlog.get_logger("starling")
-
-
-SECONDS = 1.0
-SHUTDOWN_GRACE = 10 * SECONDS
-DEFAULT_DATA_DIR = Path("./starling-data")
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def configure_logging(debug: bool) -> None:
@@ -58,25 +54,6 @@ def configure_logging(debug: bool) -> None:
     )
 
 
-def backend_options(command: F) -> F:
-    """``--data-dir``, ``--graph-url``, ``--redis-url`` and ``--debug``, on every command."""
-    options = [
-        click.option(
-            "--data-dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Embedded data directory [env STARLING_DATA_DIR; default ./starling-data].",
-        ),
-        click.option(
-            "--graph-url", help="ladybug://PATH | neo4j://… | bolt://… [env STARLING_GRAPH_URL]."
-        ),
-        click.option("--redis-url", help="memory:// | redis://… [env STARLING_REDIS_URL]."),
-        click.option("--debug", is_flag=True, help="Show tracebacks and debug logs."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
 def run_command(debug: bool, main: Callable[[], Any]) -> Any:
     """Run ``main`` and turn expected failures into one clear line (traceback with --debug)."""
     configure_logging(debug)
@@ -94,13 +71,43 @@ def run_command(debug: bool, main: Callable[[], Any]) -> Any:
             "ValueError": "check the value named above (flags and STARLING_* variables)",
         }.get(type(error).__name__, "run with --debug for details")
         message = " ".join(str(error).split())  # one line, whatever the driver said
+        holder = LOCK_HOLDER.search(message)
+        if holder is not None:
+            hint = lock_hint(int(holder.group(1)))
         click.echo(f"error: {message} ({hint})", err=True)
         sys.exit(1)
 
 
-def summary_table(title: str, rows: list[tuple[str, int | float]]) -> Table:
-    """A two-column table of counts for the end of a load."""
-    table = Table(title=title)
+LOCK_HOLDER = re.compile(r"Lock is held by PID (\d+)")
+"""How Ladybug names the process that holds an embedded graph."""
+
+
+def lock_hint(pid: int) -> str:
+    """What to do when process ``pid`` holds the embedded graph: name it, say the ways out."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        command = ""
+    who = f"process {pid}" + (f" (`{command}`)" if command else "")
+    return (
+        f"the data directory is held by {who}: stop that server first, or give this "
+        "command another --data-dir; a running server takes new follows through "
+        "social.follow on /rpc"
+    )
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A rich console: colours, live bars and box tables on a terminal; off one (a pipe, a
+    file, CI), plain output: no colour, no wrapping of long lines (paths stay whole)."""
+    console = Console(stderr=stderr)
+    if console.is_terminal:
+        return console
+    return Console(stderr=stderr, soft_wrap=True, no_color=True, highlight=False, emoji=False)
+
+
+def summary_table(title: str, rows: list[tuple[str, int | float]], *, plain: bool = False) -> Table:
+    """A two-column table of counts for the end of a load (ASCII lines when ``plain``)."""
+    table = Table(title=title, box=box.ASCII if plain else box.HEAVY_HEAD)
     table.add_column("what")
     table.add_column("count", justify="right")
     for label, value in rows:
@@ -182,7 +189,7 @@ def local_secret(data_dir: Path | None) -> bytes:
     """
     from auth.tokens import SECRET_ENV, SECRET_FILE
 
-    directory = Settings.resolve(data_dir, None, None).data_dir
+    directory = Settings.resolve(data_dir, None, None).data_dir  # the default when None
     created = os.environ.get(SECRET_ENV) is None and not (directory / SECRET_FILE).exists()
     try:
         secret = load_secret(directory)

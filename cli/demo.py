@@ -4,27 +4,39 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import structlog
 import trio
 from rich.console import Console
 
+from actors.feeds import FeedSettings, PipelineParams
+from actors.feeds.pipeline import DAY_SECONDS
 from auth.tokens import load_secret
-from cli.common import backend_options, run_command, starling_invocation
+from cli.common import make_console, run_command, starling_invocation
 from cli.load import load_demo
+from cli.options import backend_options
 from server import serve
 from settings import ServeOptions, Settings
 from supervisor import Supervisor
 
+if TYPE_CHECKING:
+    from client.replay import ReplaySummary
+
 log = structlog.get_logger("starling")
+
+COMMENTS_FILE = "reddit_comments_au_2025.csv"
+"""The comment threads the demo replays, in ``--source``."""
+
+DEMO_HORIZON_DAYS = 100 * 365
+"""The demo's feed horizon: its stories date from 2015 (Hacker News) to 2026 (Reddit), and
+``serve``'s default of ten years (``--feed-horizon-days 3650``) drops the oldest of them."""
 
 
 @click.command("demo")
-@backend_options
+@backend_options(api_key=True)
 @click.option(
     "--source",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -49,9 +61,7 @@ log = structlog.get_logger("starling")
     help="Longest pause between replayed comments, in seconds.",
 )
 def demo_command(
-    data_dir: Path | None,
-    graph_url: str | None,
-    redis_url: str | None,
+    settings: Settings,
     debug: bool,
     source: Path,
     host: str,
@@ -63,17 +73,19 @@ def demo_command(
 
     Builds the demo world from --source into the embedded store if it is not
     there yet (about 25 s, with progress), starts the server, replays the real
-    Reddit comment threads in the background as live comment events, and
-    prints the dashboard URL, a token, curl calls and a tail command to paste.
-    Ctrl-C stops everything.
+    Reddit comment threads in the background as live comment events on the
+    threads' posts, and prints the dashboard URL, a token, curl calls and a
+    tail command to paste. The three busiest threads play side by side and
+    then again and again, with fresh comment ids each round; the other
+    threads play once. Ctrl-C stops everything.
 
     \b
     Examples:
       starling demo
       starling demo --port 9000 --speed 3600
     """
-    settings = Settings.resolve(data_dir, graph_url, redis_url)
-    options = ServeOptions(host=host, port=port)
+    horizon = PipelineParams(horizon_seconds=DEMO_HORIZON_DAYS * DAY_SECONDS)
+    options = ServeOptions(host=host, port=port, feeds=FeedSettings(params=horizon))
     run_command(
         debug,
         lambda: trio.run(
@@ -85,41 +97,79 @@ def demo_command(
 async def run_demo(
     settings: Settings, options: ServeOptions, source: Path, *, speed: float, max_gap: float
 ) -> None:
-    """``starling demo``: load if empty, serve, replay in the background, print next steps."""
-    from auth.tokens import issue_token
-    from client.replay import replay
-    from datasets.reddit import read_comments
+    """``starling demo``: load if missing, serve, replay in the background, print next steps.
 
-    console = Console(stderr=True)
-    await load_demo(settings, source, 42, True)
-    comments = await trio.to_thread.run_sync(read_comments, source / "reddit_comments_au_2025.csv")
+    Two replays run side by side on disjoint channels: the
+    :data:`~datasets.reddit.LOOP_THREADS` busiest threads, played side by side
+    from the start (so the printed tail shows comments at once) and round after
+    round with fresh comment ids (:func:`datasets.reddit.loop_round`) until
+    Ctrl-C; and every other thread, once, from the file's first comment.
+    """
+    from auth.tokens import issue_token
+    from client import Unreachable
+    from client.replay import replay, replay_loop
+    from datasets.reddit import busiest_threads, loop_round, read_comments
+
+    console = make_console(stderr=True)
+    comments = await trio.to_thread.run_sync(read_comments, source / COMMENTS_FILE)
+    threads = busiest_threads(comments)
+    thread = threads[0]
+    # A world built before the Reddit posts were part of it lacks the thread's post:
+    # build again (idempotent: only what is missing is written).
+    await load_demo(settings, source, 42, await has_post(settings, thread))
     secret = await trio.to_thread.run_sync(load_secret, settings.data_dir)
     url = f"http://{options.host}:{options.port}"
     async with trio.open_nursery() as nursery:
 
         async def run_server(*, task_status: trio.TaskStatus[Supervisor]) -> None:
             await serve(settings, options, task_status=task_status)
-            nursery.cancel_scope.cancel()  # Ctrl-C stopped the server: stop the replay too
+            nursery.cancel_scope.cancel()  # Ctrl-C stopped the server: stop the replays too
 
         await nursery.start(run_server)
         post = await demo_post(url)
-        threads = Counter(comment.post for comment in comments)
-        thread = threads.most_common(1)[0][0]
         print_next_steps(console, url, issue_token(secret, "0", ttl_seconds=86_400), post, thread)
 
-        # Start at the busiest thread's first comment, so the printed tail shows it at once.
-        first = next(i for i, comment in enumerate(comments) if comment.post == thread)
-        passes = [comments[first:]]
+        def looped(round: int, summary: ReplaySummary) -> None:
+            log.info("busiest threads replayed", threads=threads, round=round,
+                     sent=summary.sent, failed=summary.failed)  # fmt: skip
 
-        async def replay_comments_forever() -> None:
-            while True:
-                batch = passes.pop() if passes else comments
-                summary = await replay(batch, url, speed=speed, max_gap=max_gap,
-                                       api_key=settings.api_key)  # fmt: skip
-                log.info("comment replay finished; starting over", sent=summary.sent,
-                         failed=summary.failed)  # fmt: skip
+        # The server in this process goes away only when Ctrl-C stops it: a replay that finds
+        # it gone mid-request ends quietly, and the cancel in run_server follows.
+        async def replay_the_busiest() -> None:
+            live = functools.partial(loop_round, comments, threads)
+            try:
+                await replay_loop(live(1), live, url, speed=speed, max_gap=max_gap,
+                                  api_key=settings.api_key, on_round=looped)  # fmt: skip
+            except Unreachable:
+                log.info("busiest threads' replay stopped: the server is stopping")
 
-        nursery.start_soon(replay_comments_forever)
+        async def replay_the_rest() -> None:
+            rest = [comment for comment in comments if comment.post not in threads]
+            try:
+                summary = await replay(
+                    rest, url, speed=speed, max_gap=max_gap, api_key=settings.api_key
+                )
+            except Unreachable:
+                log.info("other threads' replay stopped: the server is stopping")
+                return
+            log.info("other threads replayed once", sent=summary.sent, failed=summary.failed)
+
+        nursery.start_soon(replay_the_busiest)
+        nursery.start_soon(replay_the_rest)
+
+
+async def has_post(settings: Settings, post: str) -> bool:
+    """Whether the graph holds ``post`` (the demo world is loaded, Reddit posts included)."""
+    graph = await settings.open_graph()
+    try:
+        session = graph.session()
+        try:
+            rows = await session.read("MATCH (p:Post {id: $id}) RETURN p.id AS id", {"id": post})
+        finally:
+            session.close()
+    finally:
+        await graph.aclose()
+    return bool(rows)
 
 
 async def demo_post(url: str) -> str:

@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 import structlog
 import trio
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -20,9 +19,10 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from cli.common import backend_options, import_rows, print_story_report, run_command, summary_table
+from cli.common import import_rows, make_console, print_story_report, run_command, summary_table
+from cli.options import backend_options
 from datasets.demo import build_demo_world
-from datasets.importers import import_edge_list, read_edge_list
+from datasets.importers import Header, import_edge_list, read_edge_list
 from datasets.stories import StoryFormat, read_stories
 from datasets.story_import import import_stories
 from settings import Settings
@@ -35,7 +35,14 @@ log = structlog.get_logger("starling")
 
 @click.group("load")
 def load_group() -> None:
-    """Import real data into the graph store."""
+    """Import real data into the graph store (stop a server using the same data directory).
+
+    \b
+    Examples:
+      starling load demo --source ../shared/data
+      starling load graph ../shared/data/soc-Slashdot0902.txt
+      starling load stories ../shared/data/hacker_news.csv --format hn
+    """
 
 
 @load_group.command("graph")
@@ -44,40 +51,54 @@ def load_group() -> None:
 @click.option("--undirected", is_flag=True, help="Store each edge in both directions.")
 @click.option("--strict", is_flag=True, help="Stop at the first malformed line.")
 @click.option("--if-empty", is_flag=True, help="Do nothing if the graph already has users.")
+@click.option(
+    "--header",
+    type=click.Choice(["auto", "yes", "no"]),
+    default="auto",
+    show_default=True,
+    help="Whether the first line is column names. auto: yes if they are names like "
+    "'source target', or words above numeric ids; the summary says when it skipped one.",
+)
 def load_graph_command(
     file: Path,
-    data_dir: Path | None,
-    graph_url: str | None,
-    redis_url: str | None,
+    settings: Settings,
     debug: bool,
     undirected: bool,
     strict: bool,
     if_empty: bool,
+    header: Header,
 ) -> None:
     """Import an edge list: users and FOLLOWS edges.
 
     One edge per line, source then target, separated by whitespace or a comma;
-    '#' and '%' lines are comments; self-loops are skipped and counted.
-    Loading the same file twice gives the same graph.
+    '#' and '%' lines are comments; self-loops are skipped and counted; a line
+    with one field or more than two (a weight column) is malformed. Loading the
+    same file twice gives the same graph.
 
     \b
-    Example:
+    Examples:
       starling load graph ../shared/data/soc-Slashdot0902.txt
+      starling load graph follows.csv --header yes --strict
+      starling load graph friends.txt --undirected --data-dir /var/lib/starling
     """
-    settings = Settings.resolve(data_dir, graph_url, redis_url)
     run_command(
         debug,
         lambda: trio.run(
-            functools.partial(load_graph, settings, file, undirected, strict, if_empty)
+            functools.partial(load_graph, settings, file, undirected, strict, if_empty, header)
         ),
     )
 
 
 async def load_graph(
-    settings: Settings, file: Path, undirected: bool, strict: bool, if_empty: bool
+    settings: Settings,
+    file: Path,
+    undirected: bool,
+    strict: bool,
+    if_empty: bool,
+    header: Header = "auto",
 ) -> None:
     """Read ``file`` with a progress bar, bulk-import it, print a summary."""
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     graph = await settings.open_graph()
     try:
         if if_empty and await graph.session().read("MATCH (u:User) RETURN u.id AS id LIMIT 1"):
@@ -101,6 +122,7 @@ async def load_graph(
                     file,
                     undirected=undirected,
                     strict=strict,
+                    header=header,
                     on_progress=lambda n: progress.advance(reading, n),
                 )
             )
@@ -117,7 +139,17 @@ async def load_graph(
             ("malformed lines skipped", report.malformed),
             ("seconds", round(time.perf_counter() - started, 1)),
         ]
-        console.print(summary_table(f"{file.name} → {redact(settings.graph_url)}", rows))
+        console.print(
+            summary_table(
+                f"{file.name} → {redact(settings.graph_url)}", rows, plain=not console.is_terminal
+            )
+        )
+        if report.header is not None:
+            number, text = report.header
+            console.print(
+                f"skipped line {number} as a header (--header {header}): {text!r}",
+                markup=False,
+            )
         for number, reason in report.examples:
             console.print(f"[yellow]{file}:{number}: {reason}[/]")
     finally:
@@ -130,17 +162,15 @@ async def load_graph(
 @click.option(
     "--format",
     "format_",
-    type=click.Choice(["canonical", "hn", "medium"]),
+    type=click.Choice(["canonical", "hn", "medium", "reddit"]),
     default="canonical",
     show_default=True,
-    help="canonical CSV, the Hacker News CSV or the Medium data-science CSV.",
+    help="canonical CSV, the Hacker News CSV, the Medium data-science CSV or the Reddit posts CSV.",
 )
 @click.option("--strict", is_flag=True, help="Stop at the first malformed row.")
 def load_stories_command(
     file: Path,
-    data_dir: Path | None,
-    graph_url: str | None,
-    redis_url: str | None,
+    settings: Settings,
     debug: bool,
     format_: StoryFormat,
     strict: bool,
@@ -156,8 +186,8 @@ def load_stories_command(
       starling load stories posts.csv
       starling load stories ../shared/data/hacker_news.csv --format hn
       starling load stories ../shared/data/medium_articles_datascience_2020.csv --format medium
+      starling load stories ../shared/data/reddit_posts_au_2025.csv --format reddit
     """
-    settings = Settings.resolve(data_dir, graph_url, redis_url)
     run_command(
         debug, lambda: trio.run(functools.partial(load_stories, settings, file, format_, strict))
     )
@@ -165,7 +195,7 @@ def load_stories_command(
 
 async def load_stories(settings: Settings, file: Path, format_: StoryFormat, strict: bool) -> None:
     """Read, check and import one story file, then print what was done."""
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     started = time.perf_counter()
     graph = await settings.open_graph()
     try:
@@ -190,7 +220,11 @@ async def load_stories(settings: Settings, file: Path, format_: StoryFormat, str
         )
     )
     rows.append(("seconds", round(time.perf_counter() - started, 1)))
-    console.print(summary_table(f"{file.name} → {redact(settings.graph_url)}", rows))
+    console.print(
+        summary_table(
+            f"{file.name} → {redact(settings.graph_url)}", rows, plain=not console.is_terminal
+        )
+    )
 
 
 @load_group.command("demo")
@@ -205,15 +239,13 @@ async def load_stories(settings: Settings, file: Path, format_: StoryFormat, str
 )
 @click.option("--if-empty", is_flag=True, help="Do nothing if the graph already has posts.")
 def load_demo_command(
-    data_dir: Path | None,
-    graph_url: str | None,
-    redis_url: str | None,
+    settings: Settings,
     debug: bool,
     seed: int,
     source: Path,
     if_empty: bool,
 ) -> None:
-    """Build the demo world from the real data: Slashdot follows, HN and Medium stories.
+    """Build the demo world from the real data: Slashdot follows, HN, Medium and Reddit stories.
 
     Story authors are mapped onto graph users, and recommendations, reads and
     topic/publication follows are drawn from the stories' points and claps:
@@ -224,7 +256,6 @@ def load_demo_command(
       starling load demo
       starling load demo --seed 7 --data-dir /tmp/demo
     """
-    settings = Settings.resolve(data_dir, graph_url, redis_url)
     run_command(
         debug, lambda: trio.run(functools.partial(load_demo, settings, source, seed, if_empty))
     )
@@ -232,7 +263,7 @@ def load_demo_command(
 
 async def load_demo(settings: Settings, source: Path, seed: int, if_empty: bool) -> None:
     """Build the demo world with a progress display, then print its summary."""
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     started = time.perf_counter()
     graph = await settings.open_graph()
     try:
@@ -257,12 +288,19 @@ async def load_demo(settings: Settings, source: Path, seed: int, if_empty: bool)
         await graph.aclose()
     print_story_report(console, "hacker_news.csv", summary.hn)
     print_story_report(console, "medium_articles_datascience_2020.csv", summary.medium)
+    print_story_report(console, "reddit_posts_au_2025.csv", summary.reddit)
     rows = import_rows(summary.imports())
     rows += [
         ("self-loops skipped", summary.edges.self_loops),
         ("seconds", round(time.perf_counter() - started, 1)),
     ]
-    console.print(summary_table(f"demo world (seed {seed}) → {redact(settings.graph_url)}", rows))
+    console.print(
+        summary_table(
+            f"demo world (seed {seed}) → {redact(settings.graph_url)}",
+            rows,
+            plain=not console.is_terminal,
+        )
+    )
 
 
 # -- status ---------------------------------------------------------------------

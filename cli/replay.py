@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 import structlog
 import trio
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
@@ -17,14 +16,21 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from cli.common import run_client_command
+from cli.common import make_console, run_client_command
+from cli.options import api_key_option, debug_option
 
 log = structlog.get_logger("starling")
 
 
 @click.group("replay")
 def replay_group() -> None:
-    """Replay real data as live events."""
+    """Replay real data as live events, timed as they were written.
+
+    \b
+    Examples:
+      starling replay comments ../shared/data/reddit_comments_au_2025.csv
+      starling replay comments ../shared/data/reddit_comments_au_2025.csv --speed 600 --limit 200
+    """
 
 
 @replay_group.command("comments")
@@ -44,13 +50,9 @@ def replay_group() -> None:
     type=click.FloatRange(min=0),
     help="Longest pause, in seconds once sped up: longer quiet spells are cut to it.",
 )
-@click.option(
-    "--api-key",
-    envvar="STARLING_API_KEY",
-    help="The server's key [env STARLING_API_KEY]; none needed on loopback without one.",
-)
+@api_key_option
 @click.option("--limit", type=click.IntRange(min=1), help="Replay only the first N comments.")
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@debug_option
 def replay_comments_command(
     file: Path,
     url: str,
@@ -95,7 +97,7 @@ async def replay_comments(
     from client.replay import replay
     from datasets.reddit import read_comment_file
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     with console.status(f"reading {file.name}"):
         comments, report = await trio.to_thread.run_sync(read_comment_file, file)
     comments = comments[:limit]

@@ -14,7 +14,8 @@ from actors.feeds import (
     PipelineParams,
 )
 from actors.realtime.pipeline import RealtimeSettings, default_consumer
-from cli.common import backend_options, run_command
+from cli.common import run_command
+from cli.options import backend_options
 from protocols.websocket import (
     Limits,
 )
@@ -28,7 +29,7 @@ log = structlog.get_logger("starling")
 
 
 @click.command("serve")
-@backend_options
+@backend_options(api_key=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, help="Port to listen on.")
 @click.option("--readers", default=4, show_default=True, help="Graph reader actors.")
@@ -46,19 +47,21 @@ log = structlog.get_logger("starling")
     "--feed-horizon-days",
     default=3650.0,
     show_default=True,
-    help="Stories older than this never enter a feed (the demo's stories date from 2016-2020).",
+    help="Stories older than this never enter a feed (a live site would use days; "
+    "`starling demo` serves its 2015-2026 stories with no horizon).",
 )
 @click.option(
     "--feed-weights",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     envvar="STARLING_FEED_WEIGHTS",
-    help="Scorer weights TOML [env STARLING_FEED_WEIGHTS; default: the packaged weights].",
+    show_envvar=True,
+    help="Scorer weights TOML [default: the packaged weights].",
 )
 @click.option(
     "--scorer-url",
     envvar="STARLING_SCORER_URL",
-    help="A JSON-RPC model service to rank with, falling back to the weights "
-    "[env STARLING_SCORER_URL].",
+    show_envvar=True,
+    help="A JSON-RPC model service to rank with, falling back to the weights.",
 )
 @click.option("--transformers", default=1, show_default=True, help="Realtime transformer actors.")
 @click.option(
@@ -78,19 +81,17 @@ log = structlog.get_logger("starling")
     default=DEFAULT_STREAM_MAX_LENGTH,
     show_default=True,
     envvar="STARLING_STREAM_MAX_LENGTH",
-    help="Entries the event stream keeps when this process appends (XADD MAXLEN ~) "
-    "[env STARLING_STREAM_MAX_LENGTH].",
+    show_envvar=True,
+    help="Entries the event stream keeps when this process appends (XADD MAXLEN ~).",
 )
 @click.option(
     "--consumer",
     envvar="STARLING_CONSUMER",
-    help="This process's name in the stream's consumer group "
-    "[env STARLING_CONSUMER; default <hostname>-<pid>].",
+    show_envvar=True,
+    help="This process's name in the stream's consumer group [default <hostname>-<pid>].",
 )
 def serve_command(
-    data_dir: Path | None,
-    graph_url: str | None,
-    redis_url: str | None,
+    settings: Settings,
     debug: bool,
     host: str,
     port: int,
@@ -118,7 +119,6 @@ def serve_command(
       STARLING_GRAPH_URL=bolt://localhost:7687 starling serve
       starling serve --feed-ttl 120 --scorer-url http://127.0.0.1:9000/score
     """
-    settings = Settings.resolve(data_dir, graph_url, redis_url)
     try:
         feeds = FeedSettings(
             ttl=feed_ttl,

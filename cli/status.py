@@ -12,7 +12,8 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import local_secret, run_client_command, run_command
+from cli.common import local_secret, make_console, run_client_command, run_command
+from cli.options import data_dir_option, debug_option
 
 log = structlog.get_logger("starling")
 
@@ -20,12 +21,8 @@ log = structlog.get_logger("starling")
 @click.command("status")
 @click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="Server URL.")
 @click.option("--token", help="An operator token (`starling token ops --operator`).")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the secret to mint an operator token is [env STARLING_DATA_DIR].",
-)
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@data_dir_option
+@debug_option
 def status_command(url: str, token: str | None, data_dir: Path | None, debug: bool) -> None:
     """Show a running server's supervision tree and key rates.
 
@@ -47,7 +44,7 @@ def status_command(url: str, token: str | None, data_dir: Path | None, debug: bo
     snapshot = run_client_command(
         debug, lambda: trio.run(functools.partial(read_snapshot, url, credentials))
     )
-    print_status(Console(), snapshot)
+    print_status(make_console(), snapshot)
 
 
 async def read_snapshot(url: str, token: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import structlog
 import trio
 
 from cli.common import LineError, local_secret, run_client_command, run_command
+from cli.options import data_dir_option, debug_option
 
 log = structlog.get_logger("starling")
 
@@ -28,12 +29,8 @@ log = structlog.get_logger("starling")
     help="Whom the minted token names [default: the id of a user:<id> channel, else 'tail'].",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after N publications.")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the secret to mint with is [env STARLING_DATA_DIR; default ./starling-data].",
-)
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@data_dir_option
+@debug_option
 def tail_command(
     channels: tuple[str, ...],
     url: str,

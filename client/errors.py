@@ -81,7 +81,7 @@ class RpcError(ClientError):
     """A JSON-RPC error reply (jsonrpc.org/specification section 5.1).
 
     Attributes:
-        code: the error code (``protocols.jsonrpc``, ``protocols.api``,
+        code: the error code (``protocols.jsonrpc``, ``protocols.methods``,
             ``protocols.websocket.session``).
         message: the error's short sentence.
         data: the error's ``data`` object (``{}`` when it has none).

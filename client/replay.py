@@ -1,6 +1,9 @@
 """Replay of real Reddit comment threads as live ``comment`` events, timed as they were written.
 
 The comments are read by :mod:`datasets.reddit`; this module is the HTTP side.
+It takes any events shaped like :class:`datasets.reddit.Comment`
+(:class:`ReplayEvent`) and imports nothing of the data loaders: the client SDK
+does not depend on them.
 
 Timing: event *i* is due ``sum(min((t[k] - t[k-1]) / speed, max_gap))``
 seconds after the start, over *k* ≤ *i*, where ``t`` are the comments'
@@ -20,6 +23,11 @@ order. Batches are sent one at a time, each after the previous one's reply
 (``realtime.publish`` answers once its event is published), so each
 channel's offsets follow ``created_utc`` order; events of different channels
 may leave in another order than their times when the sender is behind.
+
+Looping: :func:`replay_loop` replays a first pass, then round after round of
+events it asks for (``again(2)``, ``again(3)``, …; :func:`datasets.reddit.loop_round`
+gives the busiest threads with fresh comment ids), each round a replay of
+its own after a pause of ``max_gap`` seconds, so a demo never goes quiet.
 """
 
 from __future__ import annotations
@@ -27,13 +35,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Final
+from typing import Any, Final, Protocol, TypeVar
 
 import httpx
 import trio
 
 from client.http import open_client, rpc_batch
-from datasets.reddit import MAX_REPORTED, Comment
 from protocols.jsonrpc import MAX_BATCH
 
 SECONDS: Final = 1.0
@@ -42,6 +49,34 @@ DEFAULT_SPEED: Final = 60.0
 DEFAULT_MAX_GAP: Final = 5 * SECONDS
 """Longest pause between two events once scaled, in seconds."""
 DEFAULT_BATCH: Final = MAX_BATCH
+MAX_ERRORS_REPORTED: Final = 20
+"""Most failures a :class:`ReplaySummary` names (the first ones)."""
+
+
+class ReplayEvent(Protocol):
+    """What the replayer reads of an event (:class:`datasets.reddit.Comment` has it)."""
+
+    @property
+    def id(self) -> str:
+        """Names the event in :attr:`ReplaySummary.errors`."""
+        ...
+
+    @property
+    def channel(self) -> str:
+        """Where it is published (``post:<id>``)."""
+        ...
+
+    @property
+    def created_utc(self) -> float:
+        """When it happened, epoch seconds; the replay keeps the gaps between these."""
+        ...
+
+    def event(self) -> dict[str, Any]:
+        """The ``data`` of its ``realtime.publish``."""
+        ...
+
+
+E = TypeVar("E", bound=ReplayEvent)
 
 # -- timing and batching (pure) ---------------------------------------------------
 
@@ -72,7 +107,7 @@ def schedule(times: Sequence[float], *, speed: float, max_gap: float) -> list[fl
     return due
 
 
-def next_batch(pending: Sequence[Comment], size: int) -> tuple[list[Comment], list[Comment]]:
+def next_batch(pending: Sequence[E], size: int) -> tuple[list[E], list[E]]:
     """Split ``pending`` into the next batch and what waits for a later one.
 
     The batch takes comments in order, at most ``size``, at most one per
@@ -82,8 +117,8 @@ def next_batch(pending: Sequence[Comment], size: int) -> tuple[list[Comment], li
     Returns:
         ``(batch, left)``.
     """
-    batch: list[Comment] = []
-    left: list[Comment] = []
+    batch: list[E] = []
+    left: list[E] = []
     channels: set[str] = set()
     for comment in pending:
         if len(batch) < size and comment.channel not in channels:
@@ -107,7 +142,7 @@ class ReplaySummary:
         seconds: how long the replay took (trio's clock).
         channels: distinct channels published to.
         batches: JSON-RPC batches sent.
-        errors: up to :data:`MAX_REPORTED` ``(comment id, error)`` of the failures.
+        errors: up to :data:`MAX_ERRORS_REPORTED` ``(comment id, error)`` of the failures.
     """
 
     sent: int
@@ -119,7 +154,7 @@ class ReplaySummary:
 
 
 async def replay(
-    comments: Sequence[Comment],
+    comments: Sequence[ReplayEvent],
     url: str,
     *,
     speed: float = DEFAULT_SPEED,
@@ -162,7 +197,7 @@ async def replay(
     sent = failed = batches = 0
     channels: set[str] = set()
     errors: list[tuple[str, str]] = []
-    pending: list[Comment] = []
+    pending: list[ReplayEvent] = []
     upcoming = 0  # index of the first comment not yet due
     async with open_client(url, api_key=api_key, transport=transport) as client:
         while upcoming < len(comments) or pending:
@@ -185,7 +220,7 @@ async def replay(
                     channels.add(comment.channel)
                 else:
                     failed += 1
-                    if len(errors) < MAX_REPORTED:
+                    if len(errors) < MAX_ERRORS_REPORTED:
                         errors.append((comment.id, str(reply.error)))
             if on_progress is not None:
                 on_progress(sent, failed)
@@ -197,3 +232,61 @@ async def replay(
         batches=batches,
         errors=tuple(errors),
     )
+
+
+async def replay_loop(
+    first: Sequence[ReplayEvent],
+    again: Callable[[int], Sequence[ReplayEvent]],
+    url: str,
+    *,
+    rounds: int | None = None,
+    speed: float = DEFAULT_SPEED,
+    max_gap: float = DEFAULT_MAX_GAP,
+    api_key: str | None = None,
+    batch: int = DEFAULT_BATCH,
+    on_round: Callable[[int, ReplaySummary], None] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> list[ReplaySummary]:
+    """Replay ``first`` (round 1), then ``again(2)``, ``again(3)``, … until cancelled.
+
+    Each round is one :func:`replay` (its timing starts over at its first
+    event), begun ``max_gap`` seconds after the previous round's last reply.
+    The events of a later round need ids of their own (``<id>-r<round>``,
+    :class:`datasets.reddit.Rerun`): subscribers and histories tell events
+    apart by id.
+
+    Args:
+        first: the first pass, as :func:`replay` takes it.
+        again: the events of round ``r`` (called with 2, 3, …, once each, just
+            before the round); an empty round ends the loop.
+        url, speed, max_gap, api_key, batch, transport: as :func:`replay`.
+        rounds: the last round to play; ``None``: loop until cancelled.
+        on_round: called after each round with ``(round, its summary)``.
+
+    Returns:
+        Each round's summary, once ``rounds`` are played or a round is empty.
+
+    Raises:
+        ValueError: ``rounds`` < 1, or as :func:`replay`.
+        client.Unreachable, client.HttpError, client.RpcError: as :func:`replay`.
+    """
+    if rounds is not None and rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds!r}")
+    summaries: list[ReplaySummary] = []
+    events = first
+    round = 1
+    while True:
+        summary = await replay(
+            events, url, speed=speed, max_gap=max_gap, api_key=api_key, batch=batch,
+            transport=transport,
+        )  # fmt: skip
+        summaries.append(summary)
+        if on_round is not None:
+            on_round(round, summary)
+        round += 1
+        if rounds is not None and round > rounds:
+            return summaries
+        events = again(round)
+        if not events:
+            return summaries
+        await trio.sleep(max_gap)

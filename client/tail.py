@@ -55,6 +55,7 @@ from protocols.websocket.codes import (
     CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNAUTHENTICATED,
 )
+from protocols.websocket.wire import GapNotice, Pub, SubscribeResult
 from supervisor.backoff import Backoff
 
 log = structlog.get_logger(__name__)
@@ -182,37 +183,6 @@ def websocket_url(url: str) -> str:
     if not path.endswith("/ws"):
         path += "/ws"
     return urlunsplit((scheme, parts.netloc, path, "", ""))
-
-
-class _PublicationIn(msgspec.Struct, frozen=True):
-    offset: int
-    data: Any
-
-
-class _SubscribeResult(msgspec.Struct, frozen=True):
-    """``subscribe``'s result as this client reads it (unknown fields ignored)."""
-
-    offset: int
-    epoch: str
-    recovered: bool | None = None
-    publications: list[_PublicationIn] = []
-
-
-class _Pub(msgspec.Struct, frozen=True):
-    """A ``pub`` notification's params."""
-
-    channel: str
-    offset: int
-    data: Any
-
-
-class _Gap(msgspec.Struct, frozen=True):
-    """A ``gap`` notice's params (:func:`protocols.websocket.frames.gap_frame`)."""
-
-    channel: str
-    first: int
-    last: int
-    epoch: str
 
 
 class _Done(Exception):
@@ -443,12 +413,13 @@ class _Tail:
         if channel is None:
             return  # a ping's {}
         try:
-            result = msgspec.convert(reply.get("result"), _SubscribeResult)
+            result = msgspec.convert(reply.get("result"), SubscribeResult[Any])
         except msgspec.ValidationError as exc:
             raise ProtocolError(f"subscribe {channel}: malformed result: {exc}") from None
         previous = self._positions.get(channel)
         recovered = None if previous is None else bool(result.recovered)
-        missed = [p for p in result.publications if previous is None or p.offset > previous.offset]
+        publications = result.publications if isinstance(result.publications, list) else []
+        missed = [p for p in publications if previous is None or p.offset > previous.offset]
         if not self._pending:
             self.subscribed_all = True
         position = Position(result.offset, result.epoch)
@@ -460,7 +431,7 @@ class _Tail:
 
     def _publication(self, params: Any) -> None:
         try:
-            pub = msgspec.convert(params, _Pub)
+            pub = msgspec.convert(params, Pub[Any])
         except msgspec.ValidationError as exc:
             raise ProtocolError(f"malformed pub: {exc}") from None
         if pub.channel not in self._positions:
@@ -469,7 +440,7 @@ class _Tail:
 
     def _gap(self, params: Any) -> None:
         try:
-            gap = msgspec.convert(params, _Gap)
+            gap = msgspec.convert(params, GapNotice)
         except msgspec.ValidationError as exc:
             raise ProtocolError(f"malformed gap: {exc}") from None
         position = self._positions.get(gap.channel)

@@ -1,9 +1,9 @@
 """The demo world: the real follow graph and real stories, joined by SYNTHETIC seeded steps.
 
 Real: the SNAP Slashdot follow graph (users, ``FOLLOWS``), the Hacker News
-and Medium stories (``Post``, ``Topic``, ``Publication``, ``TAGGED``,
-``PUBLISHED_IN``). Nothing in those files says which Slashdot user wrote a
-story or who recommended or read what, so these steps are SYNTHETIC,
+and Medium stories and the Reddit posts (``Post``, ``Topic``, ``Publication``,
+``TAGGED``, ``PUBLISHED_IN``). Nothing in those files says which Slashdot user
+wrote a story or who recommended or read what, so these steps are SYNTHETIC,
 deterministic for a given ``seed`` (and numpy's PCG64 streams), and named so
 wherever they are shown (``docs/data.md`` has the full list):
 
@@ -20,11 +20,21 @@ wherever they are shown (``docs/data.md`` has the full list):
    sample) read it at ``published_at`` + a uniform offset within a week;
 4. ``FOLLOWS_TOPIC`` / ``FOLLOWS_PUBLICATION``: a user follows a topic
    (publication) when they recommended at least :data:`FOLLOW_THRESHOLD`
-   stories tagged with it (published in it).
+   stories tagged with it (published in it);
+5. Reddit author mapping (stream ``[seed, 5]``): the Reddit posts' authors,
+   ranked the same way, are mapped onto the next users of the same ranking,
+   after those step 1 took (one graph user per author across the world);
+6. Reddit ``RECOMMENDED`` and ``READ`` (stream ``[seed, 6]``): as steps 2
+   and 3, with :func:`reddit_recommenders_wanted`; step 4 counts them too.
+
+The Reddit steps come after the others, on streams of their own, so adding
+the Reddit posts left every HN and Medium draw as it was, and building over a
+world built without them adds only what they bring.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +51,7 @@ from datasets.importers import (
     import_edge_list,
     read_edge_list,
 )
-from datasets.stories import Story, StoryReport, read_hn, read_medium
+from datasets.stories import Story, StoryReport, read_hn, read_medium, read_reddit
 from datasets.story_import import StoryImport, import_stories
 from stores.graph import GraphStore, ImportSummary
 
@@ -52,12 +62,14 @@ __all__ = [
     "build_demo_world",
     "plan_demo_world",
     "recommenders_wanted",
+    "reddit_recommenders_wanted",
 ]
 
 FILES = {
     "graph": "soc-Slashdot0902.txt",
     "hn": "hacker_news.csv",
     "medium": "medium_articles_datascience_2020.csv",
+    "reddit": "reddit_posts_au_2025.csv",
 }
 """The real data files the demo world reads from its data directory."""
 
@@ -69,6 +81,9 @@ HN_POINTS_PER_RECOMMENDER = 4
 
 MEDIUM_CLAPS_PER_RECOMMENDER = 50
 """One recommender per 50 claps: a Medium reader may clap at most 50 times a story."""
+
+REDDIT_SCORE_PER_RECOMMENDER = 4
+"""One recommender per 4 points of Reddit score beyond the submitter's own upvote (as HN)."""
 
 FOLLOW_THRESHOLD = 3
 """Recommending this many stories of a topic (publication) makes a user follow it."""
@@ -94,6 +109,16 @@ def recommenders_wanted(story: Story) -> int:
     return math.ceil(story.claps / MEDIUM_CLAPS_PER_RECOMMENDER)
 
 
+def reddit_recommenders_wanted(story: Story) -> int:
+    """How many recommenders a Reddit post should get, before the cap by follower count.
+
+    ``ceil((score - 1) / 4)`` (``claps`` holds the score), the Hacker News
+    rule: a Reddit post, too, starts with its submitter's own upvote, and
+    which share of its voters follows the submitter is unknown.
+    """
+    return math.ceil(max(story.claps - 1, 0) / REDDIT_SCORE_PER_RECOMMENDER)
+
+
 @dataclass(frozen=True, slots=True)
 class DemoPlan:
     """The SYNTHETIC part of the demo world.
@@ -103,10 +128,10 @@ class DemoPlan:
 
     Attributes:
         seed: the seed it was drawn with.
-        authors: story author → graph user id (step 1).
-        recommended: ``(user, post)`` pairs (step 2), with ``recommended_at``
-            in epoch seconds.
-        read: ``(user, post)`` pairs (step 3), with ``read_at``.
+        authors: story author → graph user id (steps 1 and 5).
+        recommended: ``(user, post)`` pairs (steps 2 and 6: HN and Medium
+            first, then Reddit), with ``recommended_at`` in epoch seconds.
+        read: ``(user, post)`` pairs (steps 3 and 6), with ``read_at``.
         follows_topic: ``(user, topic)`` pairs (step 4).
         follows_publication: ``(user, publication)`` pairs (step 4).
     """
@@ -128,8 +153,10 @@ class DemoSummary:
     Attributes:
         seed: the seed of every synthetic step.
         edges: the follow graph file's report; ``follow_graph`` what it wrote.
-        hn, medium: the story files' reports; ``stories`` what they wrote.
-        mapped_authors: story authors mapped onto graph users (SYNTHETIC).
+        hn, medium, reddit: the story files' reports; ``stories`` what they
+            wrote (all three).
+        mapped_authors: story authors mapped onto graph users (SYNTHETIC),
+            Reddit's included.
         recommended, read, follows_topic, follows_publication: what the
             SYNTHETIC relationships wrote.
     """
@@ -139,6 +166,7 @@ class DemoSummary:
     follow_graph: GraphImport
     hn: StoryReport
     medium: StoryReport
+    reddit: StoryReport
     stories: StoryImport
     mapped_authors: int
     recommended: ImportSummary
@@ -198,14 +226,17 @@ async def build_demo_world(
     edges = await trio.to_thread.run_sync(read_edge_list, data_dir / FILES["graph"])
     step("importing users and follows", len(edges.pairs))
     follow_graph = await import_edge_list(graph, edges)
-    step(f"reading {FILES['hn']} and {FILES['medium']}")
+    step(f"reading {FILES['hn']}, {FILES['medium']} and {FILES['reddit']}")
     hn, hn_report = await trio.to_thread.run_sync(read_hn, data_dir / FILES["hn"])
     medium, medium_report = await trio.to_thread.run_sync(read_medium, data_dir / FILES["medium"])
+    reddit, reddit_report = await trio.to_thread.run_sync(read_reddit, data_dir / FILES["reddit"])
     stories = hn + medium
-    step(f"planning the synthetic world (seed {seed})", len(stories))
-    plan = await trio.to_thread.run_sync(plan_demo_world, edges, stories, seed)
-    step("importing stories (authors mapped: SYNTHETIC)", len(stories))
-    imported = await import_stories(graph, stories, authors=plan.authors)
+    step(f"planning the synthetic world (seed {seed})", len(stories) + len(reddit))
+    plan = await trio.to_thread.run_sync(
+        functools.partial(plan_demo_world, edges, stories, seed, reddit=reddit)
+    )
+    step("importing stories (authors mapped: SYNTHETIC)", len(stories) + len(reddit))
+    imported = await import_stories(graph, stories + reddit, authors=plan.authors)
     step("importing RECOMMENDED (SYNTHETIC)", len(plan.recommended))
     recommended = await graph.import_relationships(
         "RECOMMENDED", plan.recommended, {"at": plan.recommended_at}
@@ -223,6 +254,7 @@ async def build_demo_world(
         follow_graph=follow_graph,
         hn=hn_report,
         medium=medium_report,
+        reddit=reddit_report,
         stories=imported,
         mapped_authors=len(plan.authors),
         recommended=recommended,
@@ -232,7 +264,13 @@ async def build_demo_world(
     )
 
 
-def plan_demo_world(edges: EdgeList, stories: Sequence[Story], seed: int = 42) -> DemoPlan:
+def plan_demo_world(
+    edges: EdgeList,
+    stories: Sequence[Story],
+    seed: int = 42,
+    *,
+    reddit: Sequence[Story] = (),
+) -> DemoPlan:
     """Draw the SYNTHETIC steps of the demo world (pure; CPU-bound, run it in a thread).
 
     Stories are visited in id order, so the plan does not depend on their
@@ -241,8 +279,11 @@ def plan_demo_world(edges: EdgeList, stories: Sequence[Story], seed: int = 42) -
 
     Args:
         edges: the follow graph (``(follower, followed)`` pairs).
-        stories: distinct stories.
+        stories: distinct HN and Medium stories (steps 1 to 3).
         seed: the seed of every step (see the module docstring).
+        reddit: distinct Reddit posts (steps 5 and 6): mapped onto the users
+            after those ``stories`` took, drawn on streams of their own, so
+            that they change nothing of the plan for ``stories``.
 
     Returns:
         The plan, identical for identical inputs and seed (on one numpy version).
@@ -254,40 +295,39 @@ def plan_demo_world(edges: EdgeList, stories: Sequence[Story], seed: int = 42) -
     index = {user: position for position, user in enumerate(users)}
     follower = np.fromiter((index[a] for a, _ in edges.pairs), np.int64, len(edges.pairs))
     followed = np.fromiter((index[b] for _, b in edges.pairs), np.int64, len(edges.pairs))
-    followers = follower[np.lexsort((follower, followed))]  # each user's followers, by id
-    counts = np.bincount(followed, minlength=len(users))
-    starts = np.concatenate(([0], np.cumsum(counts)))
+    followers = _Followers(
+        index=index,
+        pool=follower[np.lexsort((follower, followed))],  # each user's followers, by id
+        starts=np.concatenate(([0], np.cumsum(np.bincount(followed, minlength=len(users))))),
+    )
+    counts = np.diff(followers.starts)
 
     authors = _map_authors(stories, users, counts, np.random.default_rng([seed, 1]))
+    authors |= _map_authors(
+        reddit, users, counts, np.random.default_rng([seed, 5]), taken=len(authors)
+    )
 
     ordered = sorted(stories, key=lambda story: story.id)
-    draw = np.random.default_rng([seed, 2])
-    readers: list[Ints] = []
-    offsets: list[Ints] = []
-    story_of: list[Ints] = []
-    recommends: list[npt.NDArray[np.bool_]] = []
-    for position, story in enumerate(ordered):
-        user = authors.get(story.author)
-        if user is None:
-            continue
-        pool = followers[starts[index[user]] : starts[index[user] + 1]]
-        wanted = min(len(pool), recommenders_wanted(story))
-        if wanted == 0:
-            continue
-        if story.published_at is None:
-            raise ValueError(f"story {story.id!r} has recommenders but no published_at")
-        chosen = draw.choice(pool, size=min(len(pool), 2 * wanted), replace=False)
-        readers.append(chosen)
-        offsets.append(draw.integers(0, WEEK_SECONDS, size=len(chosen)))
-        story_of.append(np.full(len(chosen), position))
-        recommends.append(np.arange(len(chosen)) < wanted)
-    if not readers:
+    reddit_ordered = sorted(reddit, key=lambda story: story.id)
+    draws = [
+        _draw(ordered, 0, authors, followers, recommenders_wanted, [seed, 2]),
+        _draw(
+            reddit_ordered,
+            len(ordered),
+            authors,
+            followers,
+            reddit_recommenders_wanted,
+            [seed, 6],
+        ),
+    ]
+    ordered += reddit_ordered
+    if not any(len(draw.reader) for draw in draws):
         return DemoPlan(seed, authors, [], [], [], [], [], [])
-    reader = np.concatenate(readers)
-    post = np.concatenate(story_of)
+    reader = np.concatenate([draw.reader for draw in draws])
+    post = np.concatenate([draw.post for draw in draws])
+    recommend = np.concatenate([draw.recommends for draw in draws])
     published = np.array([s.published_at or 0 for s in ordered], np.int64)
-    at = published[post] + np.concatenate(offsets)
-    recommend = np.concatenate(recommends)
+    at = published[post] + np.concatenate([draw.offset for draw in draws])
 
     names = np.array(users, dtype=object)
     ids = np.array([s.id for s in ordered], dtype=object)
@@ -309,6 +349,89 @@ def plan_demo_world(edges: EdgeList, stories: Sequence[Story], seed: int = 42) -
             post[recommend],
             [(s.publication,) if s.publication is not None else () for s in ordered],
         ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Followers:
+    """Each user's followers: ``pool[starts[i]:starts[i + 1]]`` follow user ``i``, by id.
+
+    Attributes:
+        index: user id → user index (position in the sorted user list).
+        pool: follower indexes, ``int64[follows]``.
+        starts: ``int64[users + 1]``.
+    """
+
+    index: dict[str, int] = field(repr=False)
+    pool: Ints = field(repr=False)
+    starts: Ints = field(repr=False)
+
+    def of(self, user: str) -> Ints:
+        """The indexes of ``user``'s followers, ascending."""
+        position = self.index[user]
+        return self.pool[self.starts[position] : self.starts[position + 1]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Draw:
+    """Steps 2-3 (or 6) for some stories: one row per reader, all arrays of one length.
+
+    Attributes:
+        reader: user indexes.
+        post: story indexes (into the plan's ordered stories).
+        offset: seconds after publication, in [0, WEEK_SECONDS).
+        recommends: whether the reader also recommended the story.
+    """
+
+    reader: Ints
+    post: Ints
+    offset: Ints
+    recommends: npt.NDArray[np.bool_]
+
+
+def _draw(
+    ordered: Sequence[Story],
+    first: int,
+    authors: dict[str, str],
+    followers: _Followers,
+    wanted: Callable[[Story], int],
+    stream: list[int],
+) -> _Draw:
+    """Steps 2 and 3 for ``ordered`` (sorted by id), whose story indexes start at ``first``.
+
+    For each story, ``min(followers, 2k)`` of its mapped author's followers
+    are drawn without replacement (``k`` = ``wanted(story)`` capped by the
+    follower count), the first ``k`` of them recommend it; each gets a
+    uniform offset in ``[0, WEEK_SECONDS)``.
+
+    Raises:
+        ValueError: a story that gets recommenders has no ``published_at``.
+    """
+    draw = np.random.default_rng(stream)
+    readers: list[Ints] = [np.zeros(0, np.int64)]
+    offsets: list[Ints] = [np.zeros(0, np.int64)]
+    story_of: list[Ints] = [np.zeros(0, np.int64)]
+    recommends: list[npt.NDArray[np.bool_]] = [np.zeros(0, np.bool_)]
+    for position, story in enumerate(ordered, start=first):
+        user = authors.get(story.author)
+        if user is None:
+            continue
+        pool = followers.of(user)
+        k = min(len(pool), wanted(story))
+        if k == 0:
+            continue
+        if story.published_at is None:
+            raise ValueError(f"story {story.id!r} has recommenders but no published_at")
+        chosen = draw.choice(pool, size=min(len(pool), 2 * k), replace=False)
+        readers.append(chosen)
+        offsets.append(draw.integers(0, WEEK_SECONDS, size=len(chosen)))
+        story_of.append(np.full(len(chosen), position))
+        recommends.append(np.arange(len(chosen)) < k)
+    return _Draw(
+        reader=np.concatenate(readers),
+        post=np.concatenate(story_of),
+        offset=np.concatenate(offsets),
+        recommends=np.concatenate(recommends),
     )
 
 
@@ -349,9 +472,21 @@ def _followed(
 
 
 def _map_authors(
-    stories: Sequence[Story], users: list[str], followers: Ints, rng: np.random.Generator
+    stories: Sequence[Story],
+    users: list[str],
+    followers: Ints,
+    rng: np.random.Generator,
+    *,
+    taken: int = 0,
 ) -> dict[str, str]:
-    """Step 1: the i-th most prolific author → the i-th most followed user.
+    """Steps 1 and 5: the i-th most prolific author → the i-th most followed user not taken.
+
+    Args:
+        stories: the stories whose authors are mapped.
+        users: user ids, sorted.
+        followers: each user's follower count, by user index.
+        rng: the step's stream (it shuffles authors of equal story counts).
+        taken: how many of the most followed users an earlier mapping took.
 
     Authors beyond the number of users stay unmapped: they become users of
     their own (without followers, so their stories get no recommenders).
@@ -367,5 +502,5 @@ def _map_authors(
     ranked_users = np.lexsort((np.arange(len(users)), -followers))  # users are sorted by id
     return {
         author: users[user]
-        for author, user in zip(ranked_authors, ranked_users.tolist(), strict=False)
+        for author, user in zip(ranked_authors, ranked_users[taken:].tolist(), strict=False)
     }

@@ -13,13 +13,26 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from actors.ids import ID, ID_RULE
 from stores.graph import GraphStore, ImportSummary
 
 #: Ids are opaque strings of 1-64 of these characters.
-ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
 _SPLIT = re.compile(rb"[\s,]+")
 MAX_REPORTED = 20
+HEADER_WORDS = frozenset(
+    {
+        b"source", b"target", b"src", b"dst", b"from", b"to", b"follower", b"followee",
+        b"fromnodeid", b"tonodeid", b"node1", b"node2", b"u", b"v", b"id1", b"id2",
+    }
+)  # fmt: skip
+"""First-line fields that ``--header auto`` takes for column names whatever the ids are."""
+
+Header = Literal["auto", "yes", "no"]
+"""``yes``: the first data line is column names; ``no``: it is an edge; ``auto``: it is
+column names if its fields are :data:`HEADER_WORDS`, or if they are not numbers while the
+next line's are (SNAP-style numeric ids under a named header)."""
 
 
 class MalformedInput(ValueError):
@@ -50,7 +63,7 @@ class EdgeListReport:
         duplicates: repeated edges skipped.
         malformed: malformed lines skipped.
         examples: up to 20 ``(line number, reason)`` of the malformed lines.
-        header: whether a header line was skipped.
+        header: the header line skipped, ``(line number, its text)``, or ``None``.
     """
 
     lines: int
@@ -60,7 +73,7 @@ class EdgeListReport:
     duplicates: int
     malformed: int
     examples: tuple[tuple[int, str], ...] = ()
-    header: bool = False
+    header: tuple[int, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,19 +89,40 @@ def _numeric(value: bytes) -> bool:
     return value.lstrip(b"-+").isdigit()
 
 
+def _named(fields: list[bytes]) -> bool:
+    """Whether the fields of a first line are column names (:data:`HEADER_WORDS`)."""
+    return len(fields) == 2 and all(field.lower() in HEADER_WORDS for field in fields)
+
+
+def _is_header(first: list[bytes], second: list[bytes] | None, header: Header) -> bool:
+    """Whether the first data line is a header (:data:`Header`)."""
+    if header != "auto":
+        return header == "yes"
+    if _named(first):
+        return True
+    words = len(first) == 2 and not (_numeric(first[0]) or _numeric(first[1]))
+    return words and second is not None and len(second) == 2 and all(map(_numeric, second))
+
+
 def read_edge_list(
     path: Path,
     *,
     undirected: bool = False,
     strict: bool = False,
+    header: Header = "auto",
     on_progress: Callable[[int], None] | None = None,
 ) -> EdgeList:
-    """Read an edge list file.
+    """Read an edge list file: ``source target`` per line, blank or separated by commas.
+
+    Lines starting with ``#`` or ``%`` are comments. A line with one field, or
+    more than two (a weight or a time column), is malformed: Starling's follows
+    carry no weight.
 
     Args:
         path: the file (any line ending).
         undirected: store each edge in both directions.
         strict: raise on the first malformed line instead of skipping it.
+        header: whether the first data line is column names (:data:`Header`).
         on_progress: called with the bytes read since the last call.
 
     Raises:
@@ -99,8 +133,9 @@ def read_edge_list(
     pairs: list[tuple[str, str]] = []
     lines = self_loops = duplicates = malformed = 0
     examples: list[tuple[int, str]] = []
-    header = False
-    first_data_line = True
+    skipped: tuple[int, str] | None = None
+    first: tuple[int, list[bytes]] | None = None  # the first data line, until the second
+    data_lines = 0
     pending_progress = 0
 
     def reject(number: int, reason: str) -> None:
@@ -110,6 +145,39 @@ def read_edge_list(
         malformed += 1
         if len(examples) < MAX_REPORTED:
             examples.append((number, reason))
+
+    def take(number: int, fields: list[bytes]) -> None:
+        nonlocal self_loops, duplicates
+        if len(fields) != 2:
+            reject(number, f"expected two fields, source and target; got {len(fields)}")
+            return
+        try:
+            source, target = fields[0].decode(), fields[1].decode()
+        except UnicodeDecodeError:
+            reject(number, "ids must be UTF-8")
+            return
+        if not (ID.fullmatch(source) and ID.fullmatch(target)):
+            reject(number, f"ids must be {ID_RULE}")
+            return
+        if source == target:
+            self_loops += 1
+            return
+        for edge in ((source, target), (target, source)) if undirected else ((source, target),):
+            if edge in seen:
+                duplicates += 1
+            else:
+                seen.add(edge)
+                pairs.append(edge)
+
+    def settle(second: list[bytes] | None) -> None:
+        """Decide about the first data line once the second is known (or there is none)."""
+        nonlocal skipped
+        assert first is not None
+        number, fields = first
+        if _is_header(fields, second, header):
+            skipped = (number, b" ".join(fields).decode(errors="replace")[:80])
+        else:
+            take(number, fields)
 
     with path.open("rb") as file:
         for number, raw in enumerate(file, start=1):
@@ -121,32 +189,16 @@ def read_edge_list(
             line = raw.strip()
             if not line or line[:1] in (b"#", b"%"):
                 continue
-            fields = _SPLIT.split(line, maxsplit=2)
-            if first_data_line:
-                first_data_line = False
-                if len(fields) >= 2 and not (_numeric(fields[0]) and _numeric(fields[1])):
-                    header = True
-                    continue
-            if len(fields) < 2:
-                reject(number, "expected two fields: source and target")
+            fields = _SPLIT.split(line)
+            data_lines += 1
+            if data_lines == 1:
+                first = (number, fields)
                 continue
-            try:
-                source, target = fields[0].decode(), fields[1].decode()
-            except UnicodeDecodeError:
-                reject(number, "ids must be UTF-8")
-                continue
-            if not (ID_PATTERN.fullmatch(source) and ID_PATTERN.fullmatch(target)):
-                reject(number, "ids must be 1-64 characters of [A-Za-z0-9_.:@-]")
-                continue
-            if source == target:
-                self_loops += 1
-                continue
-            for edge in ((source, target), (target, source)) if undirected else ((source, target),):
-                if edge in seen:
-                    duplicates += 1
-                else:
-                    seen.add(edge)
-                    pairs.append(edge)
+            if data_lines == 2:
+                settle(fields)
+            take(number, fields)
+    if data_lines == 1:
+        settle(None)
     if on_progress is not None and pending_progress:
         on_progress(pending_progress)
     users = sorted({user for pair in pairs for user in pair})
@@ -158,7 +210,7 @@ def read_edge_list(
         duplicates=duplicates,
         malformed=malformed,
         examples=tuple(examples),
-        header=header,
+        header=skipped,
     )
     return EdgeList(pairs, users, report)
 

@@ -15,22 +15,26 @@ Each comment becomes one event on channel ``post:<post_id>``::
 id; ``at`` is ``created_utc`` (epoch seconds, UTC); ``user`` is left out when
 the author is ``[deleted]`` or empty. The server adds ``author`` to an event
 that names a ``user`` (:mod:`actors.realtime.transform`).
+
+A looping replay plays the busiest threads round after round, side by side
+(:func:`loop_round`): round 1 publishes their comments under their own ids,
+round ``r`` (2, 3, …) each of them once more as a :class:`Rerun` with the
+fresh id ``<id>-r<r>`` (its parent renamed alike), so that no two events
+share an id.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from datasets.importers import MalformedInput
+from actors.ids import ID, ID_RULE
+from datasets.importers import MAX_REPORTED, MalformedInput
 from datasets.stories import csv_records
-
-MAX_REPORTED: Final = 20
-"""Malformed rows and failed events described in a report (all are counted)."""
 
 COLUMNS: Final = (
     "id",
@@ -43,10 +47,10 @@ COLUMNS: Final = (
     "subreddit",
 )
 """Columns read; others (``date``) are ignored."""
-ID: Final = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
-"""Channel and user ids (``actors.realtime.channels.CHANNEL_ID``)."""
 ANONYMOUS: Final = frozenset({"", "[deleted]"})
 """Authors that name nobody: the event gets no ``user``."""
+LOOP_THREADS: Final = 3
+"""How many of the busiest threads a looping replay plays again after its first pass."""
 
 
 class CommentFileError(ValueError):
@@ -138,7 +142,7 @@ def read_comment_file(path: Path) -> tuple[list[Comment], CommentReport]:
 
     A record is malformed (skipped and counted) when it is not valid CSV or
     UTF-8, has another number of fields than the header, or when ``id``,
-    ``post_id`` or ``parent_id`` is not 1-64 of ``[A-Za-z0-9_.:@-]``, ``score``
+    ``post_id`` or ``parent_id`` breaks the id rule (:mod:`actors.ids`), ``score``
     is not an integer, or ``created_utc`` is not a finite number. Line numbers
     are those a record starts on, the header being line 1.
 
@@ -165,6 +169,116 @@ def read_comment_file(path: Path) -> tuple[list[Comment], CommentReport]:
     return comments, report
 
 
+def busiest_threads(comments: Iterable[Comment], count: int = LOOP_THREADS) -> list[str]:
+    """The post ids of the ``count`` threads with the most comments, busiest first (ties by id).
+
+    On the real file: ``1rt3kyh`` (199 comments), then ``1qjiwo4`` and
+    ``1r37dfd`` (198 each, as are ``1rs4vyy`` and ``1sa2z5t``, later by id).
+    """
+    sizes = Counter(comment.post for comment in comments)
+    return sorted(sizes, key=lambda post: (-sizes[post], post))[:count]
+
+
+def rerun_id(id: str, round: int) -> str:
+    """A comment's (or parent's) id in ``round`` of a loop: ``id``, or ``<id>-r<round>`` after 1.
+
+    Raises:
+        ValueError: ``round`` < 1, or the new id breaks the id rule
+            (:mod:`actors.ids`: ``id`` is too long).
+    """
+    if round < 1:
+        raise ValueError(f"round must be >= 1, got {round!r}")
+    if round == 1:
+        return id
+    fresh = f"{id}-r{round}"
+    if not ID.fullmatch(fresh):
+        raise ValueError(f"{fresh[:80]!r} is not {ID_RULE}")
+    return fresh
+
+
+@dataclass(frozen=True, slots=True)
+class Rerun:
+    """A comment as a round of a looping replay publishes it: the same thread and text.
+
+    Shaped like :class:`Comment` for the replayer (``id``, ``channel``,
+    ``created_utc``, ``event()``).
+
+    Attributes:
+        comment: the original comment.
+        round: the round: 1 keeps the comment's id, 2 or more gives it a fresh one.
+        created_utc: when the round schedules it, epoch seconds: the comment's
+            own time moved by its thread's offset (:func:`loop_round`). The
+            event's ``at`` stays the time the comment was written.
+    """
+
+    comment: Comment
+    round: int
+    created_utc: float
+
+    @property
+    def id(self) -> str:
+        """The comment's id in round 1, ``<comment id>-r<round>`` after."""
+        return rerun_id(self.comment.id, self.round)
+
+    @property
+    def channel(self) -> str:
+        """The original's channel, ``post:<post>``: the post is the same."""
+        return self.comment.channel
+
+    def event(self) -> dict[str, Any]:
+        """The original's event with the fresh ``id``; ``parent`` renamed when it is a comment."""
+        data = self.comment.event()
+        data["id"] = self.id
+        if self.comment.parent != self.comment.post:
+            data["parent"] = rerun_id(self.comment.parent, self.round)
+        return data
+
+
+def loop_round(comments: Iterable[Comment], threads: Sequence[str], round: int) -> list[Rerun]:
+    """Round ``round`` of a looping replay: every comment of ``threads``, fresh ids after round 1.
+
+    The threads are played side by side: each thread's times are moved so
+    that it starts when the first of them starts (``created_utc`` - the
+    thread's first ``created_utc`` + the earliest first ``created_utc``),
+    keeping the gaps within a thread. So the busiest thread is live for the
+    whole round rather than for its share of a round played thread after
+    thread, and a round lasts as long as its longest thread.
+
+    Args:
+        comments: from :func:`read_comments`.
+        threads: post ids (from :func:`busiest_threads`).
+        round: 1 for the comments as they are, 2 for the first repeat, then 3, ….
+
+    Returns:
+        The reruns in the order to publish them: by moved time, then thread
+        (in ``threads`` order), then time and id within the thread.
+
+    Raises:
+        ValueError: as :func:`rerun_id` (checked on every id before anything is returned).
+    """
+    order = {post: position for position, post in enumerate(threads)}
+    chosen = [comment for comment in comments if comment.post in order]
+    starts: dict[str, float] = {}
+    for comment in chosen:
+        starts[comment.post] = min(starts.get(comment.post, math.inf), comment.created_utc)
+    origin = min(starts.values(), default=0.0)
+    reruns = [
+        Rerun(comment, round, comment.created_utc - starts[comment.post] + origin)
+        for comment in chosen
+    ]
+    reruns.sort(
+        key=lambda rerun: (
+            rerun.created_utc,
+            order[rerun.comment.post],
+            rerun.comment.created_utc,
+            rerun.comment.id,
+        )
+    )
+    for rerun in reruns:
+        rerun.event()  # every fresh id checked now, not mid-replay
+    return reruns
+
+
 def _records(path: Path) -> Iterator[tuple[int, dict[str, str] | str]]:
     """``(first line, the record by column, or why it cannot be read)`` for each data record.
 
@@ -185,7 +299,7 @@ def _comment(record: dict[str, str]) -> Comment:
     """
     for name in ("id", "post_id", "parent_id"):
         if not ID.fullmatch(record[name]):
-            raise ValueError(f"{name} {record[name][:80]!r} is not 1-64 of [A-Za-z0-9_.:@-]")
+            raise ValueError(f"{name} {record[name][:80]!r} is not {ID_RULE}")
     try:
         score = int(record["score"])
     except ValueError:

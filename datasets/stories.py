@@ -17,10 +17,12 @@ Formats (``docs/data.md`` gives the sources and every rule):
   order, plus an optional ``url`` column; ``tags`` separated by ``|``;
   ``published_at`` an ISO-8601 date (midnight UTC), datetime (naive means
   UTC) or integer epoch seconds. Only ``id`` and ``author`` are required, both
-  matching :data:`~datasets.importers.ID_PATTERN`.
+  matching :data:`~actors.ids.ID`.
 * ``hn`` — Hacker News posts (``id,title,url,num_points,num_comments,author,created_at``).
 * ``medium`` — the Medium "Data Science" 2020 archive
   (``title,article_url,claps,reading_time,date,tag_list``).
+* ``reddit`` — the Reddit posts about the 2025 US tariffs
+  (``id,title,text,author,score,upvote_ratio,num_comments,created_utc,subreddit,url,permalink,date``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
-from datasets.importers import ID_PATTERN, MAX_REPORTED, MalformedInput
+from actors.ids import ID, ID_RULE
+from datasets.importers import MAX_REPORTED, MalformedInput
 
 __all__ = [
     "READERS",
@@ -49,10 +52,11 @@ __all__ = [
     "read_canonical",
     "read_hn",
     "read_medium",
+    "read_reddit",
     "read_stories",
 ]
 
-StoryFormat = Literal["canonical", "hn", "medium"]
+StoryFormat = Literal["canonical", "hn", "medium", "reddit"]
 
 HN_TIMEZONE = ZoneInfo("America/New_York")
 """``created_at`` in the Hacker News file is US Eastern wall-clock time."""
@@ -77,6 +81,17 @@ TDS_MENU = (
 
 ARCHIVE_TAG = "data-science"
 """The tag the Medium archive was collected under: every story in it carries it."""
+
+REDDIT_TOPIC = "us-tariffs-2025"
+"""What the Reddit sample is about (its README: "Reddit posts about the 2025 US tariffs").
+
+Every Reddit post carries it, as every Medium story carries :data:`ARCHIVE_TAG`:
+it names the collection, not a judgement of each post (45 of the 95 posts say
+"tariff" in their title or text). The file has no flair column, so no post
+has another tag."""
+
+REDDIT_SITE = "https://www.reddit.com"
+"""Where a ``permalink`` (``/r/<subreddit>/comments/<id>/…``) lives."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +203,7 @@ def read_medium(path: Path, *, strict: bool = False) -> tuple[list[Story], Story
     * ``author``: the file has no author column, so ``md:@user`` when the URL
       names one, else the stand-in ``md:pub:<publication>``: the author is
       unknown (counted in the report's notes). A name that is not a valid key
-      (:data:`~datasets.importers.ID_PATTERN`, e.g. a non-ASCII slug) becomes
+      (:data:`~actors.ids.ID`, e.g. a non-ASCII slug) becomes
       the first 12 hex digits of its SHA-1.
     * ``date`` → midnight UTC; ``claps``, ``reading_time`` (minutes) as they are.
     * ``tag_list`` (a Python list literal) → tags lower-cased, runs of spaces
@@ -205,10 +220,41 @@ def read_medium(path: Path, *, strict: bool = False) -> tuple[list[Story], Story
     return _read(path, columns, _medium, strict)
 
 
+def read_reddit(path: Path, *, strict: bool = False) -> tuple[list[Story], StoryReport]:
+    """Read the Reddit posts file (``reddit_posts_au_2025.csv``, via the Arctic Shift archive).
+
+    Mapping:
+
+    * ``id`` → ``Post.id`` as it is (Reddit's base-36 id, e.g. ``1rt3kyh``),
+      so that the post and its comments' channel ``post:<id>`` agree; a
+      repeated id is a duplicate.
+    * ``author`` → ``rd:<author>``; ``[deleted]`` or empty → the stand-in
+      ``rd:sub:<subreddit>``: the author is unknown (counted in the notes).
+    * ``subreddit`` → ``publication`` ``r/<subreddit>`` (required).
+    * ``title`` as it is; ``url`` as it is (the link, which for a text post
+      is the post's own page), or ``https://www.reddit.com`` + ``permalink``
+      when empty.
+    * ``created_utc`` (epoch seconds, a float) → ``published_at``, whole seconds.
+    * ``score`` → ``claps``; a negative score becomes 0 (counted in the notes).
+    * ``tags``: only :data:`REDDIT_TOPIC`, what the sample is about: the file
+      has no flair column.
+    * ``text``, ``upvote_ratio``, ``num_comments``, ``date`` are not kept;
+      ``reading_time`` is unknown.
+
+    Raises:
+        MalformedInput: the header lacks a column, or with ``strict`` the
+            first malformed record.
+        OSError: the file cannot be read.
+    """
+    columns = ("id", "title", "author", "score", "created_utc", "subreddit", "url", "permalink")
+    return _read(path, columns, _reddit, strict)
+
+
 READERS: dict[StoryFormat, Callable[..., tuple[list[Story], StoryReport]]] = {
     "canonical": read_canonical,
     "hn": read_hn,
     "medium": read_medium,
+    "reddit": read_reddit,
 }
 """The reader of each format."""
 
@@ -404,20 +450,58 @@ def _medium(record: Record, notes: list[str]) -> Story:
     )
 
 
+def _reddit(record: Record, notes: list[str]) -> Story:
+    subreddit = record["subreddit"].strip()
+    if not subreddit:
+        raise _Reject("subreddit is empty")
+    author = record["author"].strip()
+    if author in ("", "[deleted]"):
+        author_key = _readable_key("rd:sub:", subreddit)
+        notes.append("no named author: subreddit stand-in rd:sub:<subreddit>")
+    else:
+        author_key = _key("rd:" + author, "author")
+    try:
+        score = int(record["score"].strip())
+    except ValueError:
+        raise _Reject(f"score must be an integer, got {record['score']!r}") from None
+    if score < 0:
+        notes.append("negative score: claps 0")
+    try:
+        created = float(record["created_utc"])
+    except ValueError:
+        created = math.nan
+    if not math.isfinite(created):
+        raise _Reject(f"created_utc must be epoch seconds, got {record['created_utc']!r}")
+    link = record["url"].strip()
+    permalink = record["permalink"].strip()
+    if not link and not permalink:
+        raise _Reject("url and permalink are both empty")
+    return Story(
+        id=_key(record["id"], "id"),
+        author=author_key,
+        title=record["title"],
+        url=link or REDDIT_SITE + permalink,
+        tags=(REDDIT_TOPIC,),
+        publication=f"r/{subreddit}",
+        published_at=math.floor(created),
+        claps=max(score, 0),
+    )
+
+
 # -- field rules ------------------------------------------------------------------
 
 
 def _key(value: str, what: str) -> str:
     key = value.strip()
-    if not ID_PATTERN.fullmatch(key):
-        raise _Reject(f"{what} must be 1-64 characters of [A-Za-z0-9_.:@-], got {key!r}")
+    if not ID.fullmatch(key):
+        raise _Reject(f"{what} must be {ID_RULE}, got {key!r}")
     return key
 
 
 def _readable_key(prefix: str, name: str) -> str:
     """``prefix + name`` if that is a valid key, else ``prefix`` + 12 hex digits of SHA-1(name)."""
     key = prefix + name
-    if ID_PATTERN.fullmatch(key):
+    if ID.fullmatch(key):
         return key
     return prefix + hashlib.sha1(name.encode("utf-8")).hexdigest()[:12]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from datasets.importers import ID_PATTERN
+from actors.ids import ID, ID_RULE
 from datasets.stories import Story
 from stores.graph import GraphStore, ImportSummary, check_properties
 from stores.schema import PropertyType
@@ -161,8 +161,8 @@ def _check(story: Story) -> None:
     """Raise ValueError unless ``story`` has valid keys and typed properties."""
     where = f"story {story.id!r}"
     for name, key in (("id", story.id), ("author", story.author)):
-        if not isinstance(key, str) or not ID_PATTERN.fullmatch(key):
-            raise ValueError(f"{where}: {name} must be 1-64 characters of [A-Za-z0-9_.:@-]")
+        if not isinstance(key, str) or not ID.fullmatch(key):
+            raise ValueError(f"{where}: {name} must be {ID_RULE}")
     if not isinstance(story.title, str) or not (story.url is None or isinstance(story.url, str)):
         raise ValueError(f"{where}: title and url must be strings")
     if not isinstance(story.tags, tuple) or not all(

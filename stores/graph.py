@@ -7,6 +7,12 @@ dialects differ, the difference lives in the adapter module.
 Every method is one unit of work run in a worker thread under the adapter's
 ``CapacityLimiter``; a :class:`GraphSession` is owned by one actor and its
 driver objects never cross threads.
+
+Two shapes of result: :meth:`GraphSession.read` gives one dict per row (the
+convenient form, nodes normalized across dialects); :meth:`GraphSession.fetch`
+gives a :class:`Table`, the rows as the driver returns them (one list of
+values per row, the column names once), for the hot paths that read a few
+scalar columns and should not pay a dict per row.
 """
 
 from __future__ import annotations
@@ -40,11 +46,55 @@ class ImportSummary:
     existing: int
 
 
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A query's result as the driver returns it: column names once, one list of values per row.
+
+    Values are what the driver gives for scalars, lists and maps; return
+    properties, not whole nodes or relationships (their shapes differ by
+    backend; :meth:`GraphSession.read` normalizes nodes).
+
+    Attributes:
+        columns: the ``RETURN`` aliases, in order.
+        rows: one list of values per row, aligned with ``columns``.
+    """
+
+    columns: tuple[str, ...]
+    rows: list[list[Any]]
+
+    def column(self, name: str) -> list[Any]:
+        """Every row's value of column ``name``, in row order (one pass).
+
+        Raises:
+            ValueError: no such column.
+        """
+        index = self.columns.index(name)
+        return [row[index] for row in self.rows]
+
+    def dicts(self) -> list[Row]:
+        """The rows as dicts keyed by column name (one dict per row: for cold paths)."""
+        columns = self.columns
+        return [dict(zip(columns, row, strict=True)) for row in self.rows]
+
+
 class GraphSession(Protocol):
     """A reader's or writer's handle on the graph; owned by one actor."""
 
     async def read(self, cypher: str, params: Params | None = None) -> list[Row]:
         """Run a read query and return its rows as dicts keyed by column name.
+
+        Raises:
+            stores.errors.QueryError: the backend rejected the query.
+            stores.errors.BackendUnavailable: the backend cannot be reached.
+        """
+        ...
+
+    async def fetch(self, cypher: str, params: Params | None = None) -> Table:
+        """Run a read query and return its rows as the driver gives them (no per-row dict).
+
+        The statement is prepared once per connection (Ladybug) or sent as the
+        same text so that the server's plan cache serves it (Neo4j): pass
+        constant query text and vary only the parameters.
 
         Raises:
             stores.errors.QueryError: the backend rejected the query.
@@ -67,7 +117,7 @@ class GraphSession(Protocol):
 
 
 class GraphStore(Protocol):
-    """A graph database behind the social service."""
+    """A graph database behind the social graph's readers and writer."""
 
     schema: GraphSchema
     #: ``"ladybug"`` or ``"neo4j"``: lets a query module keep per-dialect

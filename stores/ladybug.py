@@ -17,13 +17,24 @@ a short-lived connection inside its thread call and closes it there. trio
 does not abandon a worker thread, so a cancelled caller waits for its query to
 end: the query timeout bounds that wait.
 
-Transactions: each query runs in its own auto-committed transaction, under the
-server-side timeout set with ``Connection.set_query_timeout``. The engine
-allows one write transaction at a time and fails a second one at once
+Prepared statements: a session prepares each statement once on its
+connection and keeps it (at most :data:`MAX_PREPARED`), keyed by the query
+text and by how the engine types the parameters (see :func:`_binding`), so a
+repeated query skips parsing and planning, and :meth:`LadybugSession.fetch`
+returns the engine's rows as they come (lists), without a dict per row.
+
+Transactions: each query runs in its own auto-committed transaction. The
+engine allows one write transaction at a time and fails a second one at once
 ("Only one write transaction at a time is allowed"), so the store serializes
 its writes with a ``trio.Lock``: concurrent writers wait instead. Reads run
 beside a write on their own snapshot. ``COPY`` is atomic: a failed bulk load
 leaves the table as it was.
+
+Timeouts: every query stops after ``query_timeout`` seconds. Store-level work
+uses the engine's own timeout (``Connection.set_query_timeout``); session
+queries are stopped by the store's :class:`_Watchdog` instead, because the
+engine's timeout sends each query through its task scheduler, which doubled
+the CPU of a small read and serialized the readers (see :class:`_Watchdog`).
 
 Dialect notes (what differs from :mod:`stores.neo4j`):
 
@@ -42,6 +53,8 @@ Dialect notes (what differs from :mod:`stores.neo4j`):
 from __future__ import annotations
 
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Container, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -55,6 +68,7 @@ from stores.graph import (
     Params,
     PropertyColumns,
     Row,
+    Table,
     check_keys,
     check_properties,
     first_indices,
@@ -77,6 +91,12 @@ COLUMN_TYPES: dict[PropertyType, str] = {
     "STRING[]": "STRING[]",
     "TIMESTAMP": "TIMESTAMP",
 }
+
+MAX_PREPARED = 256
+"""Prepared statements a session keeps on its connection; past it, the oldest is dropped."""
+
+WATCHDOG_INTERVAL = 1.0
+"""Seconds between the watchdog's looks at the running session queries (at most)."""
 
 PAIR_BASE = 2**32
 """Packs the table offsets of a relationship's two ends into one INT64 (tables < 2**32 nodes)."""
@@ -114,6 +134,7 @@ class LadybugGraph:
         self._write_lock = trio.Lock()
         self._query_timeout = query_timeout
         self._sessions: set[LadybugSession] = set()
+        self._watchdog = _Watchdog(query_timeout)
         self._in_flight = 0
         self._idle = trio.Event()
         self._closed = False
@@ -328,6 +349,7 @@ class LadybugGraph:
         self._closed = True
         if self._in_flight:
             await self._idle.wait()
+        self._watchdog.stop()
         connections = [s._take_connection() for s in self._sessions]
         self._sessions.clear()
 
@@ -398,8 +420,10 @@ class LadybugGraph:
                 "(header=false, parallel=false, escape='\"', auto_detect=false)",
             )
 
-    def _connect(self, *, exec_threads: int | None = None) -> ladybug.Connection:
-        """Open a connection with the query timeout set (in a worker thread).
+    def _connect(
+        self, *, exec_threads: int | None = None, engine_timeout: bool = True
+    ) -> ladybug.Connection:
+        """Open a connection (in a worker thread).
 
         Args:
             exec_threads: engine threads one query may use (``None``: all cores).
@@ -407,9 +431,12 @@ class LadybugGraph:
                 across sessions, and letting each fan out over every core made
                 4 concurrent readers 2-3x slower (720 vs 2,351 counts/s alone,
                 2,111 vs 3,562 with four threads, measured on soc-Slashdot0902).
+            engine_timeout: set the engine's query timeout; sessions pass
+                ``False`` and are bounded by the :class:`_Watchdog` instead.
         """
         conn = ladybug.Connection(self._database)
-        conn.set_query_timeout(round(self._query_timeout * SECONDS_TO_MS))
+        if engine_timeout:
+            conn.set_query_timeout(round(self._query_timeout * SECONDS_TO_MS))
         if exec_threads is not None:
             conn.set_max_threads_for_exec(exec_threads)
         return conn
@@ -453,14 +480,26 @@ class LadybugGraph:
 
 
 class LadybugSession:
-    """One actor's connection to a :class:`LadybugGraph`; implements ``GraphSession``."""
+    """One actor's connection to a :class:`LadybugGraph`; implements ``GraphSession``.
+
+    The connection keeps the statements it prepared (see the module docstring).
+
+    Attributes:
+        prepares: statements prepared on this session's connections so far
+            (a repeated query with parameters of the same types prepares none).
+    """
 
     def __init__(self, graph: LadybugGraph) -> None:
         """Bind to ``graph``; use :meth:`LadybugGraph.session` instead."""
         self._graph = graph
         self._conn: ladybug.Connection | None = None
+        # (text, _binding(params)) -> the statement prepared on _conn, or the text
+        # itself when it cannot be prepared (several statements, an error the text
+        # path reports); dropped with the connection.
+        self._prepared: dict[tuple[str, tuple[tuple[str, str], ...]], Statement] = {}
         self._lock = trio.Lock()  # one call at a time on the connection
         self._closed = False
+        self.prepares = 0
 
     async def read(self, cypher: str, params: Params | None = None) -> list[Row]:
         """Run a query and return its rows as dicts keyed by column name.
@@ -469,7 +508,16 @@ class LadybugSession:
             trio.ClosedResourceError: the session or its store is closed.
             QueryError: the engine rejected the query or it ran past the timeout.
         """
-        return await self._call(cypher, params, write=False)
+        return await self._call(cypher, params, write=False, shape=_dicts)
+
+    async def fetch(self, cypher: str, params: Params | None = None) -> Table:
+        """Run a query and return its columns and rows as the engine gives them (lists).
+
+        Raises:
+            trio.ClosedResourceError: the session or its store is closed.
+            QueryError: the engine rejected the query or it ran past the timeout.
+        """
+        return await self._call(cypher, params, write=False, shape=_table)
 
     async def write(self, cypher: str, params: Params | None = None) -> list[Row]:
         """Run a query in one write transaction and return its rows.
@@ -480,7 +528,7 @@ class LadybugSession:
             trio.ClosedResourceError: the session or its store is closed.
             QueryError: the engine rejected the query or it ran past the timeout.
         """
-        return await self._call(cypher, params, write=True)
+        return await self._call(cypher, params, write=True, shape=_dicts)
 
     def close(self) -> None:
         """Release the connection (idempotent); a call in flight releases it when done."""
@@ -488,16 +536,31 @@ class LadybugSession:
         if not self._lock.locked():
             self._release()
 
-    async def _call(self, cypher: str, params: Params | None, *, write: bool) -> list[Row]:
+    async def _call(
+        self,
+        cypher: str,
+        params: Params | None,
+        *,
+        write: bool,
+        shape: Callable[[Table], T],
+    ) -> T:
+        """One worker-thread call: prepare (first time), execute under the watchdog, shape."""
         async with self._lock:
             if self._closed:
                 raise trio.ClosedResourceError("graph session is closed")
             arguments = dict(params or {})
+            watchdog = self._graph._watchdog
 
-            def call() -> list[Row]:
-                if self._conn is None:
-                    self._conn = self._graph._connect(exec_threads=1)
-                return _rows(self._conn, cypher, arguments)
+            def call() -> T:
+                conn = self._conn
+                if conn is None:
+                    conn = self._conn = self._graph._connect(exec_threads=1, engine_timeout=False)
+                watchdog.enter(conn)
+                try:
+                    result = conn.execute(self._statement(conn, cypher, arguments), arguments)
+                finally:
+                    watchdog.leave(conn)
+                return shape(_collect(result))
 
             try:
                 return await self._graph._run(call, write=write)
@@ -505,9 +568,33 @@ class LadybugSession:
                 if self._closed:
                     self._release()
 
+    def _statement(
+        self, conn: ladybug.Connection, cypher: str, arguments: dict[str, Any]
+    ) -> Statement:
+        """The statement prepared for ``cypher`` and these argument types (worker thread).
+
+        Prepared with the arguments themselves, as the engine types them then.
+        Text whose arguments cannot be keyed, or that does not prepare, runs as
+        text (the engine's own path: its error, or its ``;``-separated statements).
+        """
+        binding = _binding(arguments)
+        if binding is None:
+            return cypher
+        key = (cypher, binding)
+        statement = self._prepared.get(key)
+        if statement is None:
+            prepared = ladybug.PreparedStatement(conn, cypher, arguments)
+            self.prepares += 1
+            statement = prepared if prepared.is_success() else cypher
+            if len(self._prepared) >= MAX_PREPARED:
+                del self._prepared[next(iter(self._prepared))]
+            self._prepared[key] = statement
+        return statement
+
     def _take_connection(self) -> ladybug.Connection | None:
         """Detach the connection for the store to close; the session is closed."""
         self._closed = True
+        self._prepared.clear()
         conn, self._conn = self._conn, None
         return conn
 
@@ -519,30 +606,155 @@ class LadybugSession:
         self._graph._sessions.discard(self)
 
 
+Statement = ladybug.PreparedStatement | str
+"""What a session executes: a statement prepared on its connection, or query text."""
+
+
+class _Watchdog:
+    """Interrupts session queries that run past the query timeout: one daemon thread per store.
+
+    Why not the engine's timeout: with ``Connection.set_query_timeout`` set,
+    ladybug 0.22 runs each query on its task scheduler's thread and the caller
+    waits for it, about 16 context switches per query. A ``COUNTS`` read took
+    478 µs of CPU instead of 195 µs on one connection, and four connections
+    together ran 3,233 instead of 5,270 queries/s (demo world, 2 cores). So a
+    session query runs on the calling worker thread with no engine timeout,
+    and this thread, looking every ``interval`` seconds, calls
+    ``Connection.interrupt()`` on each connection whose query has run
+    ``timeout`` seconds or more; it repeats until the call returns (an
+    interrupt that arrives while the query compiles is cleared when execution
+    starts). The engine then raises ``Interrupted``, which the store reports
+    as :class:`~stores.errors.QueryError`. A query is therefore stopped
+    between ``timeout`` and ``timeout + interval`` seconds after it started.
+
+    The registry lock is held while interrupting, so a connection is only
+    interrupted while the call that registered it is still inside
+    :meth:`enter` / :meth:`leave`: never the next query on the connection.
+    Per query the cost is two uncontended lock round trips and a dict update.
+
+    Args:
+        timeout: seconds a session query may run.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.interval = min(WATCHDOG_INTERVAL, timeout / 4)
+        self._running: dict[int, tuple[float, ladybug.Connection]] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def enter(self, conn: ladybug.Connection) -> None:
+        """``conn`` starts a query now (worker thread); starts the watchdog's thread once."""
+        deadline = time.monotonic() + self.timeout
+        with self._lock:
+            self._running[id(conn)] = (deadline, conn)
+            if self._thread is None and not self._stopping.is_set():
+                self._thread = threading.Thread(
+                    target=self._watch, name="ladybug-watchdog", daemon=True
+                )
+                self._thread.start()
+
+    def leave(self, conn: ladybug.Connection) -> None:
+        """``conn``'s query returned (or raised)."""
+        with self._lock:
+            del self._running[id(conn)]
+
+    def stop(self) -> None:
+        """Let the thread end within ``interval`` seconds (idempotent)."""
+        self._stopping.set()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.interval):
+            now = time.monotonic()
+            with self._lock:
+                for deadline, conn in self._running.values():
+                    if now >= deadline:
+                        conn.interrupt()
+
+
 # -- queries and bulk loads (run in worker threads) ----------------------------
 
 
-def _fetch(
-    conn: ladybug.Connection, cypher: str, params: dict[str, Any] | None = None
-) -> tuple[list[str], list[list[Any]]]:
-    """Execute ``cypher``; return the column names and rows of its (last) result."""
-    results = conn.execute(cypher, params or {})
+def _fetch(conn: ladybug.Connection, cypher: str, params: dict[str, Any] | None = None) -> Table:
+    """Execute ``cypher`` as text; the columns and rows of its (last) result."""
+    return _collect(conn.execute(cypher, params or {}))
+
+
+def _rows(conn: ladybug.Connection, cypher: str, params: dict[str, Any] | None = None) -> list[Row]:
+    """Execute ``cypher`` and return its rows as dicts keyed by column name."""
+    return _dicts(_fetch(conn, cypher, params))
+
+
+def _collect(results: ladybug.QueryResult | list[ladybug.QueryResult]) -> Table:
+    """The columns and rows of the (last) result, every result closed."""
     if not isinstance(results, list):
         results = [results]
     try:
         last = results[-1]
-        return last.get_column_names(), cast("list[list[Any]]", last.get_all())
+        return Table(tuple(last.get_column_names()), cast("list[list[Any]]", last.get_all()))
     finally:
         for result in results:
             result.close()
 
 
-def _rows(conn: ladybug.Connection, cypher: str, params: dict[str, Any] | None = None) -> list[Row]:
-    """Execute ``cypher`` and return its rows as dicts keyed by column name."""
-    columns, rows = _fetch(conn, cypher, params)
+def _table(table: Table) -> Table:
+    return table
+
+
+def _dicts(table: Table) -> list[Row]:
+    """Rows as dicts; a node becomes the dict of its non-null properties (see the module)."""
+    columns = table.columns
     return [
-        {column: _plain(value) for column, value in zip(columns, row, strict=True)} for row in rows
+        {column: _plain(value) for column, value in zip(columns, row, strict=True)}
+        for row in table.rows
     ]
+
+
+def _binding(params: dict[str, Any]) -> tuple[tuple[str, str], ...] | None:
+    """How the engine types ``params`` when it prepares a statement with them; ``None``: not
+    a key a prepared statement may be cached under (a value other than str, int, float, bool).
+
+    ladybug 0.22 types an int parameter by the width of the value it is
+    prepared with (INT8 for 5, INT16 for 300 …), and "reusing a prepared
+    statement across those widths corrupts later executions because
+    updateParameter() mutates the value without revalidating the logical type"
+    (ladybug/connection.py, ``_pybind_value_signature``). So a statement is
+    prepared with its first call's values and cached per width, as the
+    engine's own implicit cache does; lists, maps and nulls take the engine's
+    text path.
+    """
+    binding = []
+    for name, value in params.items():
+        kind = type(value)
+        if kind is str:
+            binding.append((name, "s"))
+        elif kind is int:
+            binding.append((name, _int_width(value)))
+        elif kind is float:
+            binding.append((name, "d"))
+        elif kind is bool:
+            binding.append((name, "b"))
+        else:
+            return None
+    return tuple(binding)
+
+
+def _int_width(value: int) -> str:
+    """The engine's type for an int parameter of this value (ladybug 0.22, see :func:`_binding`)."""
+    if -(2**7) <= value < 2**7:
+        return "int8"
+    if 0 <= value < 2**8:
+        return "uint8"
+    if -(2**15) <= value < 2**15:
+        return "int16"
+    if 0 <= value < 2**16:
+        return "uint16"
+    if -(2**31) <= value < 2**31:
+        return "int32"
+    if 0 <= value < 2**32:
+        return "uint32"
+    return "int64"
 
 
 def _plain(value: Any) -> Any:
@@ -565,8 +777,7 @@ def _single(conn: ladybug.Connection, cypher: str) -> list[Any]:
 
     Converting one list is several times faster than converting as many rows.
     """
-    _, rows = _fetch(conn, cypher)
-    return cast("list[Any]", rows[0][0])
+    return cast("list[Any]", _fetch(conn, cypher).rows[0][0])
 
 
 def _offsets_of(conn: ladybug.Connection, node: NodeType) -> dict[str, int]:
@@ -575,10 +786,10 @@ def _offsets_of(conn: ladybug.Connection, node: NodeType) -> dict[str, int]:
     Offsets name nodes inside the engine; they hold still while no write
     runs, and the store's write lock is held through an import.
     """
-    _, rows = _fetch(
+    table = _fetch(
         conn, f"MATCH (n:{quote_name(node.label)}) RETURN n.{quote_name(node.key)}, offset(id(n))"
     )
-    return {key: offset for key, offset in rows}
+    return {key: offset for key, offset in table.rows}
 
 
 def _quoted(value: str) -> str:

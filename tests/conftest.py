@@ -1,4 +1,4 @@
-"""Shared fixtures: real Neo4j and real Redis for the backend tests.
+"""Shared fixtures: real Neo4j and real Redis for the backend tests, the real data, a CLI runner.
 
 Testing policy (after trio-websocket's): every adapter is tested against the
 real service it adapts. The test session starts a real Neo4j 5.26 (embedded,
@@ -8,6 +8,12 @@ started. ``STARLING_TEST_NEO4J_URL`` / ``STARLING_TEST_REDIS_URL`` point the
 tests at services already running instead. With ``CI=true`` a service that
 cannot be started fails the run; elsewhere its tests are skipped with one
 loud line saying why.
+
+Fixtures live here; helpers that are not fixtures live in modules of their
+own that are not test modules (``tests/services.py``: the backing services;
+``tests/in_process.py``: the whole server in-process and the CLI beside it;
+``tests/social_world.py``: the social graph slice). A test module imports
+from these, never from another test module.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 import pytest
 import structlog
 import trio
+from click.testing import CliRunner
 
 # Plain one-line logs in tests: no colour, no rich tracebacks in captured output.
 structlog.configure(
@@ -98,11 +105,17 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
+@pytest.fixture
+def runner() -> Iterator[CliRunner]:
+    """A CLI runner; the logging the command sets up is undone after the test."""
+    saved = structlog.get_config()
+    yield CliRunner()
+    structlog.configure(**saved)
+
+
 @pytest.fixture(scope="session")
 def slashdot_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory whose embedded graph holds SNAP Slashdot, loaded by the CLI once."""
-    from click.testing import CliRunner
-
     from cli import main
 
     directory = tmp_path_factory.mktemp("slashdot")

@@ -29,10 +29,10 @@ from actors.social import (
     GraphWriter,
     ReaderPool,
     SocialEvent,
-    SocialService,
 )
-from protocols.api import CallContext, Services
+from actors.social import Social as SocialHandle
 from protocols.jsonrpc import Dispatcher
+from protocols.methods import CallContext, Services
 from stores.graph import GraphStore
 from stores.ladybug import LadybugGraph
 from stores.neo4j import Neo4jGraph
@@ -152,10 +152,16 @@ class FakeClock:
 
 @dataclass
 class Social:
-    """A running social subtree and its parts."""
+    """A running social subtree and its parts.
+
+    Attributes:
+        handle: what the API calls (:class:`actors.social.Social`).
+        pool: the readers' pool (the handle's and the writer's).
+    """
 
     supervisor: Supervisor
-    service: SocialService
+    handle: SocialHandle
+    pool: ReaderPool
     readers: list[GraphReader]
     writer: GraphWriter
     bus: EventBus[SocialEvent]
@@ -164,9 +170,9 @@ class Social:
     store: GraphStore
 
     async def call(self, request: Any) -> Any:
-        """Call the social service, bounded by 30 s."""
+        """Call the social graph through the handle, bounded by 30 s."""
         with trio.fail_after(30):
-            return await self.service.ref.call(request)
+            return await self.handle.call(request)
 
     def received(self) -> list[SocialEvent]:
         """The events published so far (drains the test's subscription)."""
@@ -190,7 +196,7 @@ async def running_social(
     fanout_chunk: int = 100,
     events: int = 1000,
 ) -> AsyncIterator[Social]:
-    """Run readers, the writer and the service under a ``social`` supervisor.
+    """Run readers and the writer under a ``social`` supervisor, with the handle over them.
 
     A ``DROP`` subscription of ``events`` slots records what is published.
     """
@@ -198,22 +204,21 @@ async def running_social(
     subscription = bus.subscribe("test", size=events, overflow=Overflow.DROP)
     clock = FakeClock()
     reader_actors = [GraphReader(f"graph_reader-{i}", store) for i in range(readers)]
-    writer = GraphWriter(store, bus, clock=clock, new_id=lambda: f"gen{next(_ids)}")
     pool = ReaderPool([reader.ref for reader in reader_actors])
-    service = SocialService(
-        pool,
-        writer.ref,
+    writer = GraphWriter(
+        store,
         bus,
-        page_chunk=page_chunk,
+        readers=pool,
+        clock=clock,
+        new_id=lambda: f"gen{next(_ids)}",
         fanout_chunk=fanout_chunk,
-        dialect=store.dialect,
     )
+    handle = SocialHandle(pool, writer.ref, page_chunk=page_chunk)
     supervisor = Supervisor(
         "social",
         [
             *(ChildSpec(reader.name, reader.run) for reader in reader_actors),
             ChildSpec(writer.name, writer.run),
-            ChildSpec(service.name, service.run),
         ],
         intensity=10,
         period=10,
@@ -223,7 +228,7 @@ async def running_social(
         await nursery.start(supervisor.run)
         try:
             yield Social(
-                supervisor, service, reader_actors, writer, bus, subscription, clock, store
+                supervisor, handle, pool, reader_actors, writer, bus, subscription, clock, store
             )
         finally:
             supervisor.request_stop()
@@ -232,7 +237,7 @@ async def running_social(
 def services_for(social: Social, supervisor: Supervisor | None = None) -> Services:
     """The API's view of a running social subtree."""
     tree = (supervisor or social.supervisor).statistics
-    return Services(tree=tree, social=social.service.ref, bus=social.bus.statistics)
+    return Services(tree=tree, social=social.handle, bus=social.bus.statistics)
 
 
 @dataclass

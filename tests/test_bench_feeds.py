@@ -4,12 +4,17 @@ The benchmark itself (``starling bench feeds``) measures at a million
 candidates; here it runs on 20,000 SYNTHETIC stories drawn from the real
 files, so that a change that breaks it (a renamed figure, a user drawn with
 the wrong candidate count, a page the actors answer differently) fails in
-seconds. Timings are only checked to be there.
+seconds. Timings are only checked to be there; counts are checked against
+counts made here, apart from the run: the catalog against the same world
+built again from the same seed, each user's candidates against what
+``aggregate`` finds for the same user drawn again, derived figures against
+the figures they are derived from.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +28,7 @@ from bench.feeds import (
     Inputs,
     QuietSteps,
     RealStories,
+    SyntheticUser,
     SyntheticWorld,
     build_world,
     make_user,
@@ -44,10 +50,26 @@ def world(real: RealStories) -> SyntheticWorld:
     return build_world(real, STORIES, seed=42, steps=QuietSteps())
 
 
+def drawn_again(world: SyntheticWorld, inputs: Inputs) -> list[tuple[SyntheticUser, int]]:
+    """The users a run with ``inputs`` measures, drawn again here as ``bench.feeds.measure``
+    draws them (sizes first, then the crowd, from ``default_rng([seed, 1])``), each with the
+    candidate count ``aggregate`` finds for it."""
+    view = world.catalog.view()
+    hot = trending(view, world.now, PipelineParams())
+    rng = np.random.default_rng([inputs.seed, 1])
+    targets = [*inputs.sizes, *[inputs.parallel_size] * inputs.parallel]
+    users = [make_user(world, view, hot, target, rng, f"syn:user:{i}")
+             for i, target in enumerate(targets)]  # fmt: skip
+    return [
+        (user, len(aggregate(view, user.context.resolve(view, user.name), hot))) for user in users
+    ]
+
+
 def test_the_benchmark_writes_every_figure_with_users_on_their_targets(
-    data_dir: Path, tmp_path: Path
+    data_dir: Path, tmp_path: Path, world: SyntheticWorld
 ) -> None:
-    """A tiny run writes the JSON with every figure, budget and candidate count on target."""
+    """A tiny run writes the JSON with every figure and budget; its catalog is the seed's, and
+    every user's candidate count is the one ``aggregate`` finds for that user, on target."""
     inputs = Inputs(
         sizes=(5_000,),
         stories=STORIES,
@@ -67,35 +89,52 @@ def test_the_benchmark_writes_every_figure_with_users_on_their_targets(
     assert document["seed"] == 42
     assert {"python", "cpus"} <= set(document["machine"])
     assert document["inputs"]["files"]
-    assert document["catalog"]["stories"] == STORIES
-    assert document["catalog"]["recommendations"] > 0
+    catalog = document["catalog"]
+    assert (catalog["stories"], catalog["authors"], catalog["readers"]) == (
+        STORIES, world.authors, world.readers
+    )  # fmt: skip
+    assert catalog["recommendations"] == int(world.catalog.view().recommendations.sum())
     assert set(document["catalog"]["build_s_by_phase"]) == {
         "draw",
         "add_columns",
         "load_recommendation_indices",
     }
+    (measured, found), *crowd_drawn = drawn_again(world, inputs)
     (row,) = document["rows"]
     for figure in ("cold", "pipeline", "warm"):
         assert row[f"{figure}_p50_ms"] > 0
         assert row[f"{figure}_p99_ms"] >= row[f"{figure}_p50_ms"]
+    assert row["candidates"] == measured.candidates == found
     assert abs(row["candidates"] - 5_000) <= TOLERANCE * 5_000
     (user,) = document["users"]
     assert user["candidates"] == row["candidates"]
+    assert (user["followed_authors"], user["followed_readers"]) == (
+        measured.authors, measured.friends
+    )  # fmt: skip
+    assert user["off_target_pct"] == pytest.approx(100 * (row["candidates"] - 5_000) / 5_000)
     assert abs(user["off_target_pct"]) <= 100 * TOLERANCE
     (steps,) = document["steps_ms"]
     assert all(steps[step] >= 0 for step in STEPS)
     assert steps["sum"] == pytest.approx(sum(steps[step] for step in STEPS))
     crowd = document["throughput"]
     assert crowd["users"] == 3
+    assert crowd["candidates_each"] == [drawn.candidates for drawn, _ in crowd_drawn]
+    assert crowd["candidates_each"] == [count for _, count in crowd_drawn]
     assert all(abs(count - 2_000) <= TOLERANCE * 2_000 for count in crowd["candidates_each"])
-    assert crowd["builds_per_s"] > 0
+    assert len(crowd["wall_s_each_round"]) == crowd["rounds"] == 1
+    assert crowd["wall_s"] == statistics.median(crowd["wall_s_each_round"])
+    assert crowd["builds_per_s"] == pytest.approx(crowd["users"] / crowd["wall_s"])
     assert crowd["build_threads"] >= 1
-    assert document["memory"]["builders"] == 20
-    assert document["memory"]["kb_per_builder"] > 0
+    memory = document["memory"]
+    assert memory["builders"] == 20
+    assert memory["kb_per_builder"] == pytest.approx(memory["bytes_per_builder"] / 1024)
+    assert memory["kb_per_builder"] > 0
     assert document["trending_ms"]["p50"] > 0
-    budgets = {budget["unit"]: budget for budget in document["budgets"]}
     assert len(document["budgets"]) == 3
-    assert budgets["KB"]["limit"] == 50.0
+    cold, warm, kb = document["budgets"]
+    assert cold["measured"] == row["cold_p50_ms"]
+    assert warm["measured"] == row["warm_p50_ms"]
+    assert (kb["unit"], kb["limit"], kb["measured"]) == ("KB", 50.0, memory["kb_per_builder"])
     for budget in document["budgets"]:
         assert isinstance(budget["met"], bool)
         assert budget["gap"] == pytest.approx(budget["measured"] - budget["limit"])

@@ -11,19 +11,20 @@ import trio
 from click.testing import CliRunner
 
 from cli import main
-from tests.test_client import invoke_in_thread, serving
+from tests.in_process import invoke_in_thread, serving
 
 COMMANDS = ["bench", "demo", "load", "replay", "serve", "status", "tail", "token"]
 
 
-def leaves(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    found = []
+def pages(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every help page: the group's own, then each command's (groups recursively)."""
+    found = [prefix]
     context = click.Context(group)
     for name in group.list_commands(context):  # lazy commands (bench realtime) included
         command = group.get_command(context, name)
         assert command is not None
         if isinstance(command, click.Group):
-            found += leaves(command, (*prefix, name))
+            found += pages(command, (*prefix, name))
         else:
             found.append((*prefix, name))
     return found
@@ -39,9 +40,10 @@ def test_help_lists_every_command_with_one_line() -> None:
     assert all(len(line.split()) > 1 for line in listed if line.strip())
 
 
-@pytest.mark.parametrize("path", leaves(main), ids=" ".join)
-def test_every_command_has_help_with_examples(path: tuple[str, ...]) -> None:
-    """Each command's --help explains it and shows at least one example."""
+@pytest.mark.parametrize("path", pages(main), ids=lambda path: " ".join(("starling", *path)))
+def test_every_help_page_has_examples(path: tuple[str, ...]) -> None:
+    """Every --help page (``starling``, each group, each command) explains it and shows at
+    least one example."""
     result = CliRunner().invoke(main, [*path, "--help"])
     assert result.exit_code == 0, result.output
     assert "Example" in result.output, result.output

@@ -11,18 +11,14 @@ while the server runs in the test's.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 import trio
 from click.testing import CliRunner, Result
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
@@ -47,46 +43,12 @@ from client import (
 )
 from protocols.jsonrpc import MAX_BATCH
 from protocols.websocket.session import Limits
-from server import serve
-from settings import ServeOptions, Settings
-from stores.backends import default_graph_url
 from supervisor import Backoff
+from tests.in_process import Server, invoke_in_thread, serving
 
 TIMEOUT = 10.0
 """Seconds any one test may take."""
 NO_JITTER = Backoff(initial=0.05, factor=2.0, maximum=0.2, jitter=0.0)
-
-
-@dataclass(frozen=True)
-class Server:
-    """A running server: its base URL and token secret."""
-
-    url: str
-    secret: bytes
-
-    def token(self, user: str = "alice") -> str:
-        return issue_token(self.secret, user, ttl_seconds=3600)
-
-
-@asynccontextmanager
-async def serving(
-    directory: Path, *, api_key: str | None = None, **options: Any
-) -> AsyncIterator[Server]:
-    """Run ``serve`` on 127.0.0.1:0 with its data in ``directory``; stop it on exit."""
-    settings = Settings(
-        data_dir=directory,
-        graph_url=default_graph_url(directory),
-        redis_url="memory://",
-        api_key=api_key,
-    )
-    async with trio.open_nursery() as nursery:
-        root = await nursery.start(serve, settings, ServeOptions(port=0, readers=1, **options))
-        (api,) = [child for child in root.statistics().children if child.id == "api"]
-        secret = await trio.to_thread.run_sync(load_secret, directory)
-        try:
-            yield Server(api.detail.binds[0], secret)
-        finally:
-            root.request_stop()
 
 
 @dataclass
@@ -413,14 +375,6 @@ async def test_http_errors_are_raised_with_their_status(tmp_path: Path) -> None:
 # -- the command line -------------------------------------------------------------
 
 
-@pytest.fixture
-def runner() -> Iterator[CliRunner]:
-    """A CLI runner; the logging set up by the command is undone after the test."""
-    saved = structlog.get_config()
-    yield CliRunner()
-    structlog.configure(**saved)
-
-
 def lines(result: Result) -> list[str]:
     return result.stdout.splitlines()
 
@@ -500,13 +454,6 @@ async def wait_for_subscribers(server: Server, count: int) -> None:
             if (await rpc(client, "system.stats"))["realtime"]["subscribers"] >= count:
                 return
             await trio.sleep(0.01)
-
-
-async def invoke_in_thread(runner: CliRunner, args: list[str]) -> Result:
-    """Run the CLI in a worker thread (it calls trio.run itself)."""
-    return await trio.to_thread.run_sync(
-        functools.partial(runner.invoke, main, args), abandon_on_cancel=True
-    )
 
 
 async def test_tail_command_prints_each_publication_as_a_json_line(

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from stores.errors import BackendUnavailable, QueryError
-from stores.graph import GraphStore, ImportSummary
+from stores.graph import GraphStore, ImportSummary, Table
 from stores.ladybug import LadybugGraph
 from stores.neo4j import Neo4jGraph
 
@@ -95,6 +95,36 @@ async def test_write_then_read_round_trips_parameters(graph: GraphStore, key: Ke
 
     assert written == [{"id": key("p")}]
     assert rows == [{"title": TITLE, "claps": 42, "tags": ["a", "b"]}]
+
+
+async def test_fetch_returns_value_rows_in_return_order(graph: GraphStore, key: Keys) -> None:
+    """fetch gives the column names once and each row as a list of values, in RETURN order."""
+    await graph.import_nodes("User", [key("b"), key("a")])
+    session = graph.session()
+    query = (
+        "MATCH (u:User) WHERE u.id STARTS WITH $prefix "
+        "RETURN u.id AS id, size(u.id) AS length ORDER BY id"
+    )
+
+    table = await session.fetch(query, {"prefix": key("")})
+    empty = await session.fetch(query, {"prefix": key("none")})
+
+    length = len(key("a"))
+    assert table == Table(("id", "length"), [[key("a"), length], [key("b"), length]])
+    assert table.column("id") == [key("a"), key("b")]
+    assert table.dicts() == await session.read(query, {"prefix": key("")})
+    assert empty == Table(("id", "length"), [])
+
+
+async def test_read_refuses_a_write(graph: GraphStore, key: Keys) -> None:
+    """A write sent as a read is refused on Neo4j (read access) and writes nothing there."""
+    if graph.dialect != "neo4j":
+        pytest.skip("Ladybug does not enforce read-only access (see stores/ladybug.py)")
+    session = graph.session()
+
+    with pytest.raises(QueryError):
+        await session.read("CREATE (u:User {id: $id}) RETURN u.id AS id", {"id": key("w")})
+    assert await session.read("MATCH (u:User {id: $id}) RETURN u.id AS id", {"id": key("w")}) == []
 
 
 async def test_list_parameter_selects_listed_nodes(graph: GraphStore, key: Keys) -> None:
@@ -372,6 +402,39 @@ async def test_query_past_timeout_is_query_error(open_graph: Open) -> None:
         await graph.session().read(
             "UNWIND range(1, 100000) AS a UNWIND range(1, 100000) AS b RETURN sum(a * b) AS s"
         )
+
+
+async def test_a_session_serves_again_after_a_timeout(open_graph: Open) -> None:
+    """The query after one stopped by the timeout runs to its answer on the same session."""
+    graph = await open_graph(query_timeout=0.2)
+    session = graph.session()
+    slow = "UNWIND range(1, 100000) AS a UNWIND range(1, 100000) AS b RETURN sum(a * b) AS s"
+
+    with trio.fail_after(20), pytest.raises(QueryError):
+        await session.fetch(slow)
+    table = await session.fetch("UNWIND range(1, 1000) AS x RETURN sum(x) AS s")
+
+    assert table.rows == [[500500]]
+
+
+async def test_ladybug_session_reuses_its_prepared_statements(tmp_path: Path) -> None:
+    """A repeated query reuses the statement its session prepared; an int of another width
+    (which the engine types differently) gets its own, and every call answers right."""
+    graph = await LadybugGraph.open(tmp_path / "graph")
+    try:
+        session = graph.session()
+        first = "UNWIND range(1, 1000) AS x RETURN x ORDER BY x LIMIT $n"
+
+        answers = [len((await session.fetch(first, {"n": n})).rows) for n in (5, 7, 300, 5, 299)]
+        prepared_after_limits = session.prepares
+        await session.fetch("RETURN $word AS word", {"word": "a"})
+        await session.fetch("RETURN $word AS word", {"word": "b"})
+
+        assert answers == [5, 7, 300, 5, 299]
+        assert prepared_after_limits == 2  # 5 and 7 are INT8, 300 and 299 INT16
+        assert session.prepares == 3
+    finally:
+        await graph.aclose()
 
 
 async def test_concurrent_writes_all_commit(graph: GraphStore, key: Keys) -> None:

@@ -31,8 +31,9 @@ STARTUP = 180.0
 
 def test_the_demo_prints_commands_that_work_when_pasted(tmp_path: Path, data_dir: Path) -> None:
     """Every printed curl answers a result, the printed tail shows the thread's comments when
-    pasted into a shell whose PATH lacks the virtualenv, the dashboard and demo pages load, and
-    SIGINT stops the demo cleanly."""
+    pasted into a shell whose PATH lacks the virtualenv, the printed dashboard and demo URLs
+    serve those pages (their titles and scripts), the demo page opens on the tailed thread and
+    posts.get answers it (a real post), and SIGINT stops the demo cleanly."""
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)
     path = ":".join(p for p in os.environ.get("PATH", "").split(":") if p != bin_dir)
@@ -72,8 +73,18 @@ def test_the_demo_prints_commands_that_work_when_pasted(tmp_path: Path, data_dir
         assert {p["channel"] for p in published} == {f"post:{thread.group(1)}"}
         (page,) = [line.split()[-1] for line in lines if line.startswith("demo page")]
         (dashboard,) = [line.split()[-1] for line in lines if line.startswith("dashboard")]
-        for url in (page, dashboard):
-            assert httpx.get(url, timeout=10).status_code == 200
+        for url, title, script in (
+            (page, "Starling — demo", "demo.js"),
+            (dashboard, "Starling — operator dashboard", "dashboard.js"),
+        ):
+            response = httpx.get(url, timeout=10)
+            assert response.status_code == 200, url
+            assert f"<title>{title}</title>" in response.text, url
+            assert f'<script src="/static/{script}"></script>' in response.text, url
+        assert page.endswith(f"&post={thread.group(1)}"), page
+        body = {"jsonrpc": "2.0", "id": 1, "method": "posts.get", "params": {"post": "1rt3kyh"}}
+        post = httpx.post(page.split("/demo")[0] + "/rpc", json=body, timeout=10).json()
+        assert post["result"]["title"] == "I'm an Australian Wholesale Fuel Trader - AMA", post
         token = next(line.split()[-1] for line in lines if line.startswith("token"))
         assert token.count(".") == 2
     finally:

@@ -94,7 +94,7 @@ def all_commands(group: click.Group) -> Iterator[click.Command]:
 def registered_methods() -> list[str]:
     """The method names of the real ``POST /rpc`` dispatcher (built, never run)."""
     from actors.runtime import Actor
-    from protocols.api import Services, build_dispatcher
+    from protocols.methods import Services, build_dispatcher
     from supervisor import SupervisorStatistics
 
     def tree() -> SupervisorStatistics:
@@ -284,3 +284,51 @@ def test_operations_walks_through_two_processes() -> None:
     for needed in ("redis-server", "STARLING_SECRET", "starling load demo --graph-url",
                    "starling tail", "realtime.publish"):  # fmt: skip
         assert needed in steps, needed
+
+
+def code_lines(text: str) -> Iterator[str]:
+    """The lines of a Markdown text inside fenced code blocks."""
+    fenced = False
+    for line in text.splitlines():
+        if FENCE.match(line.strip()):
+            fenced = not fenced
+            continue
+        if fenced:
+            yield line
+
+
+def readme_commands() -> list[str]:
+    """Every ``starling`` command line in the README's code blocks (comments and ``&`` cut)."""
+    commands = []
+    for line in code_lines((ROOT / "README.md").read_text(encoding="utf-8")):
+        command = line.split("#", 1)[0].strip().removesuffix("&").strip()
+        if re.match(r"^(\S*/)?starling\s", command):
+            commands.append(command)
+    return commands
+
+
+def test_readme_commands_run_in_a_fresh_shell_and_parse() -> None:
+    """Every starling command the README shows names the script by its path in the project
+    (a fresh shell has no virtualenv on PATH) and parses: the command, its flags and its
+    arguments, files included (click resolves them without running anything)."""
+    import shlex
+
+    import click
+
+    from cli import main
+
+    commands = readme_commands()
+    assert len(commands) >= 4, commands
+    for command in commands:
+        words = shlex.split(command)
+        assert words[0] == ".venv/bin/starling", command
+        assert (ROOT / words[0]).parent.name == "bin"
+        command: click.Command = main
+        context = click.Context(main, info_name="starling")
+        rest = words[1:]
+        while isinstance(command, click.Group):  # the groups take no option but --help
+            name, *rest = rest
+            found = command.get_command(context, name)
+            assert found is not None, command
+            command, context = found, click.Context(found, info_name=name, parent=context)
+        command.make_context(context.info_name, rest, parent=context.parent)  # parses

@@ -177,13 +177,17 @@ async def test_a_crashing_build_fails_its_call_and_restarts_that_builder_alone()
 
 @asynccontextmanager
 async def model_service(behaviour: dict[str, str]) -> AsyncIterator[str]:
-    """A JSON-RPC model service scoring ``-age`` (newest first); ``behaviour['mode']`` breaks it."""
+    """A JSON-RPC model service scoring ``-age`` (newest first); ``behaviour['mode']`` breaks it.
+
+    In ``slow`` mode it answers only when the service stops: later than any client timeout.
+    """
+    stopping = trio.Event()
 
     async def score(request: Request) -> Response:
         body = json.loads(await request.body())
         mode = behaviour["mode"]
         if mode == "slow":
-            await trio.sleep(5)
+            await stopping.wait()
         if mode == "garbage":
             return Response(b"not json", media_type="application/json")
         if mode == "short":
@@ -201,6 +205,7 @@ async def model_service(behaviour: dict[str, str]) -> AsyncIterator[str]:
         try:
             yield f"{server.binds[0]}/score"
         finally:
+            stopping.set()
             server.request_stop()
 
 

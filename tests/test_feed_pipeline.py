@@ -25,9 +25,7 @@ from actors.feeds import (
     aggregate,
     annotate,
     best_first,
-    decode_cursor,
     diversify,
-    encode_cursor,
     gather_rows,
     preprocess,
     trending,
@@ -331,12 +329,3 @@ def test_weights_files_are_checked(tmp_path: Path) -> None:
             LinearScorer.from_file(bad)
     with pytest.raises(ScorerConfigError, match="cannot read"):
         LinearScorer.from_file(tmp_path / "missing.toml")
-
-
-def test_cursors_round_trip_and_reject_foreign_text() -> None:
-    """A cursor names user, snapshot and position; anything else is a ValueError."""
-    cursor = encode_cursor("user:42", "0123abcd", 40)
-    assert decode_cursor(cursor) == ("user:42", "0123abcd", 40)
-    for bad in ["", "abc", encode_cursor("u", "s", 1)[:-3] + "!!!"]:
-        with pytest.raises(ValueError, match="malformed cursor"):
-            decode_cursor(bad)

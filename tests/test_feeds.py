@@ -37,7 +37,6 @@ from actors.feeds import (
     GraphContextSource,
     LinearScorer,
     PipelineParams,
-    encode_cursor,
     feeds_subtree,
 )
 from actors.social import (
@@ -51,8 +50,9 @@ from actors.social import (
     Recommend,
     Unfollow,
 )
-from protocols.api import CallContext, Services, build_dispatcher
 from protocols.jsonrpc import Dispatcher
+from protocols.methods import CallContext, Services, build_dispatcher
+from protocols.methods.feeds import feed_cursor
 from stores.backends import open_key_value
 from stores.cache import Cache
 from tests.social_world import Expected, Social, World, running_social
@@ -181,7 +181,7 @@ async def running_world(
             async with trio.open_nursery() as nursery:
                 await nursery.start(feeds_supervisor.run)
                 services = Services(
-                    tree=feeds_supervisor.statistics, social=social.service.ref, feeds=feeds
+                    tree=feeds_supervisor.statistics, social=social.handle, feeds=feeds
                 )
                 running = FeedWorld(social, feeds, build_dispatcher(services), world, posts)
                 i = world.id
@@ -344,7 +344,7 @@ async def test_invalidate_and_bad_requests(backends: tuple[World, str]) -> None:
         for limit in (0, 101, "20"):
             bad = await w.call("feed.get", user=w.id("reader"), limit=limit)
             assert bad["error"]["code"] == -32602
-        gone = encode_cursor(w.id("reader"), "0123456789abcdef", 2)
+        gone = feed_cursor(w.id("reader"), "0123456789abcdef", 2)
         expired = await w.call("feed.get", user=w.id("reader"), cursor=gone)
         assert expired["error"]["code"] == -32010
         assert expired["error"]["message"] == "snapshot expired"

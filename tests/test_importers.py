@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,15 +33,40 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_parsing_rules(tmp_path: Path) -> None:
-    """Comments and the header are skipped; self-loops, duplicates and bad lines are counted."""
+    """Comments and the header are skipped; self-loops, duplicates and bad lines (one field,
+    a bad id, more than two fields) are counted."""
     edges = read_edge_list(write(tmp_path, SAMPLE))
-    assert edges.pairs == [("1", "2"), ("1", "3"), ("2", "3"), ("2", "1")]
+    assert edges.pairs == [("1", "2"), ("1", "3"), ("2", "3")]
     assert edges.users == ["1", "2", "3"]
     report = edges.report
-    assert report.header
-    assert (report.self_loops, report.duplicates, report.malformed) == (1, 1, 2)
-    assert [number for number, _ in report.examples] == [9, 10]
+    assert report.header == (3, "source target")
+    assert (report.self_loops, report.duplicates, report.malformed) == (1, 1, 3)
+    assert [number for number, _ in report.examples] == [9, 10, 11]
+    assert report.examples[2][1] == "expected two fields, source and target; got 4"
     assert report.lines == 11
+
+
+@pytest.mark.parametrize(
+    ("text", "header", "follows", "skipped"),
+    [
+        ("alice bob\nbob carol\n", "auto", 2, None),
+        ("source target\nalice bob\n", "auto", 1, (1, "source target")),
+        ("FromNodeId\tToNodeId\n1\t2\n", "auto", 1, (1, "FromNodeId ToNodeId")),
+        ("who whom\n1 2\n2 3\n", "auto", 2, (1, "who whom")),
+        ("alice bob\n", "auto", 1, None),
+        ("alice bob\nbob carol\n", "yes", 1, (1, "alice bob")),
+        ("source target\n1 2\n", "no", 2, None),
+    ],
+)
+def test_header_auto_yes_no(
+    tmp_path: Path, text: str, header: Any, follows: int, skipped: tuple[int, str] | None
+) -> None:
+    """auto skips column names (known words, or words above numeric ids) and keeps an edge of
+    named ids; yes always skips the first line; no never does; the report names the line."""
+    edges = read_edge_list(write(tmp_path, text), header=header)
+    assert len(edges.pairs) == follows
+    assert edges.report.header == skipped
+    assert edges.report.malformed == 0
 
 
 def test_undirected_stores_both_directions(tmp_path: Path) -> None:
@@ -84,3 +111,24 @@ async def test_slashdot_loads_completely_and_idempotently(
         assert rows[0]["n"] == 870_161
     finally:
         await graph.aclose()
+
+
+def test_load_graph_says_which_line_it_took_for_a_header(tmp_path: Path) -> None:
+    """``starling load graph`` keeps both follows of named ids (no header taken), and says
+    "skipped line 1 as a header" when --header auto takes one."""
+    from click.testing import CliRunner
+
+    from cli import main
+
+    runner = CliRunner()
+    names = write(tmp_path, "alice bob\nbob carol\n")
+    plain = runner.invoke(main, ["load", "graph", str(names), "--data-dir", str(tmp_path / "a")])
+    assert plain.exit_code == 0, plain.output
+    assert "as a header" not in plain.output
+    assert re.search(r"follows created\W+2\b", plain.output), plain.output
+
+    named = tmp_path / "named.csv"
+    named.write_text("source,target\nalice,bob\n")
+    result = runner.invoke(main, ["load", "graph", str(named), "--data-dir", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert "skipped line 1 as a header (--header auto): 'source target'" in result.output

@@ -1,10 +1,10 @@
-"""Replay of the real Reddit comment threads: reading, timing, batching, and delivery end to end.
+"""Replay of the real Reddit comment threads: reading, timing, batching, looping, and delivery.
 
 Reading is tested on the real file (``../shared/data``, the ``data_dir``
-fixture); timing and batching as pure functions and, under trio's
-``autojump_clock``, against an in-memory ``httpx.MockTransport`` (hours of
-scaled time pass at once); delivery against the real server with a real
-WebSocket tail, at a speed that leaves no pauses.
+fixture); timing, batching and the rounds of a looping replay as pure
+functions and, under trio's ``autojump_clock``, against an in-memory
+``httpx.MockTransport`` (hours of scaled time pass at once); delivery against
+the real server with a real WebSocket tail, at a speed that leaves no pauses.
 """
 
 from __future__ import annotations
@@ -14,22 +14,28 @@ import functools
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import structlog
 import trio
 import trio.testing
 from click.testing import CliRunner, Result
 
 from cli import main
 from client import HttpError, Subscribed, TailStatus, tail
-from client.replay import next_batch, replay, schedule
-from datasets.reddit import Comment, CommentFileError, read_comment_file, read_comments
-from tests.test_client import Server, serving
+from client.replay import next_batch, replay, replay_loop, schedule
+from datasets.reddit import (
+    Comment,
+    CommentFileError,
+    busiest_threads,
+    loop_round,
+    read_comment_file,
+    read_comments,
+    rerun_id,
+)
+from tests.in_process import Server, invoke_in_thread, serving
 
 TIMEOUT = 10.0
 """Seconds any one test may take."""
@@ -37,8 +43,10 @@ COMMENTS = "reddit_comments_au_2025.csv"
 HEADER = "id,post_id,author,body,score,created_utc,parent_id,subreddit,date"
 
 
-def comment(id: str, post: str, at: float, *, user: str | None = "u") -> Comment:
-    return Comment(id, post, post, user, f"text of {id}", 1, at, "AusFinance")
+def comment(
+    id: str, post: str, at: float, *, user: str | None = "u", parent: str | None = None
+) -> Comment:
+    return Comment(id, post, parent or post, user, f"text of {id}", 1, at, "AusFinance")
 
 
 def write_csv(path: Path, rows: list[list[str]]) -> Path:
@@ -217,6 +225,108 @@ async def test_replay_counts_refused_events_and_goes_on(
     assert error.startswith("realtime.publish: Invalid params (-32602)")
 
 
+# -- looping ---------------------------------------------------------------------------
+
+
+def test_the_busiest_threads_of_the_real_file(data_dir: Path) -> None:
+    """The three busiest threads are 1rt3kyh (199 comments) and, of the four with 198, the
+    first two by id."""
+    comments = read_comments(data_dir / COMMENTS)
+    assert busiest_threads(comments) == ["1rt3kyh", "1qjiwo4", "1r37dfd"]
+    assert busiest_threads(comments, 1) == ["1rt3kyh"]
+    sizes = Counter(c.post for c in comments)
+    assert [sizes[post] for post in busiest_threads(comments, 5)] == [199, 198, 198, 198, 198]
+
+
+def test_a_round_renames_every_id_and_plays_its_threads_side_by_side() -> None:
+    """Round r > 1 gives each comment of the chosen threads the id <id>-r<r>, renames a reply's
+    parent alike (a top-level parent stays the post), keeps text, channel and `at`, and
+    moves each thread to start with the first, keeping the gaps within it; round 1 keeps
+    the ids."""
+    comments = [
+        comment("c1", "c", 50.0),  # not looped
+        comment("a1", "a", 100.0),
+        comment("b1", "b", 1000.0),
+        comment("b2", "b", 1005.0, parent="b1"),
+        comment("a2", "a", 110.0, parent="a1"),
+    ]
+
+    reruns = loop_round(sorted(comments, key=lambda c: c.created_utc), ["a", "b"], 2)
+
+    assert [(r.id, r.channel, r.created_utc) for r in reruns] == [
+        ("a1-r2", "post:a", 100.0), ("b1-r2", "post:b", 100.0),
+        ("b2-r2", "post:b", 105.0), ("a2-r2", "post:a", 110.0),
+    ]  # fmt: skip
+    events = {r.id: r.event() for r in reruns}
+    assert events["a1-r2"] == {**comments[1].event(), "id": "a1-r2"}
+    assert events["b2-r2"] == {**comments[3].event(), "id": "b2-r2", "parent": "b1-r2"}
+    assert events["b2-r2"]["at"] == 1005.0
+    assert [r.id for r in loop_round(comments, ["b"], 3)] == ["b1-r3", "b2-r3"]
+    first = loop_round(comments, ["a", "b"], 1)
+    assert [r.id for r in first] == ["a1", "b1", "b2", "a2"]
+    assert [r.event() for r in first] == [comments[i].event() for i in (1, 2, 3, 4)]
+
+
+def test_fresh_ids_follow_the_one_id_rule() -> None:
+    """A fresh id is refused when it would break the id rule; round 1 keeps the id."""
+    assert rerun_id("oabil5q", 12) == "oabil5q-r12"
+    assert rerun_id("x" * 62, 1) == "x" * 62
+    with pytest.raises(ValueError, match="1-64 characters"):
+        rerun_id("x" * 62, 2)
+    with pytest.raises(ValueError, match="round"):
+        rerun_id("oabil5q", 0)
+    with pytest.raises(ValueError, match="1-64 characters"):
+        loop_round([comment("x" * 62, "a", 0.0)], ["a"], 2)
+
+
+async def test_a_loop_replays_the_rounds_with_fresh_ids_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """After the first pass each round publishes its events with fresh ids, in order, a
+    max_gap pause after the previous round; rounds go on until cancelled."""
+    first = [
+        comment("1", "a", 1000.0),
+        comment("2", "b", 1001.0),
+        comment("3", "a", 1002.0, parent="1"),
+    ]
+    server = RecordingServer()
+    rounds: list[tuple[int, int]] = []
+    started = trio.current_time()
+    summaries = await replay_loop(
+        first, functools.partial(loop_round, first, ["a"]), "http://starling.test",
+        rounds=3, speed=1, max_gap=5, transport=httpx.MockTransport(server.handle),
+        on_round=lambda number, summary: rounds.append((number, summary.sent)),
+    )  # fmt: skip
+    sent_at = [(round(at - started, 3), ids) for at, ids in server.batches]
+    assert sent_at == [
+        (0.0, ["1"]), (1.0, ["2"]), (2.0, ["3"]),
+        (7.001, ["1-r2"]), (9.001, ["3-r2"]),
+        (14.002, ["1-r3"]), (16.002, ["3-r3"]),
+    ]  # fmt: skip
+    assert rounds == [(1, 3), (2, 2), (3, 2)]
+    assert [s.failed for s in summaries] == [0, 0, 0]
+
+    server = RecordingServer()
+    with trio.move_on_after(1000):
+        await replay_loop(
+            first, functools.partial(loop_round, first, ["a"]), "http://starling.test",
+            speed=1, max_gap=5, transport=httpx.MockTransport(server.handle),
+        )  # fmt: skip
+    ids = [id for _, batch in server.batches for id in batch]
+    assert len(ids) == len(set(ids)) > 100
+    assert ids[3:7] == ["1-r2", "3-r2", "1-r3", "3-r3"]
+
+
+async def test_an_empty_round_ends_the_loop(autojump_clock: trio.testing.MockClock) -> None:
+    """A loop whose next round has no events returns after the rounds it played."""
+    server = RecordingServer()
+    summaries = await replay_loop(
+        [comment("1", "a", 0.0)], lambda number: [], "http://starling.test",
+        speed=1, max_gap=5, transport=httpx.MockTransport(server.handle),
+    )  # fmt: skip
+    assert [s.sent for s in summaries] == [1]
+
+
 # -- against the real server --------------------------------------------------------------
 
 
@@ -257,6 +367,45 @@ async def test_replayed_comments_reach_a_tail_once_each_in_order(
     assert delivered == {**first.event(), "author": {"id": first.user}}
 
 
+async def test_a_tail_of_the_busiest_thread_keeps_printing_round_after_round(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """Looping the busiest thread as the demo does, a tail of post:1rt3kyh receives its 199
+    real comments, then each again with -r2, then -r3 ids, once each and in order, with
+    consecutive offsets and every reply's parent in its own round."""
+    comments = read_comments(data_dir / COMMENTS)
+    threads = busiest_threads(comments, 1)
+    thread = [c for c in comments if c.post == threads[0]]
+    channel = thread[0].channel
+    received: list[dict[str, Any]] = []
+    subscribed = trio.Event()
+
+    def on_status(status: TailStatus) -> None:
+        if isinstance(status, Subscribed):
+            subscribed.set()
+
+    with trio.fail_after(3 * TIMEOUT):
+        async with serving(tmp_path) as server, trio.open_nursery() as nursery:
+            nursery.start_soon(
+                functools.partial(
+                    tail, server.url, server.token(), [channel], received.append,
+                    limit=3 * len(thread), on_status=on_status,
+                )
+            )  # fmt: skip
+            await subscribed.wait()
+            live = functools.partial(loop_round, comments, threads)
+            summaries = await replay_loop(
+                live(1), live, server.url, rounds=3, speed=1e6, max_gap=0.001
+            )
+    assert [s.sent for s in summaries] == [199, 199, 199]
+    ids = [p["data"]["id"] for p in received]
+    assert ids == [c.id for c in thread] + [f"{c.id}-r{r}" for r in (2, 3) for c in thread]
+    assert [p["offset"] for p in received] == list(range(1, 3 * 199 + 1))
+    for r, publications in ((2, received[199:398]), (3, received[398:])):
+        for data in (p["data"] for p in publications):
+            assert data["parent"] == threads[0] or data["parent"].endswith(f"-r{r}")
+
+
 async def test_replay_needs_the_api_key_when_the_server_has_one(tmp_path: Path) -> None:
     """Without the server's key the replay stops at once with HttpError 401; with it, it publishes."""  # noqa: E501
     comments = [comment("1", "a", 0.0), comment("2", "a", 0.0)]
@@ -269,20 +418,10 @@ async def test_replay_needs_the_api_key_when_the_server_has_one(tmp_path: Path) 
     assert (summary.sent, summary.failed, summary.batches) == (2, 0, 2)
 
 
-@pytest.fixture
-def runner() -> Iterator[CliRunner]:
-    """A CLI runner; the logging set up by the command is undone after the test."""
-    saved = structlog.get_config()
-    yield CliRunner()
-    structlog.configure(**saved)
-
-
 async def replay_cli(runner: CliRunner, server: Server, path: Path, *args: str) -> Result:
     """``starling replay comments`` in a worker thread (it calls trio.run itself)."""
     argv = ["replay", "comments", str(path), "--url", server.url, "--speed", "1e9", *args]
-    return await trio.to_thread.run_sync(
-        functools.partial(runner.invoke, main, argv), abandon_on_cancel=True
-    )
+    return await invoke_in_thread(runner, argv)
 
 
 async def test_replay_command_skips_and_counts_a_malformed_row(

@@ -92,7 +92,7 @@ async def test_health_shows_the_tree(server: Running) -> None:
     ]  # fmt: skip
     social = tree["children"][1]
     assert [child["id"] for child in social["children"]] == [
-        "graph_reader-0", "graph_reader-1", "graph_writer", "social"
+        "graph_reader-0", "graph_reader-1", "graph_writer"
     ]  # fmt: skip
     assert social["children"][0]["mailbox_size"] == 32
 
@@ -230,8 +230,8 @@ async def test_api_key_is_required_when_set(tmp_path: Path, nursery: trio.Nurser
 
 async def test_without_a_key_only_loopback_clients_are_served(tmp_path: Path) -> None:
     """Without an API key, a client that is not on loopback gets 403."""
-    from protocols.api import Services
     from protocols.app import create_app
+    from protocols.methods import Services
 
     root = Supervisor("root")
     reader = GraphReader("graph_reader-0", None)  # type: ignore[arg-type]
@@ -344,3 +344,35 @@ async def test_feed_over_http_with_its_metrics(server: Running) -> None:
     assert [child["id"] for child in feeds["children"]] == [
         "story_index", "feed_builders", "feed_registry", "feed_events"
     ]  # fmt: skip
+
+
+def test_loading_into_a_directory_a_server_holds_names_that_server(tmp_path: Path) -> None:
+    """`starling load graph` into the data directory of a running `starling serve` exits 1
+    with one line naming the server's process and the ways out, not "is the backend running"."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli", "serve", "--data-dir", str(tmp_path), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "STARLING_API_KEY": ""},
+    )
+    assert process.stderr is not None
+    try:
+        for line in process.stderr:
+            if "starling is serving" in line:
+                break
+        edges = tmp_path / "edges.txt"
+        edges.write_text("1 2\n")
+        loaded = subprocess.run(
+            [sys.executable, "-m", "cli", "load", "graph", str(edges), "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert loaded.returncode == 1
+    last = loaded.stderr.strip().splitlines()[-1]
+    assert f"the data directory is held by process {process.pid}" in last
+    assert "cli serve --data-dir" in last
+    assert "is the backend running" not in last

@@ -1,28 +1,33 @@
-"""The social service on both graph backends, against answers computed from the data file.
+"""The social graph on both graph backends, against answers computed from the data file.
 
 The graph is a real slice of SNAP soc-Slashdot0902 (see
 :mod:`tests.social_world`), loaded once per backend for the whole module;
-every test runs the real readers, writer and service under a supervisor.
+every test runs the real readers and writer under a supervisor, called
+through the :class:`actors.social.Social` handle as the API calls them.
 Tests that write create their own users and posts (unique names), so they
 never change what the other tests expect.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
-from actors.runtime import ActorCrashed
+from actors.runtime import Actor, ActorCrashed
 from actors.social import (
     AlreadyExists,
     Counts,
     CountsResult,
+    DeletePost,
     Follow,
     Followed,
     FriendsWhoRecommended,
@@ -30,10 +35,12 @@ from actors.social import (
     InvalidArgument,
     Neighbours,
     NotFound,
+    PostDeleted,
     PostDraft,
     Publish,
     Published,
     RankedUsers,
+    ReaderPool,
     Recommend,
     Recommended,
     Recommenders,
@@ -44,9 +51,12 @@ from actors.social import (
     Unrecommended,
     UsersPage,
     WhoToFollow,
+    WorkerCrashed,
+    WorkerUnavailable,
 )
+from actors.social import Social as SocialHandle
 from actors.social.messages import Direction
-from actors.social.service import top_suggestions
+from actors.social.reads import top_suggestions
 from tests.social_world import Social, World, load_world, running_social
 
 MOST_FOLLOWED = "398"  # 1,767 followers and 1,770 followings in the slice
@@ -161,7 +171,7 @@ def test_top_suggestions_decide_only_when_no_tie_is_cut(
     mutuals: list[int], limit: int, decided: bool
 ) -> None:
     """Top candidates by mutual count decide the suggestions unless a tie straddles the cut."""
-    rows = [{"id": f"u{9 - i}", "mutual": m} for i, m in enumerate(mutuals)]
+    rows = [(f"u{9 - i}", m) for i, m in enumerate(mutuals)]
 
     result = top_suggestions(rows, limit=limit, window=5)
 
@@ -170,7 +180,7 @@ def test_top_suggestions_decide_only_when_no_tie_is_cut(
             result
             == tuple(
                 sorted(
-                    (Suggestion(r["id"], r["mutual"]) for r in rows),
+                    (Suggestion(id, mutual) for id, mutual in rows),
                     key=lambda s: (-s.mutual, s.user),
                 )
             )[:limit]
@@ -368,15 +378,13 @@ async def test_following_yourself_is_invalid(social: Social, world: World) -> No
     with pytest.raises(InvalidArgument):
         await social.call(Follow(user, user))
     assert social.received() == []
-    assert social.service.statistics().state == "running"
+    assert social.writer.statistics().state == "running"
 
 
 async def test_a_crashing_reader_is_restarted(social: Social, world: World) -> None:
     """A query the backend rejects crashes its reader (a bug); it is restarted and serves again."""
-    pool = social.service._readers
-
     with pytest.raises(ActorCrashed):
-        await pool.read("MATCH (u:User RETURN u", {})
+        await social.pool.read("MATCH (u:User RETURN u", {})
     with trio.fail_after(5):
         # Polls as an operator would: the restart (after a real backoff delay)
         # has no event an outside observer could wait on.
@@ -388,3 +396,96 @@ async def test_a_crashing_reader_is_restarted(social: Social, world: World) -> N
         len(world.expected.following[world.id("17")]),
         len(world.expected.followers[world.id("17")]),
     )
+
+
+# -- the lean read path -------------------------------------------------------------
+
+
+def handled(social: Social) -> dict[str, int]:
+    """Messages each actor of the social subtree has handled so far, by name."""
+    actors = [*social.readers, social.writer]
+    return {actor.name: actor.statistics().messages_handled for actor in actors}
+
+
+async def test_a_read_crosses_one_mailbox(social: Social, world: World) -> None:
+    """The subtree is readers and the writer only, and each read is one message to one reader."""
+    user = world.id("17")
+    before = handled(social)
+
+    for request in [
+        Counts(user),
+        Neighbours(user, "followers", 10),
+        WhoToFollow(user, 10),
+        FriendsWhoRecommended(user, "no-such-post", 5),
+    ]:
+        with contextlib.suppress(NotFound):
+            await social.call(request)
+    after = handled(social)
+
+    assert [child.id for child in social.supervisor.statistics().children] == [
+        "graph_reader-0", "graph_reader-1", "graph_reader-2", "graph_writer"
+    ]  # fmt: skip
+    assert sum(after.values()) - sum(before.values()) == 4
+    assert after["graph_writer"] == before["graph_writer"]
+
+
+async def test_a_fan_out_finishes_when_its_caller_gives_up(social: Social, world: World) -> None:
+    """A publish whose caller is cancelled still tells every follower, once."""
+    author = world.id(MOST_FOLLOWED)
+    followers = world.expected.followers[author]
+    (user,) = await new_users(social, world, "later")
+    social.received()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(social.handle.call, Publish(author, PostDraft(title="Left behind")))
+        await trio.testing.wait_all_tasks_blocked()  # the writer has it: the caller waits
+        nursery.cancel_scope.cancel()
+    await social.call(Follow(user, author))  # the writer's next message: after the fan-out
+    events = [event for event in social.received() if isinstance(event, Published)]
+    notified = Counter(follower for event in events for follower in event.followers)
+
+    assert set(notified) == followers
+    assert set(notified.values()) == {1}
+
+
+async def test_a_posts_fan_out_precedes_its_deletion(social: Social, world: World) -> None:
+    """A delete sent while its post fans out is published after every chunk of the fan-out."""
+    author, post = world.id(MOST_FOLLOWED), world.id(f"gone-{uuid.uuid4().hex[:6]}")
+    social.received()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(social.call, Publish(author, PostDraft(title="Oops", id=post)))
+        await trio.testing.wait_all_tasks_blocked()
+        assert await social.call(DeletePost(post)) is True
+    kinds = [type(event) for event in social.received()]
+
+    assert kinds[-1] is PostDeleted
+    assert kinds[:-1] == [Published] * (len(kinds) - 1)
+    assert len(kinds) - 1 >= 18  # 1,767 followers in chunks of about 100
+
+
+class Broken(Actor[Any]):
+    """A stand-in reader or writer whose every handler fails, as a bug would."""
+
+    async def handle(self, message: Any) -> Any:
+        raise RuntimeError("a bug")
+
+
+async def test_the_handle_names_the_failed_worker(nursery: trio.Nursery) -> None:
+    """A reader crashing on a read is WorkerCrashed; an actor that is down is WorkerUnavailable."""
+    reader, writer = Broken("graph_reader-0"), Broken("graph_writer")
+    handle = SocialHandle(ReaderPool([reader.ref]), writer.ref)
+
+    async def crash_once() -> None:
+        with pytest.raises(RuntimeError):
+            await reader.run()
+
+    nursery.start_soon(crash_once)
+    await trio.testing.wait_all_tasks_blocked()
+
+    with pytest.raises(WorkerCrashed):
+        await handle.call(Counts("a"))
+    with pytest.raises(WorkerUnavailable):
+        await handle.call(Counts("a"))  # the reader is gone now, and nobody restarts it
+    with pytest.raises(WorkerUnavailable):
+        await handle.call(Follow("a", "b"))

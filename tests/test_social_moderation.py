@@ -1,6 +1,6 @@
 """Mutes, reads and post deletion, end to end, on both graph backends.
 
-Each test runs the real readers, writer and service (:func:`running_social`)
+Each test runs the real readers and writer behind the handle (:func:`running_social`)
 over an empty graph: a fresh Ladybug database under ``tmp_path``, or the
 Neo4j server shared by the test session, where every id carries a prefix
 unique to the test (as in :mod:`tests.social_world`). What a write did is
@@ -34,7 +34,7 @@ from actors.social import (
     Unmute,
     Unmuted,
 )
-from protocols.api import build_dispatcher
+from protocols.methods import build_dispatcher
 from stores.errors import QueryError
 from stores.graph import Row
 from stores.ladybug import LadybugGraph
@@ -113,7 +113,7 @@ async def reads(social: Social, user: str) -> list[Row]:
     )
 
 
-# -- the service -------------------------------------------------------------------
+# -- the social graph --------------------------------------------------------------
 
 
 async def test_mute_and_unmute_change_the_graph_once(social: Social, world: World) -> None:
@@ -281,7 +281,7 @@ async def test_muting_yourself_is_invalid(social: Social, world: World) -> None:
 
     assert await mutes(social, user) == []
     assert social.received() == []
-    assert social.service.statistics().state == "running"
+    assert social.writer.statistics().state == "running"
 
 
 # -- JSON-RPC ----------------------------------------------------------------------

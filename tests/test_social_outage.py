@@ -17,7 +17,7 @@ import httpx
 import pytest
 import trio
 
-from protocols.api import CallContext, Services, build_dispatcher
+from protocols.methods import CallContext, Services, build_dispatcher
 from server import serve
 from settings import ServeOptions, Settings
 from stores.neo4j import Neo4jGraph
@@ -87,7 +87,7 @@ async def test_neo4j_outage_is_backend_unavailable_then_recovers(
     try:
         async with running_social(store) as social:
             rpc = build_dispatcher(
-                Services(tree=social.supervisor.statistics, social=social.service.ref)
+                Services(tree=social.supervisor.statistics, social=social.handle)
             )
 
             async def call(method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -121,6 +121,27 @@ async def test_neo4j_outage_is_backend_unavailable_then_recovers(
                 "following": 1,
                 "followers": 1,
             }
+    finally:
+        await store.aclose()
+
+
+async def test_a_read_after_the_server_dropped_its_connections_answers(
+    neo4j_url: str, nursery: trio.Nursery
+) -> None:
+    """A read (auto-commit, no driver retry) after Neo4j dropped every pooled connection answers
+    on a fresh connection: the pool discards the dead ones."""
+    proxy = TcpProxy(int(neo4j_url.rsplit(":", 1)[1]))
+    await nursery.start(proxy.run)
+    store = await Neo4jGraph.open(
+        f"bolt://127.0.0.1:{proxy.port}", connect_timeout=1.0, max_retry_time=0.0
+    )
+    try:
+        session = store.session()
+        assert (await session.fetch("RETURN 1 AS one")).rows == [[1]]
+        await proxy.cut()
+        await nursery.start(proxy.run)
+
+        assert (await session.fetch("RETURN 2 AS two")).rows == [[2]]
     finally:
         await store.aclose()
 

@@ -20,7 +20,7 @@ import pytest
 import trio
 
 from actors.runtime import Actor
-from protocols.api import CallContext, Services, build_dispatcher
+from protocols.methods import CallContext, Services, build_dispatcher
 from server import serve
 from settings import ServeOptions, Settings
 from supervisor import Supervisor
@@ -290,7 +290,7 @@ async def test_social_methods_over_http(
             assert health["status"] == "ok"
             social = next(child for child in health["children"] if child["id"] == "social")
             assert [child["id"] for child in social["children"]] == [
-                "graph_reader-0", "graph_reader-1", "graph_reader-2", "graph_writer", "social"
+                "graph_reader-0", "graph_reader-1", "graph_reader-2", "graph_writer"
             ]  # fmt: skip
     finally:
         root.request_stop()

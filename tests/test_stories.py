@@ -1,4 +1,4 @@
-"""Story readers (canonical, Hacker News, Medium) and the story import on every graph backend.
+"""Story readers (canonical, Hacker News, Medium, Reddit) and the story import on every backend.
 
 Reader cases use small inline files written as bytes, so line endings and
 encodings are exactly what the test says; the real files are read once each
@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 
 from datasets.importers import MalformedInput
-from datasets.stories import Story, read_canonical, read_hn, read_medium, read_stories
+from datasets.stories import (
+    REDDIT_TOPIC,
+    Story,
+    read_canonical,
+    read_hn,
+    read_medium,
+    read_reddit,
+    read_stories,
+)
 from datasets.story_import import StoryImport, import_stories
 from stores.graph import GraphStore, ImportSummary
 from stores.ladybug import LadybugGraph
@@ -285,6 +293,91 @@ def test_real_medium_file(data_dir: Path) -> None:
     )
     assert all("data-science" in story.tags for story in stories)
     assert not any("contribute" in story.tags for story in stories)
+
+
+# -- Reddit --------------------------------------------------------------------------
+
+REDDIT = (
+    b"id,title,text,author,score,upvote_ratio,num_comments,created_utc,subreddit,url,"
+    b"permalink,date\n"  # 1
+    b'1rt3kyh,"Fuel, an AMA","Two\n\nparagraphs",theta_bleeder,3056,0.97,716,1773445016.0,'
+    b"australia,https://www.reddit.com/r/australia/comments/1rt3kyh/ama/,"
+    b"/r/australia/comments/1rt3kyh/ama/,2026-03-13 23:36:56\n"  # 2-4
+    b"1rc0jxv,Labor slams tariffs,,Sheep-1753,209,0.93,48,1771801271.9,AusFinance,"
+    b"https://www.afr.com/labor,/r/AusFinance/comments/1rc0jxv/labor/,2026-02-22\n"  # 5
+    b"1abc,Gone,,[deleted],-4,0.2,1,1750000000,ASX,,/r/ASX/comments/1abc/gone/,2025-06-15\n"  # 6
+    b"1rt3kyh,Duplicate,,x,1,1,0,1773445016.0,australia,,/r/x/,2026-03-13\n"  # 7
+    b"1bad,Bad score,,x,many,1,0,1750000000,ASX,,/r/x/,2025-06-15\n"  # 8
+    b"1bad2,Bad time,,x,1,1,0,yesterday,ASX,,/r/x/,2025-06-15\n"  # 9
+    b"bad id!,Bad id,,x,1,1,0,1750000000,ASX,,/r/x/,2025-06-15\n"  # 10
+    b"1bad3,No subreddit,,x,1,1,0,1750000000,,,/r/x/,2025-06-15\n"  # 11
+)
+
+
+def test_reddit_keeps_ids_maps_authors_subreddits_and_scores(tmp_path: Path) -> None:
+    """Reddit rows: the Reddit id as is, rd: authors or a subreddit stand-in, r/ publications,
+    the data set's topic as the only tag, whole-second times, negative scores as 0 claps."""
+    stories, report = read_reddit(write(tmp_path, REDDIT))
+
+    assert stories == [
+        Story(
+            id="1rt3kyh",
+            author="rd:theta_bleeder",
+            title="Fuel, an AMA",
+            url="https://www.reddit.com/r/australia/comments/1rt3kyh/ama/",
+            tags=(REDDIT_TOPIC,),
+            publication="r/australia",
+            published_at=1773445016,
+            claps=3056,
+        ),
+        Story(
+            id="1rc0jxv",
+            author="rd:Sheep-1753",
+            title="Labor slams tariffs",
+            url="https://www.afr.com/labor",
+            tags=(REDDIT_TOPIC,),
+            publication="r/AusFinance",
+            published_at=1771801271,
+            claps=209,
+        ),
+        Story(
+            id="1abc",
+            author="rd:sub:ASX",
+            title="Gone",
+            url="https://www.reddit.com/r/ASX/comments/1abc/gone/",
+            tags=(REDDIT_TOPIC,),
+            publication="r/ASX",
+            published_at=1750000000,
+            claps=0,
+        ),
+    ]
+    assert REDDIT_TOPIC == "us-tariffs-2025"
+    assert (report.rows, report.kept, report.duplicates, report.malformed) == (8, 3, 1, 4)
+    assert [line for line, _ in report.examples] == [8, 9, 10, 11]
+    assert dict(report.notes) == {
+        "negative score: claps 0": 1,
+        "no named author: subreddit stand-in rd:sub:<subreddit>": 1,
+    }
+    assert read_stories(write(tmp_path, REDDIT), "reddit") == (stories, report)
+
+
+def test_real_reddit_posts_file(data_dir: Path) -> None:
+    """The real Reddit posts file: 95 rows, 95 posts kept by 68 authors in 5 subreddits, no
+    duplicate, none malformed, none without an author, the busiest thread's post among them."""
+    stories, report = read_reddit(data_dir / "reddit_posts_au_2025.csv", strict=True)
+
+    assert (report.rows, report.kept, report.duplicates, report.malformed) == (95, 95, 0, 0)
+    assert report.notes == ()
+    assert len({story.author for story in stories}) == 68
+    assert {story.publication for story in stories} == {
+        "r/australia", "r/AusFinance", "r/ASX_Bets", "r/AusEcon", "r/ASX"
+    }  # fmt: skip
+    assert all(story.tags == (REDDIT_TOPIC,) for story in stories)
+    assert len({story.url for story in stories}) == 95
+    (ama,) = [story for story in stories if story.id == "1rt3kyh"]
+    assert (ama.title, ama.publication, ama.claps, ama.published_at) == (
+        "I'm an Australian Wholesale Fuel Trader - AMA", "r/australia", 3056, 1773445016
+    )  # fmt: skip
 
 
 # -- import_stories on every backend ------------------------------------------------

@@ -87,29 +87,59 @@ async def settle() -> None:
     await trio.testing.wait_all_tasks_blocked()
 
 
-async def test_children_start_in_order_and_stop_in_reverse() -> None:
-    """Static children start in spec order and a graceful stop stops them in reverse."""
+def starts(*names: str) -> list[tuple[str, str]]:
+    return [("start", name) for name in names]
+
+
+def stops(*names: str) -> list[tuple[str, str]]:
+    return [("stop", name) for name in names]
+
+
+ALL_STRATEGIES = pytest.mark.parametrize("strategy", list(Strategy), ids=lambda s: s.value)
+
+
+@ALL_STRATEGIES
+async def test_children_start_in_order_and_stop_in_reverse(strategy: Strategy) -> None:
+    """Under every strategy, static children start in spec order and a graceful stop stops them in exactly the reverse order."""  # noqa: E501
     log: list[tuple[str, str]] = []
     a, b, c = workers(log, "a", "b", "c")
-    sup = Supervisor("root", [a.spec(), b.spec(), c.spec()])
+    sup = Supervisor("root", [a.spec(), b.spec(), c.spec()], strategy=strategy)
     async with trio.open_nursery() as nursery:
         await nursery.start(sup.run)
         sup.request_stop()
-    assert log == [("start", "a"), ("start", "b"), ("start", "c"),
-                   ("stop", "c"), ("stop", "b"), ("stop", "a")]  # fmt: skip
+    assert log == starts("a", "b", "c") + stops("c", "b", "a")
     assert sup.statistics().state == "stopped"
 
 
-async def test_start_failure_stops_started_children_and_raises() -> None:
-    """A child that fails to start makes the supervisor stop the others in reverse and raise."""
+@ALL_STRATEGIES
+async def test_a_tree_stops_depth_first_in_reverse(strategy: Strategy) -> None:
+    """Under every strategy, a two-level tree starts depth first in spec order and stops in exactly the reverse order: the second subtree's children in reverse, then the first's."""  # noqa: E501
+    log: list[tuple[str, str]] = []
+    a, b, c, d = workers(log, "a", "b", "c", "d")
+    first = Supervisor("first", [a.spec(), b.spec()], strategy=strategy)
+    second = Supervisor("second", [c.spec(), d.spec()], strategy=strategy)
+    root = Supervisor(
+        "root",
+        [ChildSpec.supervisor("first", first.run), ChildSpec.supervisor("second", second.run)],
+        strategy=strategy,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        root.request_stop()
+    assert log == starts("a", "b", "c", "d") + stops("d", "c", "b", "a")
+
+
+@ALL_STRATEGIES
+async def test_start_failure_stops_started_children_and_raises(strategy: Strategy) -> None:
+    """Under every strategy, a child that fails to start makes the supervisor stop the ones started before it in exactly the reverse order, and raise."""  # noqa: E501
     log: list[tuple[str, str]] = []
     a, b = workers(log, "a", "b")
     c = Worker("c", log, fail_start=True)
-    sup = Supervisor("root", [a.spec(), b.spec(), c.spec()])
+    sup = Supervisor("root", [a.spec(), b.spec(), c.spec()], strategy=strategy)
     async with trio.open_nursery() as nursery:
         with pytest.raises(OSError, match="c cannot start"):
             await nursery.start(sup.run)
-    assert log == [("start", "a"), ("start", "b"), ("start", "c"), ("stop", "b"), ("stop", "a")]
+    assert log == starts("a", "b", "c") + stops("b", "a")
 
 
 @pytest.mark.parametrize(
@@ -127,7 +157,7 @@ async def test_start_failure_stops_started_children_and_raises() -> None:
 async def test_strategy_decides_which_siblings_restart(
     strategy: Strategy, expected: list[tuple[str, str]]
 ) -> None:
-    """A crash of the middle child restarts exactly the children its strategy names."""
+    """A crash of the middle child restarts exactly the children its strategy names (the others stopped in reverse, then started in order), and a later stop is still exactly the reverse of the spec order."""  # noqa: E501
     log: list[tuple[str, str]] = []
     a, b, c = workers(log, "a", "b", "c")
     sup = Supervisor("root", [a.spec(), b.spec(), c.spec()], strategy=strategy)
@@ -141,7 +171,9 @@ async def test_strategy_decides_which_siblings_restart(
         assert [child.state for child in stats.children] == ["running"] * 3
         assert stats.restarts_total == 1
         assert stats.last_error == "b: RuntimeError: b crashed"
+        log.clear()
         sup.request_stop()
+    assert log == stops("c", "b", "a")
 
 
 @pytest.mark.parametrize(
@@ -172,13 +204,25 @@ async def test_restart_type_decides_whether_a_child_restarts(
         sup.request_stop()
 
 
+@pytest.mark.parametrize(
+    ("strategy", "restart"),
+    [
+        (Strategy.ONE_FOR_ONE, stops("b") + starts("b")),
+        (Strategy.ONE_FOR_ALL, stops("b", "c", "a") + starts("a", "b", "c")),
+        (Strategy.REST_FOR_ONE, stops("b", "c") + starts("b", "c")),
+    ],
+    ids=[strategy.value for strategy in Strategy],
+)
 async def test_intensity_exceeded_stops_children_and_escalates(
     autojump_clock: trio.testing.MockClock,
+    strategy: Strategy,
+    restart: list[tuple[str, str]],
 ) -> None:
-    """More than `intensity` restarts within `period` stops all children in reverse and raises."""
+    """Under every strategy, the restart that exceeds `intensity` within `period` is not made: the children still running stop in exactly the reverse of the spec order, and the supervisor raises."""  # noqa: E501
     log: list[tuple[str, str]] = []
-    a, b = workers(log, "a", "b")
-    sup = Supervisor("root", [a.spec(), b.spec()], intensity=2, period=10)
+    a, b, c = workers(log, "a", "b", "c")
+    sup = Supervisor("root", [a.spec(), b.spec(), c.spec()], intensity=2, period=10,
+                     strategy=strategy)  # fmt: skip
     escalated = pytest.RaisesExc(TooManyRestarts, match="more than 2 restarts in 10")
     with pytest.RaisesGroup(escalated) as info:
         async with trio.open_nursery() as nursery:
@@ -188,7 +232,8 @@ async def test_intensity_exceeded_stops_children_and_escalates(
                 b.crash()
                 await settle()
     assert isinstance(info.value.exceptions[0].__cause__, RuntimeError)
-    assert log[-3:] == [("stop", "b"), ("start", "b"), ("stop", "a")] or log[-1] == ("stop", "a")
+    # Two restarts as the strategy makes them; the third crash: b is down, c then a stop.
+    assert log == starts("a", "b", "c") + restart * 2 + stops("b", "c", "a")
     assert sup.statistics().state == "failed"
 
 
@@ -261,7 +306,7 @@ def test_backoff_jitter_stays_within_bounds() -> None:
 async def test_shutdown_timeout_cancels_a_child_that_ignores_stop(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """A child that ignores request_stop is cancelled after exactly its shutdown timeout."""
+    """A child that ignores request_stop is cancelled after exactly its shutdown timeout, and its elder sibling stops only after it, keeping the reverse order."""  # noqa: E501
     log: list[tuple[str, str]] = []
     stubborn = Worker("stubborn", log, ignore_stop=True)
     polite = Worker("polite", log)
@@ -271,7 +316,7 @@ async def test_shutdown_timeout_cancels_a_child_that_ignores_stop(
         begin = trio.current_time()
         sup.request_stop()
     assert trio.current_time() - begin == pytest.approx(7.0)
-    assert log[-2:] == [("stop", "stubborn"), ("stop", "polite")]
+    assert log == starts("polite", "stubborn") + stops("stubborn", "polite")
 
 
 async def test_brutal_kill_does_not_wait(autojump_clock: trio.testing.MockClock) -> None:
@@ -287,7 +332,7 @@ async def test_brutal_kill_does_not_wait(autojump_clock: trio.testing.MockClock)
 
 
 async def test_dynamic_children() -> None:
-    """Dynamic children are added, restarted alone, capped by max_children and terminated."""
+    """Dynamic children are added, restarted alone, capped by max_children and terminated; a stop stops them in exactly the reverse of the order they were added."""  # noqa: E501
     log: list[tuple[str, str]] = []
     sup = Supervisor("feeds", intensity=5, max_children=2)
     u1, u2, u3 = workers(log, "u1", "u2", "u3")
@@ -301,14 +346,15 @@ async def test_dynamic_children() -> None:
             await sup.start_child(u3.spec())
         u1.crash()
         await settle()
-        assert log.count(("start", "u1")) == 2
-        assert log.count(("start", "u2")) == 1
+        assert log == starts("u1", "u2") + stops("u1") + starts("u1")  # u2 untouched
         await sup.terminate_child("u1")
         assert [child_id for child_id, _ in sup.which_children()] == ["u2"]
         await sup.start_child(u3.spec())
         with pytest.raises(KeyError):
             await sup.terminate_child("nobody")
+        log.clear()
         sup.request_stop()
+    assert log == stops("u3", "u2")
     with pytest.raises(ChildStartError, match="not running"):
         await sup.start_child(Worker("late", log).spec())
 

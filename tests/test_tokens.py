@@ -174,3 +174,36 @@ def test_operator_role_round_trips() -> None:
     secret = b"k" * 32
     assert verify_token(secret, issue_token(secret, "ops", operator=True)).operator is True
     assert verify_token(secret, issue_token(secret, "ops")).operator is False
+
+
+def test_service_role_round_trips_and_a_token_has_one_role() -> None:
+    """``service=True`` adds ``"role": "service"`` (no operator's); both at once is refused,
+    and a token with another role claim is neither."""
+    secret = b"k" * 32
+    claims = verify_token(secret, issue_token(secret, "ranker", service=True))
+    assert (claims.service, claims.operator) == (True, False)
+    assert verify_token(secret, issue_token(secret, "ops", operator=True)).service is False
+    with pytest.raises(ValueError, match="one role"):
+        issue_token(secret, "x", operator=True, service=True)
+    other = jwt.encode({"sub": "x", "exp": 4_000_000_000, "role": "admin"}, secret, "HS256")
+    assert (verify_token(secret, other).operator, verify_token(secret, other).service) == (
+        False,
+        False,
+    )
+
+
+def test_the_token_command_mints_service_tokens(tmp_path: Path) -> None:
+    """``starling token NAME --service`` prints a service token of the local secret;
+    ``--operator --service`` is a usage error."""
+    from click.testing import CliRunner
+
+    from cli import main
+
+    runner = CliRunner()
+    minted = runner.invoke(main, ["token", "ranker", "--service", "--data-dir", str(tmp_path)])
+    assert minted.exit_code == 0, minted.output
+    token = minted.stdout.strip().splitlines()[-1]
+    assert verify_token(load_secret(tmp_path), token).service is True
+    both = runner.invoke(main, ["token", "x", "--service", "--operator"])
+    assert both.exit_code == 2
+    assert "one role" in both.output

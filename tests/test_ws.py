@@ -29,19 +29,16 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 from actors.realtime import Histories, Publisher
 from auth.tokens import issue_token
 from protocols.http import HttpServer
+from protocols.jsonrpc import FORBIDDEN, PARSE_ERROR, UNAUTHORIZED
 from protocols.websocket import CLOSE_TRY_AGAIN_LATER, WebSocketGateway, pub_frame, text_frame
-from protocols.websocket.session import (
+from protocols.websocket.codes import (
     CLOSE_SLOW_CONSUMER,
     CLOSE_TOKEN_EXPIRED,
     CLOSE_TOO_BIG,
     CLOSE_UNAUTHENTICATED,
     CLOSE_UNSUPPORTED_DATA,
-    FORBIDDEN,
-    PARSE_ERROR,
-    UNAUTHORIZED,
-    KiB,
-    Limits,
 )
+from protocols.websocket.session import KiB, Limits
 
 SECRET = b"x" * 32
 LIMITS = Limits(auth_timeout=0.5, max_frame_bytes=2 * KiB)
@@ -601,5 +598,6 @@ async def test_ten_thousand_connections_leave_no_task_or_file_descriptor_behind(
             await trio.testing.wait_all_tasks_blocked(0.01)
             assert gateway.statistics().accepted == 10_000
             assert _tasks() == tasks
-            assert len(os.listdir("/proc/self/fd")) == descriptors
+            # At most as many as before: an earlier test's socket may close meanwhile.
+            assert len(os.listdir("/proc/self/fd")) <= descriptors
             assert publisher.statistics().subscribers == 0

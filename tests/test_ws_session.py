@@ -14,6 +14,7 @@ from collections import defaultdict, deque
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,19 +24,17 @@ from wsproto.events import TextMessage
 
 from actors.realtime import Histories, Position, Publication, Recovery
 from auth.tokens import issue_token
-from protocols.websocket.frames import pub_frame, pub_notification
-from protocols.websocket.session import (
+from protocols.jsonrpc import Access, Dispatcher, NoParams
+from protocols.websocket.codes import (
     CLOSE_IDLE,
     CLOSE_SLOW_CONSUMER,
     CLOSE_TOKEN_EXPIRED,
     CLOSE_TOO_BIG,
     CLOSE_UNAUTHENTICATED,
     CLOSE_UNSUPPORTED_DATA,
-    DEFAULT_LIMITS,
-    KiB,
-    Limits,
-    Session,
 )
+from protocols.websocket.frames import pub_frame, pub_notification
+from protocols.websocket.session import DEFAULT_LIMITS, KiB, Limits, Session
 
 SECRET = b"s" * 32
 NOW = 1_700_000_000.0
@@ -843,7 +842,6 @@ def test_unknown_method() -> None:
         {"channel": "post:1", "extra": True},
         {"channel": "post:1", "since": {"offset": -1, "epoch": "e1"}},
         {"channel": "post:1", "since": {"offset": 1}},
-        "post:1",
     ],
 )
 def test_bad_params(params: Any) -> None:
@@ -855,6 +853,16 @@ def test_bad_params(params: Any) -> None:
     assert err["code"] == -32602
     assert err["data"]["detail"]
     assert session.subscriptions == frozenset()
+
+
+def test_params_that_are_not_structured_are_an_invalid_request() -> None:
+    """Params that are neither an object nor an array get -32600, as on ``POST /rpc``."""
+    session = open_session()
+
+    err = error(session, "subscribe", "post:1")
+
+    assert err["code"] == -32600
+    assert err["data"]["detail"] == "params must be an object or an array"
 
 
 def test_params_by_position() -> None:
@@ -1011,3 +1019,146 @@ def test_every_offer_is_delivered_once_in_order_while_under_the_bound(
         got = received[channel]
         # Closing drops what was not begun: then a prefix of what was accepted arrived.
         assert got == (accepted[channel][: len(got)] if closed else accepted[channel])
+
+
+# -- JSON-RPC methods of the shared dispatcher over the WebSocket ----------------------
+
+
+class Who(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    user: str
+
+
+def rpc_table() -> Dispatcher[None]:
+    """A dispatcher with one method of each access rule (only looked up, never run here)."""
+    rpc: Dispatcher[None] = Dispatcher()
+
+    async def never(params: Any, context: None) -> None:
+        raise AssertionError("the session never runs a dispatcher method itself")
+
+    rpc.add("mine", Who, never, access=Access.SELF, acting="user")
+    rpc.add("public", Who, never, access=Access.USERS)
+    rpc.add("ops", NoParams, never)
+    return rpc
+
+
+def rpc_session(*, operator: bool = False, service: bool = False, user: str = "alice") -> Session:
+    claims = issue_token(SECRET, user, ttl_seconds=TTL, now=NOW, operator=operator, service=service)
+    return Session(MemoryHub(), SECRET, NOW, token=claims, rpc=rpc_table())
+
+
+def send(session: Session, message: Any) -> None:
+    session.receive_text(json.dumps(message), NOW)
+
+
+def request(method: str, params: Any, id: int | None = 1) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
+    if id is not None:
+        message["id"] = id
+    return message
+
+
+def test_a_users_token_calls_the_methods_that_act_for_it_and_public_reads() -> None:
+    """A user's token may call a SELF method naming itself and a USERS method; each becomes
+    one pending call for the edge, with its params decoded, and nothing is answered yet."""
+    session = rpc_session()
+    send(session, request("mine", {"user": "alice"}, 1))
+    send(session, request("public", {"user": "bob"}, 2))
+
+    pending = session.take_calls()
+
+    assert [p.batch for p in pending] == [False, False]
+    assert [(c.request.id, c.method.name, c.params) for p in pending for _, c in p.calls] == [
+        (1, "mine", Who("alice")),
+        (2, "public", Who("bob")),
+    ]
+    assert frames(session) == []
+    assert session.take_calls() == []
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "reason"),
+    [
+        ("mine", {"user": "bob"}, "mine acts for user = the token's user only"),
+        ("ops", {}, "ops is for operators and services"),
+    ],
+)
+def test_a_users_token_is_refused_what_is_not_its_own(
+    method: str, params: Any, reason: str
+) -> None:
+    """Acting for another user, or calling an operators' method, gets -32003 with the reason."""
+    session = rpc_session()
+
+    err = error(session, method, params)
+
+    assert err == {"code": -32003, "message": "forbidden", "data": {"reason": reason}}
+    assert session.take_calls() == []
+
+
+@pytest.mark.parametrize("role", ["operator", "service"])
+def test_operator_and_service_tokens_may_call_every_method(role: str) -> None:
+    """Operator and service tokens may act for anyone and call operators' methods."""
+    session = rpc_session(operator=role == "operator", service=role == "service", user="svc")
+    send(session, request("mine", {"user": "bob"}, 1))
+    send(session, request("ops", {}, 2))
+
+    names = [c.method.name for p in session.take_calls() for _, c in p.calls]
+
+    assert names == ["mine", "ops"]
+
+
+def test_dispatcher_methods_need_authentication_and_unknown_ones_are_not_found() -> None:
+    """Before authentication a dispatcher method gets -32003; an unknown method -32601 always."""
+    session = Session(MemoryHub(), SECRET, NOW, rpc=rpc_table())
+
+    assert error(session, "public", {"user": "bob"})["code"] == -32003
+    assert error(session, "nope", {})["code"] == -32601
+    assert error(rpc_session(), "nope", {})["code"] == -32601
+
+
+def test_bad_params_of_a_dispatcher_method_are_answered_by_the_session() -> None:
+    """Params that do not decode are answered -32602 at once; nothing reaches the edge."""
+    session = rpc_session()
+
+    err = error(session, "mine", {"user": 5})
+
+    assert err["code"] == -32602
+    assert session.take_calls() == []
+
+
+def test_a_batch_with_calls_gets_one_reply_array_in_order() -> None:
+    """A batch mixing the session's methods, calls and errors is answered once the calls
+    ran, as one array in the batch's order (notifications left out)."""
+    session = rpc_session()
+    send(
+        session,
+        [
+            request("ping", {}, 1),
+            request("mine", {"user": "alice"}, 2),
+            request("mine", {"user": "bob"}, 3),
+            request("public", {"user": "x"}, None),
+        ],
+    )
+    assert frames(session) == []
+    (pending,) = session.take_calls()
+    assert pending.batch
+    assert [index for index, _ in pending.calls] == [1, 3]
+
+    session.complete(pending, {1: {"jsonrpc": "2.0", "result": "two", "id": 2}, 3: None})
+
+    (reply,) = frames(session)
+    assert [r.get("result") for r in reply] == [{}, "two", None]
+    assert reply[2]["error"]["code"] == -32003
+    assert [r["id"] for r in reply] == [1, 2, 3]
+
+
+def test_replies_to_calls_are_dropped_once_the_session_closes() -> None:
+    """A call that ends after the close is decided queues nothing (the client asks again)."""
+    session = rpc_session()
+    send(session, request("mine", {"user": "alice"}, 1))
+    (pending,) = session.take_calls()
+    session.going_away()
+    drained = frames(session)
+
+    session.complete(pending, {0: {"jsonrpc": "2.0", "result": 1, "id": 1}})
+
+    assert frames(session) == drained == []

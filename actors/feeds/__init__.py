@@ -27,7 +27,7 @@ from actors.feeds.registry import (
     feeds_subtree,
 )
 from actors.feeds.scorer import LinearScorer, RemoteScorer, ScorerConfigError
-from actors.feeds.snapshot import FeedItem, FeedPage, FeedSnapshot, decode_cursor, encode_cursor
+from actors.feeds.snapshot import FeedItem, FeedPage, FeedSnapshot
 from actors.feeds.story_index import StoryIndex
 
 __all__ = [
@@ -69,9 +69,7 @@ __all__ = [
     "aggregate",
     "annotate",
     "best_first",
-    "decode_cursor",
     "diversify",
-    "encode_cursor",
     "feeds_subtree",
     "gather_rows",
     "preprocess",

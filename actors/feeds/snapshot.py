@@ -10,8 +10,6 @@ user's newest snapshot id under ``starling:feed:<user>:latest``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -193,28 +191,3 @@ def count_fresh(snapshot: FeedSnapshot, stale: Callable[[str, str], bool]) -> in
     """How many stories of the snapshot are not stale."""
     pairs = zip(snapshot.posts, snapshot.authors, strict=True)
     return sum(not stale(post, author) for post, author in pairs)
-
-
-def encode_cursor(user: str, snapshot: str, position: int) -> str:
-    """An opaque cursor naming a snapshot and a position in it."""
-    raw = f"f1:{user}:{snapshot}:{position}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, str, int]:
-    """``(user, snapshot, position)`` from a cursor.
-
-    Raises:
-        ValueError: a cursor this server did not make.
-    """
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        tag, rest = text.split(":", 1)
-        user_snapshot, position = rest.rsplit(":", 1)
-        user, snapshot = user_snapshot.rsplit(":", 1)
-        number = int(position)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValueError("malformed cursor") from None
-    if tag != "f1" or number < 0 or not user or not snapshot:
-        raise ValueError("malformed cursor")
-    return user, snapshot, number

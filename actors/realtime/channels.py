@@ -6,8 +6,8 @@ Three kinds of channel::
     user:<id>    one user's own notifications and feed updates; only that user
     system:<id>  the server's own figures (supervision tree, rates); operators only
 
-An id matches ``^[A-Za-z0-9_.:@-]{1,64}$`` (the same rule as user ids in
-``auth/tokens.py``). The kind is what comes before the first colon, so
+An id follows the one id rule (:data:`actors.ids.ID`: 1-64 characters of
+``[A-Za-z0-9_.:@-]``). The kind is what comes before the first colon, so
 ``post:a:b`` is the post ``a:b``.
 
 Centrifugo draws the same line with channel namespaces and its user-limited
@@ -16,13 +16,15 @@ channels (``#``), see https://centrifugal.dev/docs/server/channels.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
+from actors.ids import ID, ID_RULE
+
 ChannelKind = Literal["post", "user", "system"]
 _KINDS: dict[str, ChannelKind] = {"post": "post", "user": "user", "system": "system"}
-CHANNEL_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
+SYSTEM_PREFIX = "system:"
+"""The prefix of the operators' channels (the server's own telemetry)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +56,7 @@ def parse_channel(name: str) -> Channel:
 
     Raises:
         ValueError: the kind is not ``post``, ``user`` or ``system``, or the id does not
-            match ``^[A-Za-z0-9_.:@-]{1,64}$``; the message says which.
+            follow the id rule (:data:`actors.ids.ID`); the message says which.
     """
     prefix, colon, id = name.partition(":")
     kind = _KINDS.get(prefix)
@@ -62,10 +64,8 @@ def parse_channel(name: str) -> Channel:
         raise ValueError(
             f"channel {name[:80]!r}: expected 'post:<id>', 'user:<id>' or 'system:<id>'"
         )
-    if not CHANNEL_ID.fullmatch(id):
-        raise ValueError(
-            f"channel {name[:80]!r}: the id must be 1-64 characters of letters, digits and '_.:@-'"
-        )
+    if not ID.fullmatch(id):
+        raise ValueError(f"channel {name[:80]!r}: the id must be {ID_RULE}")
     return Channel(kind=kind, id=id)
 
 

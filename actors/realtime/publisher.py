@@ -63,6 +63,7 @@ from typing import Any, Final, Protocol
 
 import trio
 
+from actors.realtime.channels import SYSTEM_PREFIX
 from actors.realtime.history import Histories, Position, Publication, Recovery
 from actors.realtime.latency import LatencyWindow
 from actors.realtime.ordering import ReorderBuffer
@@ -115,13 +116,15 @@ class PublisherStatistics:
     Attributes:
         channels: channels with at least one local subscriber.
         subscribers: (session, channel) subscriptions, over all channels.
-        published: publications appended by :meth:`Publisher.publish`.
+        published: publications appended, on the product's channels (``post:``, ``user:``).
         delivered: offers accepted by sessions (one per subscriber per publication).
         slow_disconnects: sessions that refused an offer because their outbox
             was full (close 4008), and were dropped.
         gaps: times :meth:`Publisher.put` met offsets missing before the one it got
             (the subscribers of the channel were told, see :meth:`Publisher.put`).
         missed: publications those gaps left out, in all.
+        system_published: publications on ``system:`` channels (the operators' own
+            telemetry, :mod:`observability.dashboard`), kept apart from ``published``.
     """
 
     channels: int
@@ -131,6 +134,7 @@ class PublisherStatistics:
     slow_disconnects: int
     gaps: int = 0
     missed: int = 0
+    system_published: int = 0
 
 
 class Publisher:
@@ -162,6 +166,7 @@ class Publisher:
         self._subscribers: dict[str, set[Subscriber]] = {}
         self._subscriptions = 0
         self._published = 0
+        self._system_published = 0
         self._delivered = 0
         self._slow = 0
         self._gaps = 0
@@ -185,7 +190,10 @@ class Publisher:
             The publication, with its offset in the channel.
         """
         publication = self.histories.append(channel, data, self._clock() if now is None else now)
-        self._published += 1
+        if channel.startswith(SYSTEM_PREFIX):
+            self._system_published += 1
+        else:
+            self._published += 1
         self._offer(channel, publication)
         return publication
 
@@ -280,6 +288,7 @@ class Publisher:
             slow_disconnects=self._slow,
             gaps=self._gaps,
             missed=self._missed,
+            system_published=self._system_published,
         )
 
     # -- internals ----------------------------------------------------------------

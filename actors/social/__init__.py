@@ -1,4 +1,5 @@
-"""The social graph actors (GoSocial): graph readers and their pool, the writer, the service."""
+"""The social graph (GoSocial): graph readers and their pool, the writer, and the handle
+(:class:`Social`) through which a request reaches the one actor that answers it."""
 
 from actors.social.errors import (
     AlreadyExists,
@@ -24,12 +25,14 @@ from actors.social.events import (
 )
 from actors.social.graph_reader import GraphReader
 from actors.social.graph_writer import GraphWriter
+from actors.social.handle import Social
 from actors.social.messages import (
     Counts,
     CountsResult,
     CreatePost,
     DeletePost,
     Direction,
+    Fetch,
     Follow,
     FriendsWhoRecommended,
     GetPost,
@@ -53,7 +56,7 @@ from actors.social.messages import (
     WhoToFollow,
 )
 from actors.social.pool import ReaderPool
-from actors.social.service import SocialService
+from actors.social.reads import Reads
 
 __all__ = [
     "AlreadyExists",
@@ -62,6 +65,7 @@ __all__ = [
     "CreatePost",
     "DeletePost",
     "Direction",
+    "Fetch",
     "Follow",
     "Followed",
     "FriendsWhoRecommended",
@@ -86,12 +90,13 @@ __all__ = [
     "RankedUsers",
     "Read",
     "ReaderPool",
+    "Reads",
     "Recommend",
     "Recommended",
     "Recommenders",
+    "Social",
     "SocialEvent",
     "SocialRejection",
-    "SocialService",
     "Suggestion",
     "Unfollow",
     "Unfollowed",

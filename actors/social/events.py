@@ -3,9 +3,9 @@
 The graph writer publishes ``followed``, ``unfollowed``, ``recommended``,
 ``unrecommended``, ``muted``, ``unmuted``, ``read`` and ``deleted`` once a
 write that changed the graph has committed (a repeated follow, which changes
-nothing, publishes nothing). The social service publishes ``published``
-while it fans a new post out to the author's followers: one event per chunk
-of followers, so that each follower appears in exactly one event (GoSocial's
+nothing, publishes nothing). It publishes ``published`` while it fans a
+new post out to the author's followers, before its next write: one event per
+chunk of followers, so that each follower appears in exactly one event (GoSocial's
 "Can I tell all my friends once I've published something new?",
 https://medium.engineering/how-medium-goes-social-b7dbefa6d413). A
 ``published`` event carries the post's tags, publication and reading time,

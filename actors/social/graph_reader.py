@@ -1,16 +1,24 @@
-"""The graph reader: an actor that owns one graph session and runs read queries.
+"""The graph reader: an actor that owns one graph session and answers the social reads on it.
 
-A pool of readers (:mod:`actors.social.pool`) serves the social service.
-Each reader runs one query at a time in a worker thread under its backend's
-limiter, so N readers bound the graph's read concurrency to N; the service
-spreads the parts of a large read over several readers at once
+As GoSocial's readers did, a reader answers a whole read itself: a
+:class:`~actors.social.messages.Counts`, a neighbour page, who-to-follow …
+(:mod:`actors.social.reads`) arrive in its mailbox and leave as the reply, so
+a social read crosses one mailbox and one reply channel. It also runs raw
+queries for the other actors: :class:`~actors.social.messages.Read` (rows as
+dicts) and :class:`~actors.social.messages.Fetch` (a
+:class:`~stores.graph.Table`), the parts of a scatter/gather read among them
 (:mod:`actors.social.scatter`).
 
-A reader knows no domain: it answers :class:`~actors.social.messages.Read`
-with rows. A backend outage is answered with
+A pool of readers (:mod:`actors.social.pool`) spreads the requests. Each
+reader runs one query at a time in a worker thread under its backend's
+limiter, so N readers bound the graph's read concurrency to N.
+
+A backend outage is answered with
 :class:`~actors.social.errors.GraphUnavailable` (the reader keeps running, so
-it serves again as soon as the backend is back); anything else that goes
-wrong is a bug, and crashes the reader for its supervisor to restart.
+it serves again as soon as the backend is back), an unknown id with
+:class:`~actors.social.errors.NotFound`; anything else that goes wrong (a
+query the backend rejects, a message it does not know) is a bug, and crashes
+the reader for its supervisor to restart.
 """
 
 from __future__ import annotations
@@ -19,20 +27,24 @@ from typing import Any
 
 from actors.runtime import Actor
 from actors.social.errors import GraphUnavailable
-from actors.social.messages import Read
+from actors.social.messages import Fetch, Read
+from actors.social.reads import Reads
 from stores.errors import BackendUnavailable
-from stores.graph import GraphSession, GraphStore, Row
+from stores.graph import GraphSession, GraphStore
 
 
 class GraphReader(Actor[Any]):
-    """Runs :class:`Read` queries on its own graph session.
+    """Answers the social reads, :class:`Read` and :class:`Fetch` on its own graph session.
 
     Args:
         name: e.g. ``"graph_reader-0"``.
         store: the graph port; a session is opened at each (re)start.
-        mailbox_size: queued queries before senders wait.
+        mailbox_size: queued requests before senders wait.
+
+    Replies: see :mod:`actors.social.messages`.
 
     Raises (as replies):
+        NotFound: an unknown user or post.
         GraphUnavailable: the backend cannot be reached.
     """
 
@@ -40,8 +52,10 @@ class GraphReader(Actor[Any]):
         super().__init__(name, mailbox_size=mailbox_size)
         self._store = store
         self._session: GraphSession | None = None
+        self._reads: Reads | None = None
 
     async def on_start(self) -> None:
+        self._reads = Reads(self._store.dialect)
         self._session = self._store.session()
 
     async def on_stop(self) -> None:
@@ -49,11 +63,16 @@ class GraphReader(Actor[Any]):
             self._session.close()
             self._session = None
 
-    async def handle(self, message: Any) -> list[Row]:
-        assert self._session is not None
-        if type(message) is not Read:
-            raise TypeError(f"{self.name} cannot handle {type(message).__name__}")
+    async def handle(self, message: Any) -> Any:
+        session, reads = self._session, self._reads
+        assert session is not None
+        assert reads is not None
         try:
-            return await self._session.read(message.cypher, message.params)
+            kind = type(message)
+            if kind is Read:
+                return await session.read(message.cypher, message.params)
+            if kind is Fetch:
+                return await session.fetch(message.cypher, message.params)
+            return await reads.answer(session, message)
         except BackendUnavailable as exc:
             raise GraphUnavailable(str(exc)) from exc

@@ -12,6 +12,18 @@ After a write that changed the graph, the writer publishes its event
 nothing publishes nothing. Publishing waits for subscribers that asked for
 backpressure (see :mod:`actors.bus`).
 
+Publishing a post ("Can I tell all my friends once I've published something
+new?", https://medium.engineering/how-medium-goes-social-b7dbefa6d413) is the
+writer's too: it writes the post, then fans it out, reading the author's
+followers in key ranges on the reader pool (:func:`actors.social.scatter.fan_out`)
+and publishing one ``published`` event per range, before it takes its next
+message. Two things need that, and no other actor gives them: the fan-out
+finishes even when the caller stops waiting (a cancelled call abandons its
+reply, not the work), and a post's ``published`` events come before any
+later write's event, so a ``deleted`` never overtakes the fan-out of its
+post. The cost: other writes wait for the fan-out, one range read per
+``fanout_chunk`` followers, ``fanout_parallelism`` at a time.
+
 Each write is a single Cypher statement, hence a single transaction. When it
 finds nothing to act on, a second (read) query tells which id was unknown (a
 delete names one post only, so it needs none).
@@ -25,14 +37,22 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from actors.bus import EventBus
-from actors.runtime import Actor
-from actors.social import queries
-from actors.social.errors import AlreadyExists, GraphUnavailable, InvalidArgument, NotFound
+from actors.runtime import Actor, ActorCrashed, ActorUnavailable
+from actors.social import queries, scatter
+from actors.social.errors import (
+    AlreadyExists,
+    GraphUnavailable,
+    InvalidArgument,
+    NotFound,
+    WorkerCrashed,
+    WorkerUnavailable,
+)
 from actors.social.events import (
     Followed,
     Muted,
     PostDeleted,
     PostRead,
+    Published,
     Recommended,
     SocialEvent,
     Unfollowed,
@@ -47,11 +67,14 @@ from actors.social.messages import (
     Mute,
     PostCreated,
     PostDraft,
+    Publish,
+    PublishResult,
     Recommend,
     Unfollow,
     Unmute,
     Unrecommend,
 )
+from actors.social.pool import ReaderPool
 from stores.errors import BackendUnavailable
 from stores.graph import GraphSession, GraphStore, Row
 
@@ -72,23 +95,33 @@ class GraphWriter(Actor[Any]):
     Args:
         store: the graph port; a session is opened at each (re)start.
         bus: where the domain events go.
+        readers: the reader pool a post's fan-out reads the followers on.
         name: the actor's name.
         mailbox_size: queued writes before senders wait.
         clock: returns the time to stamp, in epoch seconds.
         new_id: makes an id for a post submitted without one.
+        fanout_chunk: follower ids per ``published`` event.
+        fanout_parallelism: most range queries of one fan-out in flight at
+            once (default: the number of readers).
 
     Replies:
         ``bool`` to :class:`Follow`, :class:`Unfollow`, :class:`Recommend`,
         :class:`Unrecommend`, :class:`Mute`, :class:`Unmute`,
         :class:`MarkRead` and :class:`DeletePost` (whether the graph changed;
         always ``True`` for a delete, which either deletes or is NotFound);
-        :class:`PostCreated` to :class:`CreatePost`.
+        :class:`PostCreated` to :class:`CreatePost`; :class:`PublishResult`
+        to :class:`Publish`.
 
     Raises (as replies):
         NotFound: a user or post is not in the graph.
         InvalidArgument: a user following or muting themself.
         AlreadyExists: the post id is taken.
         GraphUnavailable: the backend cannot be reached.
+        WorkerUnavailable, WorkerCrashed: a reader failed during a fan-out
+            (the post is written; its fan-out stopped part-way).
+
+    Raises:
+        ValueError: ``fanout_chunk`` < 1.
     """
 
     def __init__(
@@ -96,16 +129,24 @@ class GraphWriter(Actor[Any]):
         store: GraphStore,
         bus: EventBus[SocialEvent],
         *,
+        readers: ReaderPool,
         name: str = "graph_writer",
         mailbox_size: int = 64,
         clock: Callable[[], int] = epoch_seconds,
         new_id: Callable[[], str] = new_post_id,
+        fanout_chunk: int = 500,
+        fanout_parallelism: int | None = None,
     ) -> None:
         super().__init__(name, mailbox_size=mailbox_size)
+        if fanout_chunk < 1:
+            raise ValueError("fanout_chunk must be >= 1")
         self._store = store
         self._bus = bus
+        self._readers = readers
         self._clock = clock
         self._new_id = new_id
+        self.fanout_chunk = fanout_chunk
+        self.fanout_parallelism = fanout_parallelism or len(readers)
         self._session: GraphSession | None = None
 
     async def on_start(self) -> None:
@@ -121,6 +162,10 @@ class GraphWriter(Actor[Any]):
             return await self._write(message)
         except BackendUnavailable as exc:
             raise GraphUnavailable(str(exc)) from exc
+        except ActorUnavailable as down:  # a reader, during a fan-out
+            raise WorkerUnavailable(str(down)) from down
+        except ActorCrashed as crash:
+            raise WorkerCrashed(str(crash)) from crash
 
     async def _write(self, message: Any) -> Any:
         match message:
@@ -186,6 +231,10 @@ class GraphWriter(Actor[Any]):
                 return True
             case CreatePost(author, draft):
                 return await self._create_post(author, draft)
+            case Publish(author, draft):
+                created = await self._create_post(author, draft)
+                notified = await self._fan_out(created, draft)
+                return PublishResult(created.post, notified)
         raise TypeError(f"{self.name} cannot handle {type(message).__name__}")
 
     async def _changed(
@@ -221,6 +270,40 @@ class GraphWriter(Actor[Any]):
             await self._raise_missing((author,), "")
             raise AlreadyExists("post", post)
         return PostCreated(post, author, published_at)
+
+    async def _fan_out(self, created: PostCreated, draft: PostDraft) -> int:
+        """Tell every follower of the author, one ``published`` event per range of followers.
+
+        Each event carries the post's fields from ``draft`` (tags distinct, as
+        :meth:`_create_post` stores them).
+
+        Returns:
+            How many followers were told.
+        """
+        tags = tuple(dict.fromkeys(draft.tags))
+
+        async def deliver(chunk: int, chunks: int, followers: tuple[str, ...]) -> None:
+            await self._bus.publish(
+                Published(
+                    created.post,
+                    created.author,
+                    created.published_at,
+                    followers,
+                    chunk,
+                    chunks,
+                    tags=tags,
+                    publication=draft.publication,
+                    reading_time=draft.reading_time,
+                )
+            )
+
+        return await scatter.fan_out(
+            self._readers,
+            created.author,
+            chunk=self.fanout_chunk,
+            parallelism=self.fanout_parallelism,
+            deliver=deliver,
+        )
 
     async def _raise_missing(self, users: tuple[str, ...], post: str) -> None:
         """Raise NotFound for the first unknown id among ``users`` and ``post``."""

@@ -4,15 +4,20 @@ Requests are sent with ``ActorRef.call``; each names its reply type. Ids are
 opaque strings (the JSON-RPC boundary checks their shape), times are epoch
 seconds.
 
-- to a graph reader: :class:`Read` → ``list[Row]``;
+- to a graph reader (through :class:`~actors.social.pool.ReaderPool`): the
+  reads :class:`Counts`, :class:`Neighbours`, :class:`Recommenders`,
+  :class:`FriendsWhoRecommended`, :class:`WhoToFollow`, :class:`GetPost`,
+  each answered with its reply type below, and the raw queries :class:`Read`
+  → ``list[Row]`` and :class:`Fetch` → :class:`~stores.graph.Table`;
 - to the graph writer: :class:`Follow`, :class:`Unfollow`, :class:`Recommend`,
   :class:`Unrecommend`, :class:`Mute`, :class:`Unmute`, :class:`MarkRead`,
   :class:`DeletePost` → ``bool`` (whether the graph changed);
-  :class:`CreatePost` → :class:`PostCreated`;
-- to the social service: the writer's edge requests (forwarded), and
-  :class:`Counts`, :class:`Neighbours`, :class:`Recommenders`,
-  :class:`FriendsWhoRecommended`, :class:`WhoToFollow`, :class:`Publish`,
-  :class:`GetPost`.
+  :class:`CreatePost` → :class:`PostCreated`; :class:`Publish` →
+  :class:`PublishResult`.
+
+:class:`~actors.social.handle.Social` takes every request above but
+:class:`Read`, :class:`Fetch` and :class:`CreatePost`, and sends it to the one
+actor that answers it.
 """
 
 from __future__ import annotations
@@ -36,7 +41,15 @@ class Read:
     params: Mapping[str, Any]
 
 
-# -- writes (to the writer, through the service) --------------------------------
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Run one read query; the reply is a :class:`~stores.graph.Table` (rows as value lists)."""
+
+    cypher: str
+    params: Mapping[str, Any]
+
+
+# -- writes (to the writer) -----------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +153,7 @@ class PostCreated:
     published_at: int
 
 
-# -- reads and publishing (to the service) ---------------------------------------
+# -- reads (to a reader) and publishing (to the writer) --------------------------
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,23 +1,26 @@
-"""A router over a pool of graph readers: each query goes to the least busy reader.
+"""A router over a pool of graph readers: each request goes to the least busy reader.
 
-"Busy" is the number of this pool's queries a reader holds (queued or
+"Busy" is the number of this pool's requests a reader holds (queued or
 running), counted by the pool itself: choosing costs a scan of N small ints,
 not a statistics snapshot per reader. Ties go round-robin, so the parts of
 a scatter/gather read issued together land on different readers.
+
+The pool is no actor: :meth:`ReaderPool.call` runs in the caller's task and
+puts the request straight into the chosen reader's mailbox.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from actors.runtime import ActorRef, ActorUnavailable
-from actors.social.messages import Read
-from stores.graph import Row
+from actors.social.messages import Fetch, Read
+from stores.graph import Row, Table
 
 
 class ReaderPool:
-    """Routes :class:`Read` calls to the reader with the fewest of them in hand.
+    """Routes read requests to the reader with the fewest of them in hand.
 
     A reader that is down (restarting) refuses the call at once; the pool then
     tries the next one, so a read fails only when every reader is down.
@@ -40,30 +43,50 @@ class ReaderPool:
     def __len__(self) -> int:
         return len(self.readers)
 
-    async def read(self, cypher: str, params: dict[str, Any]) -> list[Row]:
-        """Run one read query on the least busy running reader.
+    async def call(self, request: Any) -> Any:
+        """Send one read request (see :mod:`actors.social.messages`) to the least busy reader.
+
+        Returns:
+            The reader's reply.
 
         Raises:
             ActorUnavailable: no reader is running.
-            ActorCrashed: the reader crashed on this query (a bug).
-            Rejection: the reader's error reply (``GraphUnavailable``).
+            ActorCrashed: the reader crashed on this request (a bug).
+            Rejection: the reader's error reply (``NotFound``, ``GraphUnavailable``).
         """
         count = len(self.readers)
         start = self._next
         self._next = (start + 1) % count
-        order = sorted(range(count), key=lambda i: (self._in_hand[i], (i - start) % count))
-        request = Read(cypher, params)
+        in_hand = self._in_hand
+        order = sorted(range(count), key=lambda i: (in_hand[i], (i - start) % count))
         for index in order:
-            self._in_hand[index] += 1
+            in_hand[index] += 1
             try:
-                rows: list[Row] = await self.readers[index].call(request)
-                return rows
+                return await self.readers[index].call(request)
             except ActorUnavailable:
                 continue
             finally:
-                self._in_hand[index] -= 1
+                in_hand[index] -= 1
         raise ActorUnavailable("every graph reader is down")
 
+    async def read(self, cypher: str, params: Mapping[str, Any]) -> list[Row]:
+        """Run one read query on the least busy reader; its rows as dicts.
+
+        Raises:
+            As :meth:`call`.
+        """
+        rows: list[Row] = await self.call(Read(cypher, params))
+        return rows
+
+    async def fetch(self, cypher: str, params: Mapping[str, Any]) -> Table:
+        """Run one read query on the least busy reader; its rows as the driver gives them.
+
+        Raises:
+            As :meth:`call`.
+        """
+        table: Table = await self.call(Fetch(cypher, params))
+        return table
+
     def in_hand(self) -> tuple[int, ...]:
-        """Queries each reader holds for this pool now (queued or running)."""
+        """Requests each reader holds for this pool now (queued or running)."""
         return tuple(self._in_hand)

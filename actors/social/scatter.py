@@ -16,9 +16,14 @@ is read exactly once (one that arrives or leaves meanwhile is read at most
 once). A boundary that is past the end merges the ranges after it into one
 range without an upper bound.
 
+Every query is a :class:`~actors.social.messages.Fetch` (or, for a small
+page, a :class:`~actors.social.messages.Neighbours`) sent to one reader of the
+pool from the caller's task: each part crosses one mailbox.
+
 Rounds (each a set of concurrent queries):
 
-- a page of ``limit`` <= ``chunk`` ids: one query (existence folded in);
+- a page of ``limit`` <= ``chunk`` ids: one request, answered whole by a
+  reader (existence folded in);
 - a larger page: boundaries at ``chunk, 2·chunk, …`` and at ``limit``, then
   the ranges;
 - a fan-out to every follower: a count, then the boundaries, then the
@@ -35,7 +40,7 @@ import trio
 
 from actors.social import queries
 from actors.social.errors import NotFound
-from actors.social.messages import Direction, UsersPage
+from actors.social.messages import Direction, Neighbours, UsersPage
 from actors.social.pool import ReaderPool
 
 Deliver = Callable[[int, int, tuple[str, ...]], Awaitable[None]]
@@ -62,20 +67,15 @@ async def read_page(
         NotFound: ``user`` is not in the graph.
     """
     if limit <= chunk:
-        rows = await pool.read(
-            queries.PAGE[direction], {"user": user, "after": after, "limit": limit + 1}
-        )
-        if not rows:
-            raise NotFound("user", user)
-        ids = tuple(row["id"] for row in rows if row["id"] is not None)
-        return UsersPage(ids[:limit], ids[limit - 1] if len(ids) > limit else None)
+        page: UsersPage = await pool.call(Neighbours(user, direction, limit, after))
+        return page
     positions = [*range(chunk, limit, chunk), limit]
     bounds = await _pivots(pool, user, direction, after, positions, parallelism=len(positions))
     end = bounds.pop() if len(bounds) == len(positions) else None
     ranges = _ranges(bounds, end)
     parts = await _gather(pool, user, direction, after, ranges, parallelism=len(ranges))
     ids = tuple(user_id for part in parts for user_id in part)
-    if not ids and not await pool.read(queries.USER_EXISTS, {"id": user}):
+    if not ids and not (await pool.fetch(queries.USER_EXISTS, {"id": user})).rows:
         raise NotFound("user", user)
     if len(ids) > limit:  # the graph changed between the rounds: keep a prefix
         return UsersPage(ids[:limit], ids[limit - 1])
@@ -102,10 +102,10 @@ async def fan_out(
     Raises:
         NotFound: ``user`` is not in the graph.
     """
-    rows = await pool.read(queries.NEIGHBOUR_COUNT["followers"], {"user": user})
-    if not rows:
+    counted = await pool.fetch(queries.NEIGHBOUR_COUNT["followers"], {"user": user})
+    if not counted.rows:
         raise NotFound("user", user)
-    chunks = max(1, math.ceil(int(rows[0]["n"]) / chunk))
+    chunks = max(1, math.ceil(int(counted.rows[0][0]) / chunk))
     positions = [i * chunk for i in range(1, chunks)]
     bounds = await _pivots(pool, user, "followers", "", positions, parallelism=parallelism)
     ranges = _ranges(bounds, None)
@@ -173,10 +173,10 @@ async def _pivots(
 
     async def pivot(index: int, skip: int) -> None:
         async with limiter:
-            rows = await pool.read(
+            table = await pool.fetch(
                 queries.PIVOT[direction], {"user": user, "after": after, "skip": skip}
             )
-        found[index] = rows[0]["id"] if rows else None
+        found[index] = table.rows[0][0] if table.rows else None
 
     await run_all(functools.partial(pivot, index, skip) for index, skip in enumerate(positions))
     present: list[str] = []
@@ -220,8 +220,8 @@ async def _gather(
 async def _range(
     pool: ReaderPool, user: str, direction: Direction, after: str, low: str, high: str
 ) -> tuple[str, ...]:
-    rows = await pool.read(
+    table = await pool.fetch(
         queries.RANGE[direction],
         {"user": user, "after": after, "low": low, "high": high},
     )
-    return tuple(row["id"] for row in rows)
+    return tuple(row[0] for row in table.rows)

@@ -29,6 +29,29 @@ const Starling = (() => {
     return reply.result;
   }
 
+  // One JSON-RPC batch over /rpc: `method` once per params object, answered in one round trip.
+  // Returns one {result} or {error} per params, in order (a batch holds at most 100).
+  async function rpcBatch(method, paramsList) {
+    if (!paramsList.length) return [];
+    const requests = paramsList.map((params) => ({ jsonrpc: "2.0", id: nextId++, method, params }));
+    const response = await fetch("/rpc", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", ...headers() },
+      body: JSON.stringify(requests),
+    });
+    const replies = await response.json();
+    if (!Array.isArray(replies)) {
+      const error = replies.error || { message: `HTTP ${response.status}` };
+      throw Object.assign(new Error(`${method}: ${error.message}`), { rpc: error });
+    }
+    const byId = new Map(replies.map((reply) => [reply.id, reply]));
+    return requests.map((request) => {
+      const reply = byId.get(request.id);
+      if (!reply) return { error: { message: "no reply" } };
+      return reply.error ? { error: reply.error } : { result: reply.result };
+    });
+  }
+
   // A WebSocket session: request() answers by id; onPub(params) gets each publication.
   // Reconnects after a close and resubscribes with `since` (recovery).
   function connect(tokenPath, { onPub, onState }) {
@@ -90,9 +113,12 @@ const Starling = (() => {
 
     const session = {
       ready: null,
-      async subscribe(channel) {
-        const result = await send("subscribe", { channel });
+      // `since` ({offset, epoch}, e.g. from a `history` reply): the publications after it
+      // come first, through onPub, then the live ones; none lost, none twice.
+      async subscribe(channel, since) {
+        const result = await send("subscribe", since ? { channel, since } : { channel });
         channels.set(channel, { offset: result.offset, epoch: result.epoch });
+        for (const publication of result.publications || []) onPub({ channel, ...publication });
         return result;
       },
       async unsubscribe(channel) {
@@ -118,5 +144,5 @@ const Starling = (() => {
     return node;
   }
 
-  return { rpc, getJson, connect, el };
+  return { rpc, rpcBatch, getJson, connect, el };
 })();

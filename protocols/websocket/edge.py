@@ -8,6 +8,10 @@ no ASGI, no lock, no cancel scope per frame. The pieces::
     reader      the connection's task: wait_readable → recv → wsproto events →
                 Session.receive_text / touch; answers pings; replies are written
                 before it reads again
+    calls       JSON-RPC methods of the shared dispatcher (a service's pipelined
+                calls): each frame's calls run in a task of the gateway; the reply
+                is queued when they end; the reader stops reading while
+                ``max_calls_in_flight`` are running (backpressure on the client)
     flush       synchronous: one non-blocking send (one frame) or sendmsg (several)
                 of Session.data_to_send(); Session.sent(n) keeps the rest
     drain       only while the socket refused bytes: a task of the gateway that
@@ -32,7 +36,7 @@ from __future__ import annotations
 import math
 import socket
 import time
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 import trio
 from wsproto.connection import Connection as FrameParser
@@ -46,16 +50,33 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from protocols.websocket.codes import CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG
-from protocols.websocket.session import Session
-
-if TYPE_CHECKING:
-    from protocols.websocket.gateway import WebSocketGateway
+from protocols.websocket.session import PendingCalls, Session
 
 KiB: Final = 1024
 RECEIVE_BYTES: Final = 64 * KiB
 """Most bytes read from the socket at once."""
 IOV_MAX: Final = 1024
 """Most buffers in one ``sendmsg`` (Linux's ``IOV_MAX``)."""
+
+
+class Gateway(Protocol):
+    """What a connection asks of the gateway that serves it
+    (:class:`protocols.websocket.gateway.WebSocketGateway`)."""
+
+    close_timeout: float
+    writes: int
+
+    def mark_dirty(self, connection: Connection) -> None:
+        """Write ``connection`` at the next flush."""
+
+    def schedule(self, connection: Connection) -> None:
+        """Put ``connection``'s next deadline in the timer's heap."""
+
+    def drain(self, connection: Connection) -> None:
+        """Start a task writing the rest of ``connection``'s outbox as the socket takes it."""
+
+    def run_calls(self, connection: Connection, pending: PendingCalls) -> None:
+        """Run the calls of one of ``connection``'s frames in a task of the gateway."""
 
 
 class Connection:
@@ -73,6 +94,9 @@ class Connection:
         "_message",
         "_message_size",
         "_parser",
+        "_room",
+        "calls_in_flight",
+        "context",
         "dead",
         "scheduled",
         "scope",
@@ -80,7 +104,7 @@ class Connection:
         "sock",
     )
 
-    def __init__(self, sock: socket.socket, parser: FrameParser, gateway: WebSocketGateway):
+    def __init__(self, sock: socket.socket, parser: FrameParser, gateway: Gateway):
         self.sock = sock
         self._parser = parser
         self._gateway = gateway
@@ -94,6 +118,11 @@ class Connection:
         self._close_deadline = math.inf
         self._message: list[str] = []
         self._message_size = 0
+        #: Calls of this connection running in the gateway; the reader waits at the limit.
+        self.calls_in_flight = 0
+        self._room = trio.Event()
+        #: What the dispatcher's handlers get as their context (who calls).
+        self.context: object = None
 
     # -- reading --------------------------------------------------------------------
 
@@ -107,6 +136,9 @@ class Connection:
         with self.scope:
             self._input(b"")
             while not self.dead:
+                while self.calls_in_flight >= self.session.limits.max_calls_in_flight:
+                    self._room = trio.Event()
+                    await self._room.wait()
                 await trio.lowlevel.wait_readable(sock)
                 try:
                     data = sock.recv(RECEIVE_BYTES)
@@ -141,6 +173,10 @@ class Connection:
                     return
         except RemoteProtocolError as error:
             session.fail(CLOSE_PROTOCOL_ERROR, _reason(str(error)))
+        if session.calls_waiting:
+            for pending in session.take_calls():
+                self.calls_in_flight += len(pending.calls)
+                self._gateway.run_calls(self, pending)
         self.flush()
         self._gateway.schedule(self)
 
@@ -169,6 +205,12 @@ class Connection:
             self.session.queue_control(self._parser.send(event.response()))
         self._write()
         self.dead = True
+
+    def calls_done(self, count: int) -> None:
+        """``count`` calls ended: let the reader read again below the limit."""
+        self.calls_in_flight -= count
+        if self.calls_in_flight < self.session.limits.max_calls_in_flight:
+            self._room.set()
 
     # -- writing --------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ from typing import Final
 
 import msgspec
 
+from protocols.websocket.wire import GapNotice, Notification
+
 _TEXT: Final = 0x81
 _encode = msgspec.json.Encoder().encode
 
@@ -45,7 +47,8 @@ def text_frame(payload: bytes) -> bytes:
 
 
 def pub_notification(channel: str, offset: int, data: bytes) -> bytes:
-    """One ``pub`` notification, ``data`` spliced in as is.
+    """One ``pub`` notification (params :class:`~protocols.websocket.wire.Pub`), ``data``
+    spliced in as is.
 
     ``{"jsonrpc":"2.0","method":"pub","params":{"channel":…,"offset":…,"data":…}}``
 
@@ -67,8 +70,8 @@ def gap_frame(channel: str, first: int, last: int, epoch: str) -> bytes:
     ``recovered: false``) and keeps its subscription: the next ``pub`` has
     offset ``last + 1``.
     """
-    params = {"channel": channel, "first": first, "last": last, "epoch": epoch}
-    return text_frame(_encode({"jsonrpc": "2.0", "method": "gap", "params": params}))
+    notice = Notification(method="gap", params=GapNotice(channel, first, last, epoch))
+    return text_frame(_encode(notice))
 
 
 def pub_frame(channel: str, offset: int, data: bytes) -> bytes:

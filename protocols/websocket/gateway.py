@@ -14,6 +14,8 @@ socket from then on (:mod:`protocols.websocket.edge`)::
                                        and idle limits and close timeouts (no task per timer)
                              drains    one task per connection whose socket is full, only
                                        while it is full
+                             calls     one task per client frame that calls a method of the
+                                       shared dispatcher (:meth:`attach_rpc`)
 
 Connections beyond ``max_connections`` get the handshake and then close
 1013 "try again later" (RFC 6455 section 7.4.2, the IANA close code
@@ -37,8 +39,9 @@ import itertools
 import math
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 import trio
@@ -47,9 +50,10 @@ from wsproto.events import AcceptConnection, CloseConnection, RejectConnection, 
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
+from protocols.jsonrpc import Dispatcher
 from protocols.websocket.codes import CLOSE_TRY_AGAIN_LATER
 from protocols.websocket.edge import RECEIVE_BYTES, Connection
-from protocols.websocket.session import DEFAULT_LIMITS, Hub, Limits, Session
+from protocols.websocket.session import DEFAULT_LIMITS, Hub, Limits, PendingCalls, Session
 
 SECONDS: Final = 1.0
 
@@ -71,6 +75,7 @@ class GatewayStatistics:
         writes: socket writes (``send``/``sendmsg`` calls) since start.
         draining: connections whose socket is full now (a drain task waits on each).
         handshake_failures: upgrade requests refused or not completed in time.
+        calls: JSON-RPC calls of the shared dispatcher answered on ``/ws`` since start.
     """
 
     open: int
@@ -81,6 +86,7 @@ class GatewayStatistics:
     writes: int = 0
     draining: int = 0
     handshake_failures: int = 0
+    calls: int = 0
 
 
 class WebSocketGateway:
@@ -139,6 +145,52 @@ class WebSocketGateway:
         self._draining = 0
         #: Socket writes since start (the connections count them).
         self.writes = 0
+        self._rpc: Dispatcher[Any] | None = None
+        self._rpc_context: Callable[[str], Any] = str
+        self._calls = 0
+
+    def attach_rpc(self, dispatcher: Dispatcher[Any], context: Callable[[str], Any]) -> None:
+        """Serve ``dispatcher``'s methods on ``/ws`` too (JSON-RPC for services and users).
+
+        Args:
+            dispatcher: the methods of ``POST /rpc``; a session checks who may call
+                each (:meth:`protocols.jsonrpc.Method.permits`).
+            context: builds a handler's context from the client's address.
+        """
+        self._rpc = dispatcher
+        self._rpc_context = context
+
+    def run_calls(self, connection: Connection, pending: PendingCalls) -> None:
+        """Run the calls of one client frame in a task; the reply is queued when they end."""
+        if self._nursery is None or self._rpc is None:
+            connection.calls_done(len(pending.calls))
+            return
+        self._nursery.start_soon(self._run_calls, connection, pending, self._rpc)
+
+    async def _run_calls(
+        self, connection: Connection, pending: PendingCalls, rpc: Dispatcher[Any]
+    ) -> None:
+        calls = pending.calls
+        replies: dict[int, dict[str, Any] | None] = {}
+        context = connection.context
+        try:
+            if len(calls) == 1:
+                index, call = calls[0]
+                replies[index] = await rpc.reply(call.method, call.params, call.request, context)
+            else:
+
+                async def one(index: int, call: Any) -> None:
+                    replies[index] = await rpc.reply(
+                        call.method, call.params, call.request, context
+                    )
+
+                async with trio.open_nursery() as nursery:
+                    for index, call in calls:
+                        nursery.start_soon(one, index, call)
+            connection.session.complete(pending, replies)
+        finally:
+            self._calls += len(calls)
+            connection.calls_done(len(calls))
 
     # -- the gateway's own tasks ------------------------------------------------------
 
@@ -250,6 +302,8 @@ class WebSocketGateway:
             return
         await _send_all(sock, accept)
         connection = Connection(sock, parser, self)
+        if self._rpc is not None:
+            connection.context = self._rpc_context(_peer(sock))
         query = parse_qs(urlsplit(request.target).query)
         tokens = query.get("token")
         connection.session = Session(
@@ -259,6 +313,7 @@ class WebSocketGateway:
             token=tokens[0] if tokens else None,
             limits=self.limits,
             on_ready=connection.mark_dirty,
+            rpc=self._rpc,
         )
         self._connections.add(connection)
         self._accepted += 1
@@ -325,6 +380,7 @@ class WebSocketGateway:
             writes=self.writes,
             draining=self._draining,
             handshake_failures=self._handshake_failures,
+            calls=self._calls,
         )
 
 
@@ -345,3 +401,12 @@ async def _send_all(sock: socket.socket, data: bytes) -> None:
             await trio.lowlevel.wait_writable(sock)
         except OSError:
             return
+
+
+def _peer(sock: socket.socket) -> str:
+    """The client's address, ``""`` when the socket cannot say."""
+    try:
+        address = sock.getpeername()
+    except OSError:
+        return ""
+    return str(address[0]) if isinstance(address, tuple) else str(address)

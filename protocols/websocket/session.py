@@ -115,21 +115,33 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Annotated, Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol
 
 import msgspec
 
 from actors.realtime import Position, Publication, Recovery, may_subscribe, parse_channel
-from auth.tokens import TokenExpired, TokenInvalid, verify_token
+from auth.tokens import Claims, TokenExpired, TokenInvalid, verify_token
 from protocols.jsonrpc import (
-    INVALID_PARAMS,
-    INVALID_REQUEST,
+    FORBIDDEN,
     MAX_BATCH,
     METHOD_NOT_FOUND,
-    PARSE_ERROR,
+    TOO_MANY_SUBSCRIPTIONS,
+    UNAUTHORIZED,
+    UNRECOVERABLE_POSITION,
     JsonRpcError,
+    Malformed,
+    Method,
+    MethodTable,
     NoParams,
-    decode_params,
+    Request,
+    check_request,
+    decode_payload,
+    decode_request,
+    encode,
+    error_reply,
+    invalid_params,
+    invalid_request,
+    result_reply,
 )
 from protocols.websocket.codes import (
     CLOSE_IDLE,
@@ -141,20 +153,22 @@ from protocols.websocket.codes import (
     CLOSE_UNSUPPORTED_DATA,
 )
 from protocols.websocket.frames import text_frame
+from protocols.websocket.wire import (
+    ConnectParams,
+    ConnectResult,
+    Empty,
+    HistoryParams,
+    HistoryResult,
+    PublicationOut,
+    Since,
+    SubscribeParams,
+    SubscribeResult,
+    UnsubscribeParams,
+)
 
 SECONDS: Final = 1.0
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
-
-UNAUTHORIZED: Final = -32003
-#: The same code as :data:`UNAUTHORIZED`; the message says "forbidden".
-FORBIDDEN: Final = -32003
-TOO_MANY_SUBSCRIPTIONS: Final = -32005
-UNRECOVERABLE_POSITION: Final = -32006
-
-
-MAX_HISTORY_LIMIT: Final = 100
-"""Most publications in one ``history`` reply: a channel's whole history."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +183,8 @@ class Limits:
             (close 4008).
         max_subscriptions: most channels subscribed at once (error -32005).
         max_batch_requests: most requests in one client batch (error -32600).
+        max_calls_in_flight: most calls of the shared dispatcher running at once for
+            one connection; the edge stops reading the client's frames at the limit.
 
     Raises:
         ValueError: a knob is not positive.
@@ -180,6 +196,7 @@ class Limits:
     max_outbox_bytes: int = 1 * MiB
     max_subscriptions: int = 100
     max_batch_requests: int = MAX_BATCH
+    max_calls_in_flight: int = 64
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -217,99 +234,41 @@ class Hub(Protocol):
         """The newest ``limit`` publications, oldest first (``Histories.latest``)."""
 
 
-# -- wire messages -------------------------------------------------------------
-
-
-class Since(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """The last publication a client saw: its offset and the channel's epoch then."""
-
-    offset: Annotated[int, msgspec.Meta(ge=0)]
-    epoch: Annotated[str, msgspec.Meta(max_length=64)]
-
-
-class ConnectParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """``connect``: a token from :func:`auth.tokens.issue_token`."""
-
-    token: str
-
-
-class SubscribeParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """``subscribe``: a channel name and, to recover, the last position seen."""
-
-    channel: str
-    since: Since | None = None
-
-
-class UnsubscribeParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """``unsubscribe``: a channel name."""
-
-    channel: str
-
-
-class HistoryParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """``history``: a channel, an optional position to read after, at most ``limit`` items."""
-
-    channel: str
-    since: Since | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_HISTORY_LIMIT)] = MAX_HISTORY_LIMIT
-
-
-class PublicationOut(msgspec.Struct, frozen=True):
-    """A publication in a reply; ``data`` is the pre-rendered JSON, spliced as is."""
-
-    offset: int
-    data: msgspec.Raw
-
-
-class ConnectResult(msgspec.Struct, frozen=True):
-    """``connect`` succeeded: who the session is and until when (epoch seconds)."""
-
-    user: str
-    expires_at: int
-
-
-class SubscribeResult(msgspec.Struct, frozen=True):
-    """``subscribe`` succeeded; ``recovered`` and ``publications`` only if ``since`` was given."""
-
-    channel: str
-    offset: int
-    epoch: str
-    recovered: bool | msgspec.UnsetType = msgspec.UNSET
-    publications: list[PublicationOut] | msgspec.UnsetType = msgspec.UNSET
-
-
-class HistoryResult(msgspec.Struct, frozen=True):
-    """``history``: publications oldest first, and the channel's current position."""
-
-    publications: list[PublicationOut]
-    offset: int
-    epoch: str
-
-
-class Empty(msgspec.Struct, frozen=True):
-    """The ``{}`` result of ``unsubscribe`` and ``ping``."""
-
-
-class _Envelope(msgspec.Struct, frozen=True):
-    """A request with its params left raw, decoded by method (once) later."""
-
-    jsonrpc: str
-    method: str
-    params: msgspec.Raw = msgspec.Raw(b"{}")
-    id: int | str | msgspec.UnsetType | None = msgspec.UNSET
-
-
-_frames = msgspec.json.Decoder(list[msgspec.Raw] | _Envelope)
-_envelopes = msgspec.json.Decoder(_Envelope)
-_anything = msgspec.json.Decoder()
-_encoder = msgspec.json.Encoder()
-_params: dict[type[msgspec.Struct], msgspec.json.Decoder[Any]] = {
-    type_: msgspec.json.Decoder(type_)
-    for type_ in (ConnectParams, SubscribeParams, UnsubscribeParams, HistoryParams, NoParams)
-}
-_METHODS = frozenset({"connect", "subscribe", "unsubscribe", "history", "ping"})
-_OPEN_METHODS = frozenset({"connect", "ping"})
 _EMPTY = Empty()
+_OPEN_METHODS = frozenset({"connect", "ping"})
+"""What an unauthenticated session may call."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A request for a method of the shared dispatcher (``POST /rpc``'s), decoded and
+    permitted: the edge runs it (:meth:`protocols.jsonrpc.Dispatcher.reply`)."""
+
+    request: Request
+    method: Method[Any]
+    params: Any
+
+
+Slot = dict[str, Any] | Call | None
+"""One request's outcome in a frame: its reply, a call still to run, or nothing (a
+notification)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCalls:
+    """A frame that holds calls to run: its slots in order, and whether it was a batch.
+
+    The edge runs every :class:`Call` of :attr:`slots` and hands the replies back to
+    :meth:`Session.complete`, which queues one reply frame (an array for a batch).
+    """
+
+    slots: tuple[Slot, ...]
+    batch: bool
+
+    @property
+    def calls(self) -> list[tuple[int, Call]]:
+        """The calls to run, with their slot index."""
+        return [(index, slot) for index, slot in enumerate(self.slots) if isinstance(slot, Call)]
 
 
 class _Subscription:
@@ -349,29 +308,6 @@ class SessionStatistics:
     close: tuple[int, str] | None
 
 
-def _reply(id: Any, result: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "result": result, "id": id}
-
-
-def _error(id: Any, error: JsonRpcError) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "error": error.to_object(), "id": id}
-
-
-def _invalid(id: Any, detail: str) -> dict[str, Any]:
-    return _error(id, JsonRpcError(INVALID_REQUEST, "Invalid Request", {"detail": detail}))
-
-
-def _id_of(raw: str | bytes | msgspec.Raw) -> Any:
-    """The id of a request that failed validation, if it has a valid one (else ``None``)."""
-    try:
-        message = _anything.decode(raw)
-    except (msgspec.DecodeError, UnicodeEncodeError):
-        return None
-    id = message.get("id") if isinstance(message, dict) else None
-    valid = isinstance(id, str) or (isinstance(id, int) and not isinstance(id, bool))
-    return id if valid else None
-
-
 def _too_big(text: str, limit: int) -> bool:
     """Whether ``text`` is over ``limit`` UTF-8 bytes; encodes only if its length cannot tell."""
     length = len(text)
@@ -382,28 +318,7 @@ def _too_big(text: str, limit: int) -> bool:
     return len(text.encode("utf-8", "surrogatepass")) > limit
 
 
-ParamsT = TypeVar("ParamsT", bound=msgspec.Struct)
-
-
-def _decode_params(type_: type[ParamsT], raw: msgspec.Raw) -> ParamsT:
-    """Decode ``raw`` params into ``type_``: by name in one pass, or by position.
-
-    Raises:
-        JsonRpcError: ``-32602`` naming the offending field.
-    """
-    try:
-        params: ParamsT = _params[type_].decode(raw)
-    except msgspec.ValidationError as exc:
-        detail = str(exc)
-    else:
-        return params
-    positional = _anything.decode(raw)
-    if isinstance(positional, list):
-        return decode_params(type_, positional)
-    raise JsonRpcError(INVALID_PARAMS, "Invalid params", {"detail": detail})
-
-
-def _publications(publications: Sequence[Publication]) -> list[PublicationOut]:
+def _publications(publications: Sequence[Publication]) -> list[PublicationOut[msgspec.Raw]]:
     return [PublicationOut(p.offset, msgspec.Raw(p.data)) for p in publications]
 
 
@@ -426,6 +341,7 @@ class Session:
     """
 
     __slots__ = (
+        "_calls",
         "_close",
         "_expires_at",
         "_frames_queued",
@@ -439,7 +355,9 @@ class Session:
         "_out_sent",
         "_peak_bytes",
         "_pending_bytes",
+        "_privileged",
         "_pushes_queued",
+        "_rpc",
         "_secret",
         "_signalled",
         "_subscriptions",
@@ -455,8 +373,11 @@ class Session:
         token: str | None = None,
         limits: Limits = DEFAULT_LIMITS,
         on_ready: Callable[[], None] | None = None,
+        rpc: MethodTable[Any] | None = None,
     ) -> None:
         self._hub = hub
+        self._rpc = rpc
+        self._calls: list[PendingCalls] = []
         self._secret = secret
         self._limits = limits
         self._on_ready = on_ready
@@ -465,6 +386,7 @@ class Session:
         self._user: str | None = None
         self._expires_at: int | None = None
         self._operator = False
+        self._privileged = False
         self._subscriptions: dict[str, _Subscription] = {}
         self._out: deque[bytes] = deque()
         self._out_sent = 0
@@ -482,8 +404,7 @@ class Session:
             except TokenInvalid:
                 self._decide_close(CLOSE_UNAUTHENTICATED, "invalid token")
             else:
-                self._user, self._expires_at = claims.user, claims.expires_at
-                self._operator = claims.operator
+                self._authenticate(claims)
 
     # -- state ------------------------------------------------------------------
 
@@ -596,18 +517,62 @@ class Session:
             self._decide_close(CLOSE_TOO_BIG, "message too big")
             return
         try:
-            message = _frames.decode(text)
-        except msgspec.ValidationError as exc:
-            reply: Any = _invalid(_id_of(text), str(exc))
-        except (msgspec.DecodeError, UnicodeEncodeError) as exc:
-            reply = _error(None, JsonRpcError(PARSE_ERROR, "Parse error", {"detail": str(exc)}))
-        else:
-            if isinstance(message, list):
-                reply = self._answer_batch(message, now)
-            else:
-                reply = self._answer(message, now)
-        if reply is not None:
-            self._queue_reply(_encoder.encode(reply))
+            message = decode_payload(text)
+        except Malformed as malformed:
+            self._queue_reply(encode(malformed.reply))
+            return
+        if isinstance(message, Request):
+            slot = self._answer(message, now)
+            if isinstance(slot, Call):
+                self._calls.append(PendingCalls((slot,), batch=False))
+            elif slot is not None:
+                self._queue_reply(encode(slot))
+            return
+        limit = self._limits.max_batch_requests
+        if not message or len(message) > limit:
+            detail = (
+                "empty batch"
+                if not message
+                else f"batch of {len(message)} requests exceeds the limit of {limit}"
+            )
+            self._queue_reply(encode(invalid_request(None, detail)))
+            return
+        slots: list[Slot] = []
+        for raw in message:
+            try:
+                slots.append(self._answer(decode_request(raw), now))
+            except Malformed as malformed:
+                slots.append(malformed.reply)
+        if any(isinstance(slot, Call) for slot in slots):
+            self._calls.append(PendingCalls(tuple(slots), batch=True))
+            return
+        replies = [slot for slot in slots if slot is not None]
+        if replies:
+            self._queue_reply(encode(replies))
+
+    @property
+    def calls_waiting(self) -> bool:
+        """Whether frames with calls wait for :meth:`take_calls`."""
+        return bool(self._calls)
+
+    def take_calls(self) -> list[PendingCalls]:
+        """The frames whose calls the edge must run now (each once), oldest first."""
+        calls, self._calls = self._calls, []
+        return calls
+
+    def complete(self, pending: PendingCalls, replies: dict[int, dict[str, Any] | None]) -> None:
+        """Queue the reply frame of ``pending`` once its calls ran (``replies`` by slot index).
+
+        Nothing is queued once a close is decided (the client reconnects and asks again).
+        """
+        if self._close is not None:
+            return
+        slots = [replies.get(index) if isinstance(slot, Call) else slot
+                 for index, slot in enumerate(pending.slots)]  # fmt: skip
+        answered = [slot for slot in slots if slot is not None]
+        if not answered:
+            return
+        self._queue_reply(encode(answered if pending.batch else answered[0]))
 
     def receive_bytes(self, data: bytes, now: float) -> None:
         """Handle a binary frame: the protocol has none, so close with 1003."""
@@ -767,52 +732,61 @@ class Session:
     def _queue_reply(self, message: bytes) -> None:
         self._queue(text_frame(message))
 
-    def _answer_batch(self, batch: list[msgspec.Raw], now: float) -> Any:
-        if not batch:
-            return _invalid(None, "empty batch")
-        limit = self._limits.max_batch_requests
-        if len(batch) > limit:
-            return _invalid(None, f"batch of {len(batch)} requests exceeds the limit of {limit}")
-        replies = []
-        for raw in batch:
-            try:
-                envelope = _envelopes.decode(raw)
-            except msgspec.ValidationError as exc:
-                replies.append(_invalid(_id_of(raw), str(exc)))
-                continue
-            reply = self._answer(envelope, now)
-            if reply is not None:
-                replies.append(reply)
-        return replies or None
-
-    def _answer(self, request: _Envelope, now: float) -> dict[str, Any] | None:
-        """The reply to one request, ``None`` for a notification."""
-        notification = request.id is msgspec.UNSET
-        id = None if notification else request.id
-        if request.jsonrpc != "2.0":
-            return _invalid(id, 'jsonrpc must be exactly "2.0"')
+    def _answer(self, request: Request, now: float) -> Slot:
+        """One request's outcome: its reply, a :class:`Call` for the edge, or ``None``."""
         try:
-            result = self._call(request.method, request.params, now)
+            check_request(request)
+        except Malformed as malformed:
+            return malformed.reply
+        try:
+            local = _LOCAL.get(request.method)
+            if local is None:
+                return self._rpc_call(request)
+            if self._user is None and request.method not in _OPEN_METHODS:
+                raise JsonRpcError(UNAUTHORIZED, "unauthorized", {"reason": "not authenticated"})
+            result = local.handler(self, local.decode(request.params), now)
         except JsonRpcError as error:
-            return None if notification else _error(id, error)
-        return None if notification else _reply(id, result)
+            return None if request.notification else error_reply(request.reply_id, error)
+        return None if request.notification else result_reply(request.reply_id, result)
 
-    def _call(self, method: str, params: msgspec.Raw, now: float) -> msgspec.Struct:
-        if self._user is None and method in _METHODS and method not in _OPEN_METHODS:
+    def _rpc_call(self, request: Request) -> Call:
+        """A method of the shared dispatcher, decoded and permitted for this token.
+
+        Raises:
+            JsonRpcError: -32601 unknown; -32003 not authenticated, or not this token's
+                to call (``data.reason``); -32600/-32602 malformed params.
+        """
+        method = self._rpc.get(request.method) if self._rpc is not None else None
+        if method is None:
+            raise JsonRpcError(METHOD_NOT_FOUND, "Method not found", {"method": request.method})
+        if self._user is None:
             raise JsonRpcError(UNAUTHORIZED, "unauthorized", {"reason": "not authenticated"})
-        match method:
-            case "connect":
-                return self._connect(_decode_params(ConnectParams, params), now)
-            case "subscribe":
-                return self._subscribe(_decode_params(SubscribeParams, params))
-            case "unsubscribe":
-                return self._unsubscribe(_decode_params(UnsubscribeParams, params))
-            case "history":
-                return self._history(_decode_params(HistoryParams, params))
-            case "ping":
-                _decode_params(NoParams, params)
-                return _EMPTY
-        raise JsonRpcError(METHOD_NOT_FOUND, "Method not found", {"method": method})
+        params = method.decode(request.params)
+        if not method.permits(self._user, params, privileged=self._privileged):
+            reason = (
+                f"{method.name} is for operators and services"
+                if method.acting is None
+                else f"{method.name} acts for {method.acting} = the token's user only"
+            )
+            raise JsonRpcError(FORBIDDEN, "forbidden", {"reason": reason})
+        return Call(request, method, params)
+
+    def _connect_method(self, params: ConnectParams, now: float) -> ConnectResult:
+        return self._connect(params, now)
+
+    def _subscribe_method(
+        self, params: SubscribeParams, now: float
+    ) -> SubscribeResult[msgspec.Raw]:
+        return self._subscribe(params)
+
+    def _unsubscribe_method(self, params: UnsubscribeParams, now: float) -> Empty:
+        return self._unsubscribe(params)
+
+    def _history_method(self, params: HistoryParams, now: float) -> HistoryResult[msgspec.Raw]:
+        return self._history(params)
+
+    def _ping_method(self, params: NoParams, now: float) -> Empty:
+        return _EMPTY
 
     def _connect(self, params: ConnectParams, now: float) -> ConnectResult:
         try:
@@ -824,21 +798,25 @@ class Session:
             raise JsonRpcError(UNAUTHORIZED, "unauthorized", data) from None
         if self._user is not None and claims.user != self._user:
             raise JsonRpcError(FORBIDDEN, "forbidden", {"reason": "token names another user"})
+        self._authenticate(claims)
+        return ConnectResult(claims.user, claims.expires_at)
+
+    def _authenticate(self, claims: Claims) -> None:
         self._user, self._expires_at = claims.user, claims.expires_at
         self._operator = claims.operator
-        return ConnectResult(claims.user, claims.expires_at)
+        self._privileged = claims.operator or claims.service
 
     def _permitted(self, name: str) -> str:
         """``name`` if it is a channel the user may read; the error reply otherwise."""
         try:
             channel = parse_channel(name)
         except ValueError as exc:
-            raise JsonRpcError(INVALID_PARAMS, "Invalid params", {"detail": str(exc)}) from None
+            raise invalid_params(str(exc)) from None
         if self._user is None or not may_subscribe(channel, self._user, operator=self._operator):
             raise JsonRpcError(FORBIDDEN, "forbidden", {"channel": name})
         return name
 
-    def _subscribe(self, params: SubscribeParams) -> SubscribeResult:
+    def _subscribe(self, params: SubscribeParams) -> SubscribeResult[msgspec.Raw]:
         channel = self._permitted(params.channel)
         since = params.since
         subscription = self._subscriptions.get(channel)
@@ -860,7 +838,9 @@ class Session:
             publications=_publications(recovery.publications),
         )
 
-    def _resubscribe(self, subscription: _Subscription, since: Since | None) -> SubscribeResult:
+    def _resubscribe(
+        self, subscription: _Subscription, since: Since | None
+    ) -> SubscribeResult[msgspec.Raw]:
         """The idempotent reply: the position queued ahead of it, recovery up to it."""
         channel, delivered, epoch = subscription.channel, subscription.delivered, subscription.epoch
         if since is None:
@@ -880,14 +860,14 @@ class Session:
         try:
             parse_channel(params.channel)
         except ValueError as exc:
-            raise JsonRpcError(INVALID_PARAMS, "Invalid params", {"detail": str(exc)}) from None
+            raise invalid_params(str(exc)) from None
         subscription = self._subscriptions.pop(params.channel, None)
         if subscription is None:
             return _EMPTY
         self._hub.unsubscribe(self, params.channel)
         return _EMPTY
 
-    def _history(self, params: HistoryParams) -> HistoryResult:
+    def _history(self, params: HistoryParams) -> HistoryResult[msgspec.Raw]:
         channel = self._permitted(params.channel)
         since = params.since
         if since is None:
@@ -900,3 +880,12 @@ class Session:
             raise JsonRpcError(UNRECOVERABLE_POSITION, "unrecoverable position", data)
         page = recovery.publications[: params.limit]
         return HistoryResult(_publications(page), recovery.offset, recovery.epoch)
+
+
+_LOCAL: Final[MethodTable[Callable[[Session, Any, float], msgspec.Struct]]] = MethodTable()
+"""The session's own methods; every other method goes to the shared dispatcher."""
+_LOCAL.add("connect", ConnectParams, Session._connect_method)
+_LOCAL.add("subscribe", SubscribeParams, Session._subscribe_method)
+_LOCAL.add("unsubscribe", UnsubscribeParams, Session._unsubscribe_method)
+_LOCAL.add("history", HistoryParams, Session._history_method)
+_LOCAL.add("ping", NoParams, Session._ping_method)

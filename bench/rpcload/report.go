@@ -1,0 +1,233 @@
+package main
+
+import (
+	"encoding/json"
+	"sort"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// The JSON document printed on stdout at the end of a run. Times are in the
+// units their names say. The top-level counts are of the window (replies that
+// arrived inside it); totals are of the whole run, warm-up and drain included,
+// and hold sent = replies + unanswered.
+type report struct {
+	Method         string           `json:"method"`
+	Settings       settings         `json:"settings"`
+	Window         windowReport     `json:"window"`
+	Completed      int64            `json:"completed"` // calls answered inside the window: ok + errors (+ malformed replies)
+	OK             int64            `json:"ok"`
+	Errors         map[string]int64 `json:"errors"` // error.code -> calls answered with it inside the window
+	CallsPerSecond float64          `json:"calls_per_s"`
+	Latency        *latencyReport   `json:"latency_ms"` // reply arrival - request write, replies inside the window
+	Totals         totals           `json:"totals"`
+	Connections    connections      `json:"connections"`
+	CPU            cpuUsage         `json:"cpu"`
+	Results        []lineResults    `json:"results,omitempty"` // --record-results
+}
+
+type settings struct {
+	Server          string  `json:"server"`
+	User            string  `json:"user"`
+	Connections     int     `json:"connections"`
+	Depth           int     `json:"depth"`
+	Params          int     `json:"params"` // params lines, used round-robin
+	DurationSeconds float64 `json:"duration_s"`
+	WarmupSeconds   float64 `json:"warmup_s"`
+	DrainSeconds    float64 `json:"drain_s"`
+}
+
+type windowReport struct {
+	StartNs int64   `json:"start_ns"`
+	EndNs   int64   `json:"end_ns"`
+	Seconds float64 `json:"seconds"`
+}
+
+// totals: every request of the run, and what became of it.
+type totals struct {
+	Sent          int64            `json:"sent"`       // requests written
+	Replies       int64            `json:"replies"`    // replies matched by id to a request in flight
+	OK            int64            `json:"ok"`         // ... with a result
+	Errors        map[string]int64 `json:"errors"`     // ... with an error, by error.code
+	Unanswered    int64            `json:"unanswered"` // written, no reply by the end of the drain
+	Unmatched     int64            `json:"unmatched"`  // replies whose id is no request in flight
+	Malformed     int64            `json:"malformed"`  // frames not JSON, replies with neither result nor error
+	Notifications int64            `json:"notifications"`
+	Drained       bool             `json:"drained"` // nothing was in flight on an open connection at the end
+	DrainSeconds  float64          `json:"drain_s"`
+	FirstError    string           `json:"first_error"`
+}
+
+type connections struct {
+	Opened      int            `json:"opened"`
+	ClosedEarly int            `json:"closed_early"` // ended by the server (or the network) before the run closed them
+	CloseCodes  map[string]int `json:"close_codes"`  // of those: the server's close code (1006: no close frame) -> connections
+}
+
+// lineResults is what the calls of one params line answered (--record-results):
+// the distinct results, at most 8, each compact JSON, sorted.
+type lineResults struct {
+	Line     int               `json:"line"` // 0-based, blank lines skipped
+	Params   json.RawMessage   `json:"params"`
+	Calls    int64             `json:"calls"` // calls of this line answered with a result
+	Distinct []json.RawMessage `json:"distinct"`
+	More     int64             `json:"more"` // results of further distinct values, not kept
+}
+
+type latencyReport struct {
+	Count int64   `json:"count"`
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P99   float64 `json:"p99"`
+	Max   float64 `json:"max"`
+}
+
+// summarize adds up every caller's ledger and tally (after their goroutines ended).
+func summarize(cfg *config, p *plan, callers []*caller) *report {
+	rep := &report{
+		Method: cfg.method,
+		Settings: settings{
+			Server: cfg.server, User: cfg.user, Connections: cfg.connections, Depth: cfg.depth,
+			Params: len(cfg.params), DurationSeconds: cfg.duration.Seconds(),
+			WarmupSeconds: cfg.warmup.Seconds(), DrainSeconds: cfg.drain.Seconds(),
+		},
+		Errors:      map[string]int64{},
+		Totals:      totals{Errors: map[string]int64{}},
+		Connections: connections{Opened: len(callers), CloseCodes: map[string]int{}},
+	}
+	latency := newHistogram()
+	var results []resultSet
+	if p.record {
+		results = make([]resultSet, len(p.params))
+	}
+	for _, c := range callers {
+		t := &c.tally
+		sent, inFlight := c.ledger.counts()
+		rep.Totals.Sent += sent
+		rep.Totals.Unanswered += inFlight
+		rep.Totals.Replies += t.replies
+		rep.Totals.OK += t.ok
+		rep.Totals.Unmatched += t.unmatched
+		rep.Totals.Malformed += t.malformed
+		rep.Totals.Notifications += t.notifications
+		addCodes(rep.Totals.Errors, t.errors)
+		addCodes(rep.Errors, t.windowErrors)
+		rep.Completed += t.completed
+		rep.OK += t.windowOK
+		latency.Merge(t.latency)
+		if rep.Totals.FirstError == "" {
+			rep.Totals.FirstError = t.firstError
+		}
+		for line := range t.results {
+			results[line].merge(&t.results[line])
+		}
+		if c.earlyClose {
+			code := c.closeCode
+			if code == 0 {
+				code = 1006 // no close frame
+			}
+			rep.Connections.ClosedEarly++
+			rep.Connections.CloseCodes[strconv.Itoa(code)]++
+		}
+	}
+	rep.CallsPerSecond = round(float64(rep.Completed)/cfg.duration.Seconds(), 1)
+	rep.Latency = latencyOf(latency)
+	for line, set := range results {
+		rep.Results = append(rep.Results, set.report(line, p.params[line]))
+	}
+	return rep
+}
+
+func addCodes(into map[string]int64, from map[int64]int64) {
+	for code, n := range from {
+		into[strconv.FormatInt(code, 10)] += n
+	}
+}
+
+func (r *resultSet) report(line int, params []byte) lineResults {
+	out := lineResults{Line: line, Params: json.RawMessage(params), Distinct: []json.RawMessage{}, More: r.more}
+	keys := make([]string, 0, len(r.distinct))
+	for result, calls := range r.distinct {
+		keys = append(keys, result)
+		out.Calls += calls
+	}
+	sort.Strings(keys)
+	for _, result := range keys {
+		out.Distinct = append(out.Distinct, json.RawMessage(result))
+	}
+	out.Calls += r.more
+	return out
+}
+
+// Latencies are recorded in microseconds, 1 µs .. 60 s, 3 significant digits
+// (the histograms of bench/loadgen/report.go).
+const (
+	lowestMicros  = 1
+	highestMicros = 60_000_000
+	digits        = 3
+)
+
+func newHistogram() *hdrhistogram.Histogram {
+	return hdrhistogram.New(lowestMicros, highestMicros, digits)
+}
+
+func record(h *hdrhistogram.Histogram, micros int64) {
+	if micros < lowestMicros {
+		micros = lowestMicros
+	} else if micros > highestMicros {
+		micros = highestMicros
+	}
+	_ = h.RecordValue(micros)
+}
+
+func latencyOf(h *hdrhistogram.Histogram) *latencyReport {
+	if h.TotalCount() == 0 {
+		return nil
+	}
+	ms := func(micros int64) float64 { return round(float64(micros)/1000, 3) }
+	return &latencyReport{
+		Count: h.TotalCount(),
+		P50:   ms(h.ValueAtQuantile(50)),
+		P90:   ms(h.ValueAtQuantile(90)),
+		P99:   ms(h.ValueAtQuantile(99)),
+		Max:   ms(h.Max()),
+	}
+}
+
+// -- CPU --------------------------------------------------------------------------
+
+// cpuSample: this process's user and system CPU (getrusage RUSAGE_SELF, every thread).
+type cpuSample struct{ user, system time.Duration }
+
+func cpuNow() cpuSample {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return cpuSample{time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())}
+}
+
+// cpuUsage is the load generator's own cost, so that a driver can show it beside the server's.
+type cpuUsage struct {
+	UserSeconds   float64 `json:"user_s"` // the whole run
+	SystemSeconds float64 `json:"sys_s"`
+	WindowSeconds float64 `json:"window_s"` // user + sys inside the window
+	Cores         float64 `json:"cores"`    // window_s / the window's seconds (1.0 = one core busy)
+	MicrosPerCall float64 `json:"us_per_call"`
+}
+
+func cpuReport(began, from, to cpuSample, window time.Duration, calls int64) cpuUsage {
+	end := cpuNow()
+	busy := (to.user + to.system - from.user - from.system).Seconds()
+	usage := cpuUsage{
+		UserSeconds:   round((end.user - began.user).Seconds(), 3),
+		SystemSeconds: round((end.system - began.system).Seconds(), 3),
+		WindowSeconds: round(busy, 3),
+		Cores:         round(busy/window.Seconds(), 3),
+	}
+	if calls > 0 {
+		usage.MicrosPerCall = round(busy*1e6/float64(calls), 3)
+	}
+	return usage
+}
