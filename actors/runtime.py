@@ -212,6 +212,13 @@ class Actor(Generic[MessageT]):
             gracefully, as if :meth:`request_stop` had been called (OTP's
             gen_server timeout used for idle expiry); ``None`` (the default)
             never. Messages already queued are still handled.
+        max_batch: most calls answered by one :meth:`handle_batch` (>= 1; 1, the
+            default, never batches). With more, a one-at-a-time actor that takes a
+            call whose :meth:`batch_key` is not ``None`` also takes the calls queued
+            right behind it with the same key (without waiting for more) and
+            answers them together: "group commit" for requests that one query can
+            answer as cheaply as one. Order is kept: the first queued message
+            with another key is handled next.
 
     Raises:
         ValueError: a mailbox size, concurrency or idle timeout out of range.
@@ -224,17 +231,22 @@ class Actor(Generic[MessageT]):
         mailbox_size: int = DEFAULT_MAILBOX_SIZE,
         concurrency: int = 1,
         idle_timeout: float | None = None,
+        max_batch: int = 1,
     ) -> None:
         if mailbox_size < 1 or mailbox_size == math.inf:
             raise ValueError(f"mailbox_size must be a finite count >= 1, got {mailbox_size}")
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if max_batch < 1 or (max_batch > 1 and concurrency > 1):
+            raise ValueError(f"max_batch must be >= 1, and 1 with concurrency > 1, got {max_batch}")
         if idle_timeout is not None and not idle_timeout > 0:
             raise ValueError(f"idle_timeout must be > 0 seconds or None, got {idle_timeout}")
         self.name = name
         self.mailbox_size = mailbox_size
         self.concurrency = concurrency
         self.idle_timeout = idle_timeout
+        self.max_batch = max_batch
+        self._held: MessageT | None = None  # taken while batching, handled next
         self._idle_scope: trio.CancelScope | None = None
         self._active = 0  # handlers running (concurrency > 1): the idle countdown waits
         self.ref: ActorRef[MessageT] = ActorRef(self)
@@ -255,6 +267,23 @@ class Actor(Generic[MessageT]):
 
         Raise a :class:`Rejection` to answer with an error; any other
         exception crashes the actor.
+        """
+        raise NotImplementedError
+
+    def batch_key(self, request: MessageT) -> object | None:
+        """The key under which calls of ``request``'s kind may be answered together by
+        :meth:`handle_batch`, or ``None`` (the default) to answer it alone."""
+        return None
+
+    async def handle_batch(self, requests: list[MessageT]) -> list[Any]:
+        """Answer several calls of one :meth:`batch_key` at once (``max_batch`` > 1).
+
+        Returns:
+            One outcome per request, in order: its reply, or a :class:`Rejection`
+            instance to answer that one call with an error.
+
+        Any exception raised crashes the actor (every call of the batch gets
+        :class:`ActorCrashed`).
         """
         raise NotImplementedError
 
@@ -324,6 +353,9 @@ class Actor(Generic[MessageT]):
             scope.deadline = trio.current_time() + self.idle_timeout
 
     async def _receive_loop(self, receive: trio.MemoryReceiveChannel[MessageT]) -> None:
+        if self.max_batch > 1:
+            await self._batching_loop(receive)
+            return
         if self.concurrency == 1:
             while message := await self._next_message(receive):
                 await self._handle_one(message[0])
@@ -342,6 +374,54 @@ class Actor(Generic[MessageT]):
             if len(crashes) == 1:
                 raise crashes[0] from None
             raise
+
+    async def _batching_loop(self, receive: trio.MemoryReceiveChannel[MessageT]) -> None:
+        """One message at a time, except calls of one batch key queued together."""
+        while True:
+            held, self._held = self._held, None
+            if held is None:
+                taken = await self._next_message(receive)
+                if not taken:
+                    return
+                held = taken[0]
+            key = self.batch_key(held.request) if isinstance(held, Call) else None
+            if key is None:
+                await self._handle_one(held)
+                continue
+            batch: list[Call[Any]] = [held]  # type: ignore[list-item]
+            while len(batch) < self.max_batch:
+                try:
+                    queued = receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                if isinstance(queued, Call) and self.batch_key(queued.request) == key:
+                    batch.append(queued)
+                else:
+                    self._held = queued
+                    break
+            if len(batch) == 1:
+                await self._handle_one(held)
+            else:
+                await self._handle_calls(batch)
+
+    async def _handle_calls(self, calls: list[Call[Any]]) -> None:
+        """Answer ``calls`` with one :meth:`handle_batch`."""
+        try:
+            outcomes = await self.handle_batch([call.request for call in calls])
+            if len(outcomes) != len(calls):
+                raise RuntimeError(f"{len(outcomes)} outcomes for {len(calls)} calls")
+        except Exception as exc:
+            crashed = ActorCrashed(f"{self.name} crashed: {type(exc).__name__}: {exc}")
+            crashed.__cause__ = exc
+            for call in calls:
+                with call.reply_to:
+                    _reply(call, _Reply(error=crashed))
+            raise
+        for call, outcome in zip(calls, outcomes, strict=True):
+            with call.reply_to:
+                error = outcome if isinstance(outcome, Rejection) else None
+                _reply(call, _Reply(error=error) if error else _Reply(value=outcome))
+        self._handled += len(calls)
 
     async def _handle_in_slot(self, message: MessageT, slots: trio.Semaphore) -> None:
         try:
@@ -374,6 +454,9 @@ class Actor(Generic[MessageT]):
 
     def _fail_queued(self, receive: trio.MemoryReceiveChannel[MessageT]) -> None:
         """Close the reply channel of every call still queued: callers get ActorUnavailable."""
+        held, self._held = self._held, None
+        if isinstance(held, Call):
+            held.reply_to.close()
         while True:
             try:
                 message = receive.receive_nowait()

@@ -55,6 +55,7 @@ def bench_group() -> None:
 @click.option("--runs", default=3, show_default=True, help="Runs per figure (medians).")
 @click.option("--only", help="Only the rows whose method contains this text.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="JSON file.")
+@click.option("--readers", default=4, show_default=True, help="The server's graph readers.")
 def bench_social_command(
     settings: Settings,
     debug: bool,
@@ -63,6 +64,7 @@ def bench_social_command(
     runs: int,
     only: str | None,
     output: Path | None,
+    readers: int,
 ) -> None:
     """JSON-RPC latency and calls/s per social method, on the demo world (needs wrk).
 
@@ -76,7 +78,13 @@ def bench_social_command(
     run_command(
         debug,
         lambda: run(
-            settings, clients=clients, seconds=seconds, runs=runs, only=only, output=output
+            settings,
+            clients=clients,
+            seconds=seconds,
+            runs=runs,
+            only=only,
+            output=output,
+            readers=readers,
         ),
     )
 

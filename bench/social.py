@@ -308,12 +308,18 @@ def run(
     runs: int = 3,
     only: str | None = None,
     output: Path | None = None,
+    readers: int = 4,
 ) -> Path:
-    """Run the benchmark against the graph of ``settings``; return the JSON path."""
+    """Run the benchmark against the graph of ``settings``; return the JSON path.
+
+    Args:
+        readers: the server's ``--readers`` (graph reader actors).
+    """
     require_wrk()
     params = trio.run(sample_params, settings)
     backend = "neo4j" if not settings.graph_url.startswith("ladybug") else "ladybug"
     args = ["--data-dir", str(settings.data_dir), "--graph-url", settings.graph_url]
+    args += ["--readers", str(readers)]
     env = {**os.environ, "STARLING_API_KEY": ""}
     rows = []
     with running_server(args, env) as url:

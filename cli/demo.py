@@ -72,7 +72,7 @@ def demo_command(
     """Load the demo world (once), serve it, replay real comments live, print what to try.
 
     Builds the demo world from --source into the embedded store if it is not
-    there yet (about 25 s, with progress), starts the server, replays the real
+    there yet (about 15 s on 2 idle cores, with progress), starts the server, replays the real
     Reddit comment threads in the background as live comment events on the
     threads' posts, and prints the dashboard URL, a token, curl calls and a
     tail command to paste. The three busiest threads play side by side and

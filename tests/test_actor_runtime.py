@@ -309,3 +309,112 @@ async def test_idle_countdown_waits_for_running_handlers(
         assert await ref.call(25) == 25  # longer than the idle timeout, and not cut short
         assert actor.statistics().state == "running"
     assert trio.current_time() - started == pytest.approx(35)
+
+
+# -- batched calls (max_batch) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Keeps the squarer busy until its gate opens."""
+
+
+@dataclass(frozen=True)
+class Square:
+    n: int
+
+
+class Squarer(Actor[Any]):
+    """Answers Square calls in batches; anything else alone; logs what it handled."""
+
+    def __init__(self) -> None:
+        super().__init__("squarer", mailbox_size=16, max_batch=3)
+        self.log: list[Any] = []
+        self.gate = trio.Event()
+
+    def batch_key(self, request: Any) -> object | None:
+        return Square if isinstance(request, Square) else None
+
+    async def handle_batch(self, requests: list[Any]) -> list[Any]:
+        self.log.append(tuple(r.n for r in requests))
+        if any(r.n == 13 for r in requests):
+            raise ZeroDivisionError("unlucky")
+        return [Invalid("negative") if r.n < 0 else r.n * r.n for r in requests]
+
+    async def handle(self, message: Any) -> Any:
+        if isinstance(message, Hold):
+            await self.gate.wait()
+            return "waited"
+        if isinstance(message, Square):
+            self.log.append(message.n)
+            return message.n * message.n
+        self.log.append(message)
+        return message
+
+
+async def test_calls_queued_together_are_answered_by_one_batch_in_order() -> None:
+    """Square calls queued behind a busy actor are answered together, at most max_batch per
+    batch, each with its own reply or rejection; a message of another kind ends the batch and
+    is handled next, in mailbox order."""
+    actor = Squarer()
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actor.run)
+        replies: dict[Any, Any] = {}
+
+        async def ask(request: Any) -> None:
+            try:
+                replies[request] = await ref.call(request)
+            except Invalid as rejected:
+                replies[request] = rejected
+
+        nursery.start_soon(ask, Hold())
+        await trio.testing.wait_all_tasks_blocked()
+        for request in [Square(1), Square(-2), Square(3), Square(4), "other", Square(5)]:
+            nursery.start_soon(ask, request)
+            await trio.testing.wait_all_tasks_blocked()
+        actor.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        ref.request_stop()
+
+    assert actor.log == [(1, -2, 3), 4, "other", 5]
+    assert [replies[Square(n)] for n in (1, 3, 4, 5)] == [1, 9, 16, 25]
+    assert isinstance(replies[Square(-2)], Invalid)
+    assert actor.statistics().messages_handled == 7
+
+
+async def crash_a_batch(actor: Squarer, outcomes: list[BaseException]) -> None:
+    """Queue Square(12) and Square(13) behind a busy squarer; 13 crashes its batch."""
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actor.run)
+
+        async def ask(request: Any) -> None:
+            try:
+                await ref.call(request)
+            except (ActorCrashed, ActorUnavailable) as error:
+                outcomes.append(error)
+
+        nursery.start_soon(ask, Hold())
+        await trio.testing.wait_all_tasks_blocked()
+        for n in (12, 13):
+            nursery.start_soon(ask, Square(n))
+            await trio.testing.wait_all_tasks_blocked()
+        actor.gate.set()
+
+
+async def test_a_crash_in_a_batch_fails_every_call_of_it() -> None:
+    """A handle_batch that raises crashes the actor, and each call of the batch gets
+    ActorCrashed (none hangs)."""
+    actor = Squarer()
+    outcomes: list[BaseException] = []
+    with pytest.raises(ExceptionGroup) as crash:
+        await crash_a_batch(actor, outcomes)
+    assert crash.value.subgroup(ZeroDivisionError) is not None
+    assert [type(error) for error in outcomes] == [ActorCrashed, ActorCrashed]
+
+
+def test_batching_is_for_one_at_a_time_actors() -> None:
+    """max_batch must be >= 1, and cannot be combined with concurrency > 1."""
+    with pytest.raises(ValueError, match="max_batch"):
+        Actor("x", max_batch=0)
+    with pytest.raises(ValueError, match="max_batch"):
+        Actor("x", max_batch=4, concurrency=2)

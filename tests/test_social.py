@@ -124,6 +124,42 @@ async def test_counts_match_the_edges(social: Social, world: World) -> None:
         assert result == expected, user
 
 
+async def test_concurrent_counts_are_batched_and_each_gets_its_own_answer(
+    social: Social, world: World
+) -> None:
+    """60 Counts sent at once (an unknown id among them) are answered by fewer statements than
+    calls (the counts waiting in a reader share one), and each caller gets its own user's
+    counts; the unknown id alone gets NotFound."""
+    users = sample(world, 59)
+    missing = f"nobody-{uuid.uuid4().hex[:8]}"
+    answers: dict[str, Any] = {}
+    statements = 0
+    original = type(social.readers[0]).handle_batch
+
+    async def counting(reader: Any, requests: list[Any]) -> list[Any]:
+        nonlocal statements
+        statements += 1
+        return await original(reader, requests)
+
+    async def ask(user: str) -> None:
+        try:
+            answers[user] = await social.call(Counts(user))
+        except NotFound as error:
+            answers[user] = error
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(social.readers[0]), "handle_batch", counting)
+        async with trio.open_nursery() as nursery:
+            for user in [*users, missing]:
+                nursery.start_soon(ask, user)
+    for user in users:
+        expected = (len(world.expected.following[user]), len(world.expected.followers[user]))
+        assert answers[user] == CountsResult(*expected), user
+    assert isinstance(answers[missing], NotFound)
+    assert answers[missing].id == missing
+    assert 1 <= statements < 59  # at least two counts shared a statement
+
+
 @pytest.mark.parametrize("direction", ["following", "followers"])
 async def test_pages_are_complete_and_duplicate_free(
     social: Social, world: World, direction: Direction

@@ -11,7 +11,10 @@ dicts) and :class:`~actors.social.messages.Fetch` (a
 
 A pool of readers (:mod:`actors.social.pool`) spreads the requests. Each
 reader runs one query at a time in a worker thread under its backend's
-limiter, so N readers bound the graph's read concurrency to N.
+limiter, so N readers bound the graph's read concurrency to N. The
+``Counts`` waiting in a reader's mailbox when it takes one are answered
+together by one statement (up to :data:`MAX_COUNTS_BATCH`; the runtime's
+``max_batch``): under load, a count costs a fraction of a query.
 
 A backend outage is answered with
 :class:`~actors.social.errors.GraphUnavailable` (the reader keeps running, so
@@ -27,10 +30,14 @@ from typing import Any
 
 from actors.runtime import Actor
 from actors.social.errors import GraphUnavailable
-from actors.social.messages import Fetch, Read
+from actors.social.messages import Counts, Fetch, Read
 from actors.social.reads import Reads
 from stores.errors import BackendUnavailable
 from stores.graph import GraphSession, GraphStore
+
+MAX_COUNTS_BATCH = 64
+"""Most ``Counts`` one statement answers (measured on Ladybug: 182 µs for one user,
+55 µs per user by 8, 17.5 µs by 32)."""
 
 
 class GraphReader(Actor[Any]):
@@ -49,7 +56,7 @@ class GraphReader(Actor[Any]):
     """
 
     def __init__(self, name: str, store: GraphStore, *, mailbox_size: int = 32) -> None:
-        super().__init__(name, mailbox_size=mailbox_size)
+        super().__init__(name, mailbox_size=mailbox_size, max_batch=MAX_COUNTS_BATCH)
         self._store = store
         self._session: GraphSession | None = None
         self._reads: Reads | None = None
@@ -62,6 +69,18 @@ class GraphReader(Actor[Any]):
         if self._session is not None:
             self._session.close()
             self._session = None
+
+    def batch_key(self, request: Any) -> object | None:
+        return Counts if type(request) is Counts else None
+
+    async def handle_batch(self, requests: list[Any]) -> list[Any]:
+        session, reads = self._session, self._reads
+        assert session is not None
+        assert reads is not None
+        try:
+            return list(await reads.counts_many(session, requests))
+        except BackendUnavailable as exc:
+            return [GraphUnavailable(str(exc)) for _ in requests]
 
     async def handle(self, message: Any) -> Any:
         session, reads = self._session, self._reads

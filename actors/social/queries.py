@@ -40,6 +40,15 @@ RETURN COUNT { MATCH (u)-[:FOLLOWS]->(:User) } AS following,
        COUNT { MATCH (u)<-[:FOLLOWS]-(:User) } AS followers
 """
 
+COUNTS_MANY = """
+UNWIND $users AS id
+MATCH (u:User {id: id})
+RETURN id,
+       COUNT { MATCH (u)-[:FOLLOWS]->(:User) } AS following,
+       COUNT { MATCH (u)<-[:FOLLOWS]-(:User) } AS followers
+"""
+""":data:`COUNTS` of several users in one statement (a reader's batch of ``Counts``)."""
+
 # ``u`` is the user asked about and ``f`` a neighbour, in either direction.
 _NEIGHBOUR: dict[Direction, str] = {
     "following": "(u)-[:FOLLOWS]->(f:User)",

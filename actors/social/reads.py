@@ -90,6 +90,19 @@ class Reads:
         following, followers = table.rows[0]
         return CountsResult(int(following), int(followers))
 
+    async def counts_many(
+        self, session: GraphSession, requests: list[Counts]
+    ) -> list[CountsResult | NotFound]:
+        """The counts of several users in one statement (:data:`queries.COUNTS_MANY`):
+        per request, its result or :class:`NotFound` (in request order)."""
+        users = list(dict.fromkeys(request.user for request in requests))
+        table = await session.fetch(queries.COUNTS_MANY, {"users": users})
+        found = {
+            str(id): CountsResult(int(following), int(followers))
+            for id, following, followers in table.rows
+        }
+        return [found.get(request.user) or NotFound("user", request.user) for request in requests]
+
     async def neighbours(self, session: GraphSession, request: Neighbours) -> UsersPage:
         """A page of ids after ``request.after``, in one statement whatever its size.
 
