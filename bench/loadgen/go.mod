@@ -3,6 +3,7 @@ module starling/bench/loadgen
 go 1.22
 
 require (
+	starling/bench/loadkit v0.0.0
 	github.com/HdrHistogram/hdrhistogram-go v1.1.2
 	github.com/gobwas/ws v1.4.0
 	github.com/golang-jwt/jwt/v5 v5.3.0
@@ -17,3 +18,5 @@ require (
 	github.com/gobwas/pool v0.2.1 // indirect
 	go.uber.org/atomic v1.11.0 // indirect
 )
+
+replace starling/bench/loadkit => ../loadkit

@@ -26,10 +26,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math"
 	"net/url"
 	"os"
 	"runtime/pprof"
+	"starling/bench/loadkit"
 	"strings"
 	"syscall"
 	"time"
@@ -239,9 +239,7 @@ func main() {
 		logf("%v", err)
 		os.Exit(1)
 	}
-	out := json.NewEncoder(os.Stdout)
-	out.SetIndent("", "  ")
-	if err := out.Encode(report); err != nil {
+	if err := loadkit.PrintReport(report); err != nil {
 		logf("writing the report: %v", err)
 		os.Exit(1)
 	}
@@ -311,9 +309,4 @@ func run(cfg *config) (*report, error) {
 	rep.CPU = cpuReport(began, window[0], window[1], rep.Frames.MessagesInWindow)
 	rep.Disconnects, rep.Disconnected = f.disconnects()
 	return rep, nil
-}
-
-func round(x float64, digits int) float64 {
-	scale := math.Pow(10, float64(digits))
-	return math.Round(x*scale) / scale
 }

@@ -3,11 +3,9 @@ package main
 import (
 	"math/bits"
 	"sort"
+	"starling/bench/loadkit"
 	"strconv"
-	"syscall"
 	"time"
-
-	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // The JSON document printed on stdout at the end of a run. Times are in the
@@ -107,14 +105,7 @@ type framesReport struct {
 	PerSecond        float64 `json:"window_per_s"`
 }
 
-type latencyReport struct {
-	Count int64   `json:"count"`
-	P50   float64 `json:"p50"`
-	P90   float64 `json:"p90"`
-	P99   float64 `json:"p99"`
-	P999  float64 `json:"p999"`
-	Max   float64 `json:"max"`
-}
+type latencyReport = loadkit.Latency
 
 type quantiles struct {
 	P50 float64 `json:"p50"`
@@ -129,41 +120,14 @@ type windowReport struct {
 	Seconds float64 `json:"seconds"`
 }
 
-// Latencies are recorded in microseconds, 1 µs .. 60 s, 3 significant digits
-// (the same histograms as bench/realtime.py).
-const (
-	lowestMicros  = 1
-	highestMicros = 60_000_000
-	digits        = 3
+// The histograms and CPU samples are loadkit's (shared with the other load generator).
+var (
+	newHistogram = loadkit.NewHistogram
+	record       = loadkit.Record
+	latencyOf    = loadkit.LatencyOf
+	cpuNow       = loadkit.CPUNow
+	round        = loadkit.Round
 )
-
-func newHistogram() *hdrhistogram.Histogram {
-	return hdrhistogram.New(lowestMicros, highestMicros, digits)
-}
-
-func record(h *hdrhistogram.Histogram, micros int64) {
-	if micros < lowestMicros {
-		micros = lowestMicros
-	} else if micros > highestMicros {
-		micros = highestMicros
-	}
-	_ = h.RecordValue(micros)
-}
-
-func latencyOf(h *hdrhistogram.Histogram) *latencyReport {
-	if h.TotalCount() == 0 {
-		return nil
-	}
-	ms := func(micros int64) float64 { return round(float64(micros)/1000, 3) }
-	return &latencyReport{
-		Count: h.TotalCount(),
-		P50:   ms(h.ValueAtQuantile(50)),
-		P90:   ms(h.ValueAtQuantile(90)),
-		P99:   ms(h.ValueAtQuantile(99)),
-		P999:  ms(h.ValueAtQuantile(99.9)),
-		Max:   ms(h.Max()),
-	}
-}
 
 // quantilesOf gives exact quantiles (nearest rank) of durations, in ms.
 func quantilesOf(values []time.Duration) *quantiles {
@@ -184,14 +148,7 @@ func quantilesOf(values []time.Duration) *quantiles {
 
 // -- CPU --------------------------------------------------------------------------
 
-// cpuSample: this process's user and system CPU (getrusage RUSAGE_SELF, every thread).
-type cpuSample struct{ user, system time.Duration }
-
-func cpuNow() cpuSample {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return cpuSample{time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())}
-}
+type cpuSample = loadkit.CPUSample
 
 type cpuUsage struct {
 	UserSeconds         float64 `json:"user_s"` // the whole run
@@ -204,10 +161,10 @@ type cpuUsage struct {
 
 func cpuReport(began, from, to cpuSample, deliveries int64) cpuUsage {
 	end := cpuNow()
-	window := (to.user + to.system - from.user - from.system).Seconds()
+	window := (to.User + to.System - from.User - from.System).Seconds()
 	usage := cpuUsage{
-		UserSeconds:         round((end.user - began.user).Seconds(), 3),
-		SystemSeconds:       round((end.system - began.system).Seconds(), 3),
+		UserSeconds:         round((end.User - began.User).Seconds(), 3),
+		SystemSeconds:       round((end.System - began.System).Seconds(), 3),
 		WindowSeconds:       round(window, 3),
 		DeliveriesMeasured:  deliveries,
 		IncludesTheProducer: true,

@@ -28,13 +28,12 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"math"
 	"net/url"
 	"os"
+	"starling/bench/loadkit"
 	"strings"
 	"sync"
 	"time"
@@ -189,9 +188,7 @@ func main() {
 		logf("%v", err)
 		os.Exit(1)
 	}
-	out := json.NewEncoder(os.Stdout)
-	out.SetIndent("", "  ")
-	if err := out.Encode(rep); err != nil {
+	if err := loadkit.PrintReport(rep); err != nil {
 		logf("writing the report: %v", err)
 		os.Exit(1)
 	}
@@ -330,9 +327,4 @@ func closeAll(p *plan, callers []*caller) {
 			_ = c.send(bye)
 		}
 	}
-}
-
-func round(x float64, digits int) float64 {
-	scale := math.Pow(10, float64(digits))
-	return math.Round(x*scale) / scale
 }

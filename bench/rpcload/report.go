@@ -3,11 +3,9 @@ package main
 import (
 	"encoding/json"
 	"sort"
+	"starling/bench/loadkit"
 	"strconv"
-	"syscall"
 	"time"
-
-	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // The JSON document printed on stdout at the end of a run. Times are in the
@@ -77,13 +75,7 @@ type lineResults struct {
 	More     int64             `json:"more"` // results of further distinct values, not kept
 }
 
-type latencyReport struct {
-	Count int64   `json:"count"`
-	P50   float64 `json:"p50"`
-	P90   float64 `json:"p90"`
-	P99   float64 `json:"p99"`
-	Max   float64 `json:"max"`
-}
+type latencyReport = loadkit.Latency
 
 // summarize adds up every caller's ledger and tally (after their goroutines ended).
 func summarize(cfg *config, p *plan, callers []*caller) *report {
@@ -162,51 +154,18 @@ func (r *resultSet) report(line int, params []byte) lineResults {
 	return out
 }
 
-// Latencies are recorded in microseconds, 1 µs .. 60 s, 3 significant digits
-// (the histograms of bench/loadgen/report.go).
-const (
-	lowestMicros  = 1
-	highestMicros = 60_000_000
-	digits        = 3
+// The histograms and CPU samples are loadkit's (shared with the other load generator).
+var (
+	newHistogram = loadkit.NewHistogram
+	record       = loadkit.Record
+	latencyOf    = loadkit.LatencyOf
+	cpuNow       = loadkit.CPUNow
+	round        = loadkit.Round
 )
-
-func newHistogram() *hdrhistogram.Histogram {
-	return hdrhistogram.New(lowestMicros, highestMicros, digits)
-}
-
-func record(h *hdrhistogram.Histogram, micros int64) {
-	if micros < lowestMicros {
-		micros = lowestMicros
-	} else if micros > highestMicros {
-		micros = highestMicros
-	}
-	_ = h.RecordValue(micros)
-}
-
-func latencyOf(h *hdrhistogram.Histogram) *latencyReport {
-	if h.TotalCount() == 0 {
-		return nil
-	}
-	ms := func(micros int64) float64 { return round(float64(micros)/1000, 3) }
-	return &latencyReport{
-		Count: h.TotalCount(),
-		P50:   ms(h.ValueAtQuantile(50)),
-		P90:   ms(h.ValueAtQuantile(90)),
-		P99:   ms(h.ValueAtQuantile(99)),
-		Max:   ms(h.Max()),
-	}
-}
 
 // -- CPU --------------------------------------------------------------------------
 
-// cpuSample: this process's user and system CPU (getrusage RUSAGE_SELF, every thread).
-type cpuSample struct{ user, system time.Duration }
-
-func cpuNow() cpuSample {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return cpuSample{time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())}
-}
+type cpuSample = loadkit.CPUSample
 
 // cpuUsage is the load generator's own cost, so that a driver can show it beside the server's.
 type cpuUsage struct {
@@ -219,10 +178,10 @@ type cpuUsage struct {
 
 func cpuReport(began, from, to cpuSample, window time.Duration, calls int64) cpuUsage {
 	end := cpuNow()
-	busy := (to.user + to.system - from.user - from.system).Seconds()
+	busy := (to.User + to.System - from.User - from.System).Seconds()
 	usage := cpuUsage{
-		UserSeconds:   round((end.user - began.user).Seconds(), 3),
-		SystemSeconds: round((end.system - began.system).Seconds(), 3),
+		UserSeconds:   round((end.User - began.User).Seconds(), 3),
+		SystemSeconds: round((end.System - began.System).Seconds(), 3),
 		WindowSeconds: round(busy, 3),
 		Cores:         round(busy/window.Seconds(), 3),
 	}
