@@ -6,7 +6,8 @@ from the declarations here, so the domain model lives in one place.
 
 Source: the GoSocial model in Medium's "GoSocial" post (users, posts,
 follows, recommends) extended by the DESIGN.md node and relationship list,
-and ``MUTED {at}`` (a user hiding an author from their feeds).
+``MUTED {at}`` (a user hiding an author from their feeds) and ``BLOCKS {at}``
+(a user refusing another: no follows either way, no posts in either's feeds).
 
 Adding a type here is enough for an existing graph: both adapters' ``ensure_schema``
 create only what is missing (Ladybug: ``CREATE … TABLE IF NOT EXISTS``; Neo4j
@@ -101,5 +102,6 @@ SOCIAL_SCHEMA = GraphSchema(
         RelationshipType("FOLLOWS_PUBLICATION", "User", "Publication"),
         RelationshipType("READ", "User", "Post", (("at", "INT64"),)),
         RelationshipType("MUTED", "User", "User", (("at", "INT64"),)),
+        RelationshipType("BLOCKS", "User", "User", (("at", "INT64"),)),
     ),
 )

@@ -250,13 +250,14 @@ def test_remote_scorer_sends_only_the_best_rows_of_a_large_ranking() -> None:
 
 def test_feed_events_cross_processes_intact() -> None:
     """Every domain event survives the Pub/Sub encoding, tuples and defaults included."""
-    from actors.feeds.registry import decode_event, encode_event
     from actors.social import events as ev
+    from actors.social.events import decode_event, encode_event
 
     events = [
         ev.Followed("a", "b", 1), ev.Unfollowed("a", "b", 2), ev.Recommended("a", "p", 3),
         ev.Unrecommended("a", "p", 4), ev.Muted("a", "b", 5), ev.Unmuted("a", "b", 6),
-        ev.PostRead("a", "p", 7), ev.PostDeleted("p", "b", 8),
+        ev.Blocked("a", "b", 11), ev.Unblocked("a", "b", 12), ev.PostRead("a", "p", 7),
+        ev.PostDeleted("p", "b", 8),
         ev.Published("p", "a", 9, ("b", "c"), 0, 1, ("ml",), "pub", 4.5),
         ev.Published("q", "a", 10, (), 0, 1),
     ]  # fmt: skip

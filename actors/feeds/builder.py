@@ -3,11 +3,13 @@
 A builder answers :class:`GetFeed` (pages) and :class:`Invalidate`, and takes
 the social events that concern its user from the registry:
 
-- ``followed`` (by the user), ``unmuted``, ``published`` (by someone the user
-  follows): the feed is *stale*; the next first page ranks it afresh;
-- ``unfollowed``, ``muted``, ``read`` (by the user): noted against each held
-  snapshot, so that *validation* drops the affected stories on every read
-  without a rebuild (Rex's step 7);
+- ``followed`` (by the user), ``unmuted``, ``unblocked`` (either way),
+  ``published`` (by someone the user follows): the feed is *stale*; the next
+  first page ranks it afresh;
+- ``unfollowed``, ``muted``, ``read`` (by the user), ``blocked`` (either way:
+  the other user's stories go as a muted author's do): noted against each
+  held snapshot, so that *validation* drops the affected stories on every
+  read without a rebuild (Rex's step 7);
 - stories deleted anywhere are dropped by validation too (the catalog's flag).
 
 Single flight: concurrent first pages while a build runs wait for that build
@@ -59,10 +61,12 @@ from actors.feeds.snapshot import (
 from actors.runtime import Actor, ActorRef, ActorUnavailable
 from actors.social.errors import NotFound
 from actors.social.events import (
+    Blocked,
     Followed,
     Muted,
     PostRead,
     Published,
+    Unblocked,
     Unfollowed,
     Unmuted,
 )
@@ -217,12 +221,15 @@ class FeedBuilder(Actor[Any]):
                 return await self._first_page(limit)
             case GetFeed(limit, str(snapshot), position):
                 return await self._page(snapshot, position, limit)
-            case Invalidate() | Followed() | Unmuted() | Published():
+            case Invalidate() | Followed() | Unmuted() | Unblocked() | Published():
                 self._stale = True
             case Unfollowed(followee=author):
                 self._note(lambda changes: changes.unfollowed.add(author))
             case Muted(author=author):
                 self._note(lambda changes: changes.muted.add(author))
+            case Blocked(blocker=blocker, blocked=blocked):
+                other = blocked if blocker == self.user else blocker
+                self._note(lambda changes: changes.muted.add(other))
             case PostRead(post=post):
                 self._note(lambda changes: changes.read.add(post))
             case _:

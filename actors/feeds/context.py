@@ -1,15 +1,18 @@
-"""Where a feed build learns about its user: followed users, topics, publications, mutes, reads.
+"""Where a feed build learns about its user: followed users, topics, publications, mutes,
+blocks, reads.
 
 :class:`GraphContextSource` reads them from the graph through the reader
-pool, the six queries at once (they are independent; on a pool of N readers
-they run N at a time). Any other :class:`ContextSource` (the benchmark's
-synthetic users) plugs in the same way.
+pool, the seven queries at once (they are independent; on a pool of N readers
+they run N at a time). A block hides posts both ways, so the users a user
+blocks and the users who block them are filtered as muted authors are. Any
+other :class:`ContextSource` (the benchmark's synthetic users) plugs in the
+same way.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from actors.feeds import queries
@@ -22,13 +25,19 @@ from actors.social.scatter import run_all
 
 @dataclass(frozen=True, slots=True)
 class RawContext:
-    """A user's context as ids and names (see :class:`actors.feeds.pipeline.UserContext`)."""
+    """A user's context as ids and names (see :class:`actors.feeds.pipeline.UserContext`).
+
+    Attributes:
+        blocked: the users the user blocks or is blocked by; their posts are
+            filtered as a muted author's are.
+    """
 
     following: list[str]
     topics: list[str]
     publications: list[str]
     muted: list[str]
     read: list[str]
+    blocked: list[str] = field(default_factory=list)
 
     def resolve(self, view: CatalogView, user: str) -> UserContext:
         """This context as the view's indices (see :meth:`UserContext.resolve`)."""
@@ -38,7 +47,7 @@ class RawContext:
             following=self.following,
             topics=self.topics,
             publications=self.publications,
-            muted=self.muted,
+            muted=[*self.muted, *self.blocked],
             read=self.read,
         )
 
@@ -85,4 +94,5 @@ class GraphContextSource:
             publications=parts["publications"],
             muted=parts["muted"],
             read=parts["read"],
+            blocked=parts["blocked"],
         )

@@ -21,6 +21,8 @@ PUBLICATIONS = (
     "MATCH (:User {id: $user})-[:FOLLOWS_PUBLICATION]->(p:Publication) RETURN p.name AS id"
 )
 MUTED = "MATCH (:User {id: $user})-[:MUTED]->(m:User) RETURN m.id AS id"
+BLOCKED = "MATCH (:User {id: $user})-[:BLOCKS]-(b:User) RETURN DISTINCT b.id AS id"
+"""The users ``$user`` blocks or is blocked by (a block hides posts both ways)."""
 READ = "MATCH (:User {id: $user})-[:READ]->(p:Post) RETURN p.id AS id"
 
 USER_CONTEXT = {
@@ -29,6 +31,7 @@ USER_CONTEXT = {
     "topics": TOPICS,
     "publications": PUBLICATIONS,
     "muted": MUTED,
+    "blocked": BLOCKED,
     "read": READ,
 }
 """Name → query of each part of a user's context; each returns rows ``{id}``."""

@@ -42,16 +42,18 @@ from actors.feeds.snapshot import FeedPage, latest_key
 from actors.feeds.story_index import INDEX_EVENTS, StoryIndex
 from actors.runtime import Actor, ActorRef, ActorUnavailable
 from actors.social.events import (
+    SHARED_TOPIC,
+    Blocked,
     Followed,
     Muted,
-    PostDeleted,
     PostRead,
     Published,
-    Recommended,
     SocialEvent,
+    Unblocked,
     Unfollowed,
     Unmuted,
-    Unrecommended,
+    decode_event,
+    encode_event,
 )
 from stores.cache import Cache
 from stores.errors import StoreError
@@ -61,8 +63,17 @@ from supervisor import Backoff, ChildSpec, RestartType, Strategy, Supervisor
 
 log = structlog.get_logger(__name__)
 
-USER_EVENTS = ("followed", "unfollowed", "muted", "unmuted", "read", "published")
-"""The social event kinds routed to users' feed builders."""
+USER_EVENTS = (
+    "followed",
+    "unfollowed",
+    "muted",
+    "unmuted",
+    "blocked",
+    "unblocked",
+    "read",
+    "published",
+)
+"""The social event kinds routed to users' feed builders (a block to both of its users)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +133,12 @@ class FeedRegistry(Actor[Any]):
                 await self._tell(user, message)
             case Muted(user=user) | Unmuted(user=user) | PostRead(user=user):
                 await self._tell(user, message)
+            case (
+                Blocked(blocker=blocker, blocked=blocked)
+                | Unblocked(blocker=blocker, blocked=blocked)
+            ):
+                await self._tell(blocker, message)  # a block hides posts both ways
+                await self._tell(blocked, message)
             case Published(followers=followers):
                 for follower in followers:
                     builder = self._live.get(follower)
@@ -171,10 +188,6 @@ class FeedRegistry(Actor[Any]):
             self.overflowed += 1
             builder.request_stop()
             self._live.pop(user, None)
-
-
-SHARED_TOPIC = "starling:feed-events"
-"""The Pub/Sub topic feed events cross processes by (Redis only)."""
 
 
 class FeedEventRouter:
@@ -272,30 +285,6 @@ class FeedEventRouter:
                     await self._route(event)
 
 
-_EVENT_TYPES: dict[str, type[Any]] = {
-    cls.__name__: cls
-    for cls in (Followed, Unfollowed, Recommended, Unrecommended, Muted, Unmuted, PostRead,
-                PostDeleted, Published)
-}  # fmt: skip
-
-
-def encode_event(origin: str, event: SocialEvent) -> bytes:
-    """A domain event as a Pub/Sub message: msgpack ``[origin, type name, fields]``."""
-    return msgspec.msgpack.encode([origin, type(event).__name__, msgspec.to_builtins(event)])
-
-
-def decode_event(data: bytes) -> tuple[str, SocialEvent]:
-    """``(origin, event)`` from :func:`encode_event`'s bytes.
-
-    Raises:
-        msgspec.DecodeError, msgspec.ValidationError: not an event.
-        KeyError: an unknown event type.
-    """
-    origin, name, fields = msgspec.msgpack.decode(data, type=tuple[str, str, dict[str, Any]])
-    event: SocialEvent = msgspec.convert(fields, type=_EVENT_TYPES[name])
-    return origin, event
-
-
 @dataclass(frozen=True, slots=True)
 class Feeds:
     """What the API needs of the feeds subtree.
@@ -354,6 +343,7 @@ def feeds_subtree(
     index: StoryIndex | None = None,
     clock: Callable[[], float] = time.time,
     pubsub: PubSub | None = None,
+    origin: str = "",
 ) -> tuple[Supervisor, Feeds]:
     """The ``feeds`` supervisor and the handle the API uses (see the module docstring).
 
@@ -390,7 +380,7 @@ def feeds_subtree(
         registry=registry.ref,
         clock=clock,
     )
-    router = FeedEventRouter(bus, index.ref, registry.ref, pubsub=pubsub)
+    router = FeedEventRouter(bus, index.ref, registry.ref, pubsub=pubsub, origin=origin)
     feeds = Supervisor(
         "feeds",
         [

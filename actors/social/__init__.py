@@ -3,6 +3,7 @@
 
 from actors.social.errors import (
     AlreadyExists,
+    BlockedError,
     GraphUnavailable,
     InvalidArgument,
     NotFound,
@@ -12,6 +13,7 @@ from actors.social.errors import (
     WorkerUnavailable,
 )
 from actors.social.events import (
+    Blocked,
     Followed,
     Muted,
     PostDeleted,
@@ -19,6 +21,7 @@ from actors.social.events import (
     Published,
     Recommended,
     SocialEvent,
+    Unblocked,
     Unfollowed,
     Unmuted,
     Unrecommended,
@@ -27,6 +30,7 @@ from actors.social.graph_reader import GraphReader
 from actors.social.graph_writer import GraphWriter
 from actors.social.handle import Social
 from actors.social.messages import (
+    Block,
     Counts,
     CountsResult,
     CreatePost,
@@ -49,6 +53,7 @@ from actors.social.messages import (
     Recommend,
     Recommenders,
     Suggestion,
+    Unblock,
     Unfollow,
     Unmute,
     Unrecommend,
@@ -60,6 +65,9 @@ from actors.social.reads import Reads
 
 __all__ = [
     "AlreadyExists",
+    "Block",
+    "Blocked",
+    "BlockedError",
     "Counts",
     "CountsResult",
     "CreatePost",
@@ -98,6 +106,8 @@ __all__ = [
     "SocialEvent",
     "SocialRejection",
     "Suggestion",
+    "Unblock",
+    "Unblocked",
     "Unfollow",
     "Unfollowed",
     "Unmute",

@@ -7,6 +7,8 @@ input and a backend outage are replies, not crashes)::
     ├── NotFound                an unknown user or post (JSON-RPC -32004)
     ├── InvalidArgument         a request the graph must refuse, e.g. following yourself (-32602)
     ├── AlreadyExists           a post id that is taken (-32009)
+    ├── BlockedError            a follow between two users one of whom blocks the other
+    │                           (-32003 "forbidden", data.reason "blocked")
     ├── GraphUnavailable        the graph backend cannot be reached (-32001)
     └── WorkerFailed            a graph reader or the writer did not answer
         ├── WorkerUnavailable   it is down or restarting (-32001)
@@ -57,6 +59,22 @@ class AlreadyExists(SocialRejection):
         super().__init__(f"{kind} {id!r} already exists")
         self.kind = kind
         self.id = id
+
+
+class BlockedError(SocialRejection):
+    """A follow refused: ``follower`` blocks ``followee``, or ``followee`` blocks ``follower``.
+
+    The message does not say which of the two blocks the other.
+
+    Attributes:
+        follower: who asked to follow.
+        followee: whom they asked to follow.
+    """
+
+    def __init__(self, follower: str, followee: str) -> None:
+        super().__init__(f"{follower!r} cannot follow {followee!r}: a block stands between them")
+        self.follower = follower
+        self.followee = followee
 
 
 class GraphUnavailable(SocialRejection):

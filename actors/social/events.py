@@ -1,11 +1,15 @@
 """The social graph's domain events, published on the :mod:`actors.bus` after a write.
 
 The graph writer publishes ``followed``, ``unfollowed``, ``recommended``,
-``unrecommended``, ``muted``, ``unmuted``, ``read`` and ``deleted`` once a
-write that changed the graph has committed (a repeated follow, which changes
-nothing, publishes nothing). It publishes ``published`` while it fans a
-new post out to the author's followers, before its next write: one event per
-chunk of followers, so that each follower appears in exactly one event (GoSocial's
+``unrecommended``, ``muted``, ``unmuted``, ``blocked``, ``unblocked``, ``read``
+and ``deleted`` once a write that changed the graph has committed (a repeated
+follow, which changes nothing, publishes nothing). A block removes the follows
+between the two users in both directions: it publishes ``blocked``, then an
+``unfollowed`` for each follow it removed, so that a consumer of follows alone
+stays right and a consumer of permissions learns of the block first. It
+publishes ``published`` while it fans a new post out to the author's followers,
+before its next write: one event per chunk of followers, so that each follower
+appears in exactly one event (GoSocial's
 "Can I tell all my friends once I've published something new?",
 https://medium.engineering/how-medium-goes-social-b7dbefa6d413). A
 ``published`` event carries the post's tags, publication and reading time,
@@ -19,7 +23,9 @@ Times are epoch seconds (ints), as stored in the graph.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, get_args
+
+import msgspec
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,31 @@ class Unmuted:
     kind: ClassVar[str] = "unmuted"
     user: str
     author: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """``blocker`` blocked ``blocked`` at ``at`` (epoch s).
+
+    Neither may follow the other while the block stands, and each one's posts
+    leave the other's feeds. The follows the block removed are published as
+    :class:`Unfollowed` right after it.
+    """
+
+    kind: ClassVar[str] = "blocked"
+    blocker: str
+    blocked: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unblocked:
+    """``blocker`` lifted their block of ``blocked`` at ``at`` (epoch s); no follow comes back."""
+
+    kind: ClassVar[str] = "unblocked"
+    blocker: str
+    blocked: str
     at: int
 
 
@@ -144,8 +175,37 @@ SocialEvent = (
     | Unrecommended
     | Muted
     | Unmuted
+    | Blocked
+    | Unblocked
     | PostRead
     | PostDeleted
     | Published
 )
 """Every event the social actors publish."""
+
+
+SHARED_TOPIC = "starling:feed-events"
+"""The Pub/Sub topic domain events cross processes by (Redis only): the feeds' router
+publishes its process's events there; the feeds and the realtime audience of every other
+process read them."""
+
+
+def _event_types() -> dict[str, type[Any]]:
+    return {cls.__name__: cls for cls in get_args(SocialEvent)}
+
+
+def encode_event(origin: str, event: SocialEvent) -> bytes:
+    """A domain event as a Pub/Sub message: msgpack ``[origin, type name, fields]``."""
+    return msgspec.msgpack.encode([origin, type(event).__name__, msgspec.to_builtins(event)])
+
+
+def decode_event(data: bytes) -> tuple[str, SocialEvent]:
+    """``(origin, event)`` from :func:`encode_event`'s bytes.
+
+    Raises:
+        msgspec.DecodeError, msgspec.ValidationError: not an event.
+        KeyError: an unknown event type.
+    """
+    origin, name, fields = msgspec.msgpack.decode(data, type=tuple[str, str, dict[str, Any]])
+    event: SocialEvent = msgspec.convert(fields, type=_event_types()[name])
+    return origin, event

@@ -8,9 +8,14 @@ orders the domain events it publishes as the writes were committed.
 
 After a write that changed the graph, the writer publishes its event
 (``followed``, ``unfollowed``, ``recommended``, ``unrecommended``, ``muted``,
-``unmuted``, ``read``, ``deleted``) on the event bus; a write that changed
-nothing publishes nothing. Publishing waits for subscribers that asked for
-backpressure (see :mod:`actors.bus`).
+``unmuted``, ``blocked``, ``unblocked``, ``read``, ``deleted``) on the event
+bus; a write that changed nothing publishes nothing. Publishing waits for
+subscribers that asked for backpressure (see :mod:`actors.bus`).
+
+A block removes the follows between its two users, both ways, in the same
+statement, and publishes an ``unfollowed`` for each follow it removed before
+its ``blocked``, so a consumer of follows alone stays right; a follow across
+a block (either way) is refused with :class:`~actors.social.errors.BlockedError`.
 
 Publishing a post ("Can I tell all my friends once I've published something
 new?", https://medium.engineering/how-medium-goes-social-b7dbefa6d413) is the
@@ -26,7 +31,8 @@ post. The cost: other writes wait for the fan-out, one range read per
 
 Each write is a single Cypher statement, hence a single transaction. When it
 finds nothing to act on, a second (read) query tells which id was unknown (a
-delete names one post only, so it needs none).
+delete names one post only, so it needs none); for a follow between known
+users, nothing to act on means a block.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from actors.runtime import Actor, ActorCrashed, ActorUnavailable
 from actors.social import queries, scatter
 from actors.social.errors import (
     AlreadyExists,
+    BlockedError,
     GraphUnavailable,
     InvalidArgument,
     NotFound,
@@ -48,6 +55,7 @@ from actors.social.errors import (
     WorkerUnavailable,
 )
 from actors.social.events import (
+    Blocked,
     Followed,
     Muted,
     PostDeleted,
@@ -55,11 +63,13 @@ from actors.social.events import (
     Published,
     Recommended,
     SocialEvent,
+    Unblocked,
     Unfollowed,
     Unmuted,
     Unrecommended,
 )
 from actors.social.messages import (
+    Block,
     CreatePost,
     DeletePost,
     Follow,
@@ -70,6 +80,7 @@ from actors.social.messages import (
     Publish,
     PublishResult,
     Recommend,
+    Unblock,
     Unfollow,
     Unmute,
     Unrecommend,
@@ -90,7 +101,7 @@ def new_post_id() -> str:
 
 
 class GraphWriter(Actor[Any]):
-    """Writes follows, recommendations, mutes, reads and posts, and publishes their events.
+    """Writes follows, recommendations, mutes, blocks, reads and posts, and publishes their events.
 
     Args:
         store: the graph port; a session is opened at each (re)start.
@@ -106,15 +117,17 @@ class GraphWriter(Actor[Any]):
 
     Replies:
         ``bool`` to :class:`Follow`, :class:`Unfollow`, :class:`Recommend`,
-        :class:`Unrecommend`, :class:`Mute`, :class:`Unmute`,
-        :class:`MarkRead` and :class:`DeletePost` (whether the graph changed;
-        always ``True`` for a delete, which either deletes or is NotFound);
+        :class:`Unrecommend`, :class:`Mute`, :class:`Unmute`, :class:`Block`,
+        :class:`Unblock`, :class:`MarkRead` and :class:`DeletePost` (whether
+        the graph changed; always ``True`` for a delete, which either deletes
+        or is NotFound);
         :class:`PostCreated` to :class:`CreatePost`; :class:`PublishResult`
         to :class:`Publish`.
 
     Raises (as replies):
         NotFound: a user or post is not in the graph.
-        InvalidArgument: a user following or muting themself.
+        InvalidArgument: a user following, muting or blocking themself.
+        BlockedError: a follow between two users one of whom blocks the other.
         AlreadyExists: the post id is taken.
         GraphUnavailable: the backend cannot be reached.
         WorkerUnavailable, WorkerCrashed: a reader failed during a fan-out
@@ -174,7 +187,11 @@ class GraphWriter(Actor[Any]):
                     raise InvalidArgument("a user cannot follow themself")
                 at = self._clock()
                 params = {"follower": follower, "followee": followee}
-                if await self._changed(queries.FOLLOW, params, users=(follower, followee)):
+                rows = await self._run(queries.FOLLOW, params)
+                if not rows:
+                    await self._raise_missing((follower, followee), "")
+                    raise BlockedError(follower, followee)
+                if rows[0]["changed"]:
                     await self._bus.publish(Followed(follower, followee, at))
                     return True
                 return False
@@ -215,6 +232,15 @@ class GraphWriter(Actor[Any]):
                     await self._bus.publish(Unmuted(user, author, at))
                     return True
                 return False
+            case Block(blocker, blocked):
+                return await self._block(blocker, blocked)
+            case Unblock(blocker, blocked):
+                at = self._clock()
+                params = {"blocker": blocker, "blocked": blocked}
+                if await self._changed(queries.UNBLOCK, params, users=(blocker, blocked)):
+                    await self._bus.publish(Unblocked(blocker, blocked, at))
+                    return True
+                return False
             case MarkRead(user, post):
                 at = self._clock()
                 stamped = {"user": user, "post": post, "at": at}
@@ -245,6 +271,32 @@ class GraphWriter(Actor[Any]):
         if not rows:
             await self._raise_missing(users, post)
         return bool(rows[0]["changed"])
+
+    async def _block(self, blocker: str, blocked: str) -> bool:
+        """Write the block and drop the follows between the two; publish what changed.
+
+        The events come in the order a reader of permissions needs:
+        ``blocked`` if the block is new (so the realtime audience ends the blocked
+        user's subscriptions as *blocked*, not as a mere unfollow), then an
+        ``unfollowed`` per follow removed (``blocker`` → ``blocked`` first). A
+        repeated block finds no follow to remove (a follow across a block is
+        refused) and publishes nothing.
+        """
+        if blocker == blocked:
+            raise InvalidArgument("a user cannot block themself")
+        at = self._clock()
+        params = {"blocker": blocker, "blocked": blocked, "at": at}
+        rows = await self._run(queries.BLOCK, params)
+        if not rows:
+            await self._raise_missing((blocker, blocked), "")
+        row = rows[0]
+        if row["changed"]:
+            await self._bus.publish(Blocked(blocker, blocked, at))
+        if row["unfollowed"]:
+            await self._bus.publish(Unfollowed(blocker, blocked, at))
+        if row["unfollowed_back"]:
+            await self._bus.publish(Unfollowed(blocked, blocker, at))
+        return bool(row["changed"])
 
     async def _create_post(self, author: str, draft: PostDraft) -> PostCreated:
         post = draft.id if draft.id is not None else self._new_id()

@@ -15,8 +15,8 @@ request in one mailbox.
   :mod:`actors.social.graph_writer` for why).
 
 Errors: the actors' :class:`~actors.social.errors.SocialRejection` replies
-pass through unchanged (``NotFound``, ``InvalidArgument``, ``AlreadyExists``,
-``GraphUnavailable``); a reader or the writer that is down, or crashed on the
+pass through unchanged (``NotFound``, ``InvalidArgument``, ``BlockedError``,
+``AlreadyExists``, ``GraphUnavailable``); a reader or the writer that is down, or crashed on the
 request, becomes :class:`~actors.social.errors.WorkerUnavailable` or
 :class:`~actors.social.errors.WorkerCrashed`. A call never waits for a dead
 actor: a restarting one refuses at once, and a crash answers the call in
@@ -32,6 +32,7 @@ from actors.runtime import ActorCrashed, ActorRef, ActorUnavailable
 from actors.social import scatter
 from actors.social.errors import WorkerCrashed, WorkerUnavailable
 from actors.social.messages import (
+    Block,
     DeletePost,
     Follow,
     MarkRead,
@@ -39,6 +40,7 @@ from actors.social.messages import (
     Neighbours,
     Publish,
     Recommend,
+    Unblock,
     Unfollow,
     Unmute,
     Unrecommend,
@@ -46,7 +48,19 @@ from actors.social.messages import (
 from actors.social.pool import ReaderPool
 from actors.social.reads import READS
 
-WRITES = (Follow, Unfollow, Recommend, Unrecommend, Mute, Unmute, MarkRead, DeletePost, Publish)
+WRITES = (
+    Follow,
+    Unfollow,
+    Recommend,
+    Unrecommend,
+    Mute,
+    Unmute,
+    Block,
+    Unblock,
+    MarkRead,
+    DeletePost,
+    Publish,
+)
 """Requests the graph writer answers."""
 
 
@@ -81,7 +95,8 @@ class Social:
             The reply type the request names.
 
         Raises:
-            NotFound, InvalidArgument, AlreadyExists, GraphUnavailable: from the graph.
+            NotFound, InvalidArgument, BlockedError, AlreadyExists, GraphUnavailable: from
+                the graph.
             WorkerUnavailable: every reader (for a read) or the writer is down.
             WorkerCrashed: the actor crashed on this request (a bug; it is restarted).
             TypeError: ``request`` is not a social request.

@@ -10,8 +10,9 @@ seconds.
   each answered with its reply type below, and the raw queries :class:`Read`
   → ``list[Row]`` and :class:`Fetch` → :class:`~stores.graph.Table`;
 - to the graph writer: :class:`Follow`, :class:`Unfollow`, :class:`Recommend`,
-  :class:`Unrecommend`, :class:`Mute`, :class:`Unmute`, :class:`MarkRead`,
-  :class:`DeletePost` → ``bool`` (whether the graph changed);
+  :class:`Unrecommend`, :class:`Mute`, :class:`Unmute`, :class:`Block`,
+  :class:`Unblock`, :class:`MarkRead`, :class:`DeletePost` → ``bool`` (whether
+  the graph changed);
   :class:`CreatePost` → :class:`PostCreated`; :class:`Publish` →
   :class:`PublishResult`.
 
@@ -26,8 +27,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Direction = Literal["following", "followers"]
-"""``following``: the users ``user`` follows; ``followers``: the users who follow ``user``."""
+Direction = Literal["following", "followers", "blocking"]
+"""Which neighbours of ``user``: ``following``, the users ``user`` follows; ``followers``,
+the users who follow ``user``; ``blocking``, the users ``user`` blocks."""
 
 
 # -- to a graph reader ---------------------------------------------------------
@@ -98,6 +100,25 @@ class Unmute:
 
     user: str
     author: str
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """``blocker`` blocks ``blocked`` and the follows between them go, both ways.
+
+    Reply ``True`` if the block is new.
+    """
+
+    blocker: str
+    blocked: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unblock:
+    """``blocker`` lifts their block of ``blocked``; reply ``True`` if a block was removed."""
+
+    blocker: str
+    blocked: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +194,7 @@ class CountsResult:
 
 @dataclass(frozen=True, slots=True)
 class Neighbours:
-    """A page of ``user``'s followings or followers, by id; reply :class:`UsersPage`.
+    """A page of ``user``'s followings, followers or blocked users, by id; reply :class:`UsersPage`.
 
     ``after`` is exclusive; ``""`` starts at the beginning.
     """

@@ -53,6 +53,7 @@ RETURN id,
 _NEIGHBOUR: dict[Direction, str] = {
     "following": "(u)-[:FOLLOWS]->(f:User)",
     "followers": "(f:User)-[:FOLLOWS]->(u)",
+    "blocking": "(u)-[:BLOCKS]->(f:User)",
 }
 
 PAGE: dict[Direction, str] = {
@@ -203,10 +204,12 @@ RETURN p.id AS id, p.author AS author, p.title AS title, p.url AS url, p.tags AS
 
 FOLLOW = """
 MATCH (a:User {id: $follower}), (b:User {id: $followee})
+WHERE NOT EXISTS { MATCH (a)-[:BLOCKS]-(b) }
 WITH a, b, COUNT { MATCH (a)-[:FOLLOWS]->(b) } AS before
 MERGE (a)-[:FOLLOWS]->(b)
 RETURN before = 0 AS changed
 """
+"""A follow: no rows if an end is unknown or a block stands between them (either way)."""
 
 UNFOLLOW = """
 MATCH (a:User {id: $follower}), (b:User {id: $followee})
@@ -248,6 +251,14 @@ DELETE m
 RETURN before > 0 AS changed
 """
 
+UNBLOCK = """
+MATCH (u:User {id: $blocker}), (b:User {id: $blocked})
+WITH u, b, COUNT { MATCH (u)-[:BLOCKS]->(b) } AS before
+OPTIONAL MATCH (u)-[k:BLOCKS]->(b)
+DELETE k
+RETURN before > 0 AS changed
+"""
+
 MARK_READ = """
 MATCH (u:User {id: $user}), (p:Post {id: $post})
 WITH u, p, COUNT { MATCH (u)-[:READ]->(p) } AS before
@@ -256,6 +267,31 @@ ON CREATE SET r.at = $at
 RETURN before = 0 AS changed
 """
 """Edge writes: no rows if an end is unknown, else ``changed``."""
+
+BLOCK = """
+MATCH (u:User {id: $blocker}), (b:User {id: $blocked})
+WITH u, b, COUNT { MATCH (u)-[:BLOCKS]->(b) } AS before,
+     COUNT { MATCH (u)-[:FOLLOWS]->(b) } AS following,
+     COUNT { MATCH (b)-[:FOLLOWS]->(u) } AS followed
+MERGE (u)-[k:BLOCKS]->(b)
+ON CREATE SET k.at = $at
+WITH u, b, before, following, followed
+OPTIONAL MATCH (u)-[f:FOLLOWS]->(b)
+DELETE f
+WITH DISTINCT u, b, before, following, followed
+OPTIONAL MATCH (b)-[g:FOLLOWS]->(u)
+DELETE g
+WITH DISTINCT before, following, followed
+RETURN before = 0 AS changed, following > 0 AS unfollowed, followed > 0 AS unfollowed_back
+"""
+"""A block and the removal of the follows between the two users, both ways, in one statement.
+
+No rows if an end is unknown; else one row: ``changed`` (the block is new),
+``unfollowed`` (a follow of ``$blocker`` → ``$blocked`` was removed) and
+``unfollowed_back`` (one of ``$blocked`` → ``$blocker`` was). Each direction
+is deleted by a directed match of its own: Ladybug refuses to delete through
+an undirected pattern.
+"""
 
 DELETE_POST = """
 MATCH (p:Post {id: $post})

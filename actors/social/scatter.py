@@ -54,8 +54,8 @@ async def read_page(
 
     Args:
         pool: the readers.
-        user: whose followings or followers.
-        direction: ``"following"`` or ``"followers"``.
+        user: whose followings, followers or blocked users.
+        direction: ``"following"``, ``"followers"`` or ``"blocking"``.
         limit: most ids to return (>= 1).
         after: exclusive lower bound; ``""`` for the first page.
         chunk: most ids one range query reads; pages above it are split.

@@ -18,6 +18,7 @@ from actors.realtime.pipeline import InvalidEvent, PublishTimeout, Realtime, Str
 from actors.runtime import ActorCrashed, ActorUnavailable
 from actors.social import (
     AlreadyExists,
+    BlockedError,
     GraphUnavailable,
     InvalidArgument,
     NotFound,
@@ -26,6 +27,7 @@ from actors.social import (
 )
 from protocols.jsonrpc import (
     ALREADY_EXISTS,
+    FORBIDDEN,
     INTERNAL_ERROR,
     SERVICE_UNAVAILABLE,
     SNAPSHOT_EXPIRED,
@@ -99,7 +101,8 @@ async def answer(services: Services, call: Callable[[], Awaitable[Any]]) -> Any:
 
     Raises:
         JsonRpcError: -32002 past the timeout; -32004 not found; -32602 invalid
-            argument, bad cursor or invalid event (``data.index``); -32009 already
+            argument, bad cursor or invalid event (``data.index``); -32003 a follow
+            across a block (``data.reason``: ``"blocked"``); -32009 already
             exists; -32010 snapshot expired; -32001 a backend (``backend unavailable``)
             or an actor (``service unavailable``) down; -32603 an actor crashed
             on the request (``data.type``: the bug's type).
@@ -113,6 +116,8 @@ async def answer(services: Services, call: Callable[[], Awaitable[Any]]) -> Any:
         raise not_found(missing.kind, missing.id) from None
     except (InvalidArgument, BadCursor) as invalid:
         raise invalid_params(str(invalid)) from None
+    except BlockedError:
+        raise JsonRpcError(FORBIDDEN, "forbidden", {"reason": "blocked"}) from None
     except AlreadyExists as taken:
         raise JsonRpcError(
             ALREADY_EXISTS, f"{taken.kind} already exists", {"kind": taken.kind, "id": taken.id}

@@ -15,17 +15,22 @@
                                                                                 limit 1..100
     social.mute {user, author}                         → {created}
     social.unmute {user, author}                       → {removed}
+    social.block {user, blocked}                       → {created}
+    social.unblock {user, blocked}                     → {removed}
+    social.blocking {user, limit=100, cursor=null}     → {users, next_cursor}   limit 1..1000
     posts.publish {author, post: {id?, title, url?, tags?, publication?, reading_time?}}
                                                        → {post, followers_notified}
     posts.get {post}                                   → the post's fields + recommendations
     posts.read {user, post}                            → {created}
     posts.delete {post}                                → {deleted}
 
-Ids follow the one id rule (:mod:`actors.ids`). Following or muting yourself
-is an invalid param (-32602), as is any limit out of range. Over the
-WebSocket, a user's token may call the methods that act for that user
-(``follower``, ``user`` or ``author`` = the token's user) and the public
-reads; ``posts.delete`` is for operators and services.
+Ids follow the one id rule (:mod:`actors.ids`). Following, muting or blocking
+yourself is an invalid param (-32602), as is any limit out of range; a follow
+across a block (either way) is -32003 "forbidden" with ``data.reason``
+``"blocked"``. Over the WebSocket, a user's token may call the methods that act
+for that user (``follower``, ``user`` or ``author`` = the token's user, which
+includes ``social.blocking``: who one blocks is one's own business) and the
+public reads; ``posts.delete`` is for operators and services.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Annotated, Any
 import msgspec
 
 from actors.social import (
+    Block,
     Counts,
     CountsResult,
     DeletePost,
@@ -53,6 +59,7 @@ from actors.social import (
     Recommend,
     Recommenders,
     Suggestion,
+    Unblock,
     Unfollow,
     Unmute,
     Unrecommend,
@@ -82,7 +89,7 @@ class UserParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class FollowingParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """``{user, limit=100, cursor=null}`` (``social.following`` and ``social.followers``)."""
+    """``{user, limit=100, cursor=null}`` (``social.following``, ``.followers``, ``.blocking``)."""
 
     user: Id
     limit: Limit = 100
@@ -108,6 +115,13 @@ class MuteParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     user: Id
     author: Id
+
+
+class BlockParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``{user, blocked}``: ``user`` blocks (``social.block``) or unblocks ``blocked``."""
+
+    user: Id
+    blocked: Id
 
 
 class RecommendersParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -264,6 +278,15 @@ class SocialMethods:
     async def unmute(self, params: MuteParams, context: CallContext) -> dict[str, bool]:
         return {"removed": await ask(self.services, Unmute(params.user, params.author))}
 
+    async def block(self, params: BlockParams, context: CallContext) -> dict[str, bool]:
+        return {"created": await ask(self.services, Block(params.user, params.blocked))}
+
+    async def unblock(self, params: BlockParams, context: CallContext) -> dict[str, bool]:
+        return {"removed": await ask(self.services, Unblock(params.user, params.blocked))}
+
+    async def blocking(self, params: FollowingParams, context: CallContext) -> dict[str, Any]:
+        return await self._neighbours(params, "blocking")
+
     async def publish(self, params: PublishParams, context: CallContext) -> dict[str, Any]:
         request = Publish(params.author, draft(params.post))
         result: PublishResult = await ask(self.services, request)
@@ -367,6 +390,30 @@ def register(rpc: Dispatcher[CallContext], services: Services) -> None:
         MuteParams,
         m.unmute,
         description="show them again",
+        access=mine,
+        acting="user",
+    )
+    rpc.add(
+        "social.block",
+        BlockParams,
+        m.block,
+        description="block a user: no follows either way, no posts in either's feed",
+        access=mine,
+        acting="user",
+    )
+    rpc.add(
+        "social.unblock",
+        BlockParams,
+        m.unblock,
+        description="lift a block (follows stay removed)",
+        access=mine,
+        acting="user",
+    )
+    rpc.add(
+        "social.blocking",
+        FollowingParams,
+        m.blocking,
+        description="blocked users, paged",
         access=mine,
         acting="user",
     )
