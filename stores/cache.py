@@ -35,3 +35,20 @@ class Cache(Protocol):
     async def delete(self, key: str) -> bool:
         """Remove ``key``; return whether it existed."""
         ...
+
+    async def add(self, key: str, value: bytes, *, ttl: float) -> bool:
+        """Store ``value`` under ``key`` only if no live value is there (Redis ``SET NX PX``).
+
+        A claim shared by every process of one backend: of several ``add`` of one
+        key within ``ttl``, exactly one returns ``True``.
+
+        Args:
+            ttl: time to live in seconds. Must be > 0.
+
+        Returns:
+            Whether this call stored the value (``False``: the key was held, untouched).
+
+        Raises:
+            ValueError: ``ttl`` is not positive.
+        """
+        ...

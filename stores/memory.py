@@ -108,6 +108,22 @@ class MemoryCache:
         self._items.pop(key, None)
         return existed
 
+    async def add(self, key: str, value: bytes, *, ttl: float) -> bool:
+        """Store ``value`` under ``key`` unless a live value is there; whether it stored it.
+
+        Raises:
+            ValueError: ``ttl`` is not positive.
+        """
+        if ttl <= 0:
+            raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
+        await trio.lowlevel.checkpoint()
+        if self._lookup(key) is not None:
+            return False
+        self._items[key] = (value, trio.current_time() + ttl)
+        while len(self._items) > self._max_keys:
+            self._items.popitem(last=False)
+        return True
+
 
 def parse_stream_id(entry_id: str) -> StreamKey:
     """Parse ``"<ms>-<seq>"`` (or ``"<ms>"``, meaning sequence 0).

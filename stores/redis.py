@@ -208,7 +208,7 @@ def _endpoint(pool: redis.ConnectionPool) -> Endpoint:
 
 
 class RedisCache:
-    """The cache port on Redis strings (``GET``/``MGET``/``SET PX``/``DEL``)."""
+    """The cache port on Redis strings (``GET``/``MGET``/``SET PX``/``SET NX PX``/``DEL``)."""
 
     def __init__(self, backend: RedisBackend) -> None:
         self._backend = backend
@@ -245,6 +245,21 @@ class RedisCache:
         """Remove ``key``; return whether it existed."""
         removed: int = await self._backend.run(lambda client: client.delete(key))
         return removed == 1
+
+    async def add(self, key: str, value: bytes, *, ttl: float) -> bool:
+        """Store ``value`` under ``key`` unless it is held (``SET NX PX``); whether it stored it.
+
+        Args:
+            ttl: time to live in seconds, rounded up to whole milliseconds. Must be > 0.
+
+        Raises:
+            ValueError: ``ttl`` is not positive.
+        """
+        if ttl <= 0:
+            raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
+        px = math.ceil(ttl * 1000)
+        stored = await self._backend.run(lambda client: client.set(key, value, nx=True, px=px))
+        return bool(stored)
 
 
 def _text(value: bytes | str) -> str:

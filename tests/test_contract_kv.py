@@ -135,6 +135,24 @@ async def test_ttl_expires_the_key(
     assert await kv.cache.get_many([f"{name}:short", f"{name}:forever"]) == [None, b"v"]
 
 
+async def test_add_stores_only_when_the_key_is_free(
+    kv: Backend, name: str, clock: trio.testing.MockClock | None
+) -> None:
+    """add stores and returns True on a free key, returns False and keeps the value on a held
+    one, and may claim the key again once its TTL has passed."""
+    assert await kv.cache.add(name, b"first", ttl=0.05) is True
+    assert await kv.cache.add(name, b"second", ttl=0.05) is False
+    assert await kv.cache.get(name) == b"first"
+    await trio.sleep(WAIT)
+    assert await kv.cache.add(name, b"third", ttl=10) is True
+    assert await kv.cache.get(name) == b"third"
+    await kv.cache.set(f"{name}:plain", b"v")
+    assert await kv.cache.add(f"{name}:plain", b"w", ttl=10) is False
+    with pytest.raises(ValueError, match="ttl"):
+        await kv.cache.add(f"{name}:bad", b"v", ttl=0)
+    assert await kv.cache.get(f"{name}:bad") is None
+
+
 @pytest.mark.parametrize("ttl", [0, -1.0])
 async def test_non_positive_ttl_is_rejected(kv: Backend, name: str, ttl: float) -> None:
     """A TTL of zero or less raises ValueError and stores nothing."""
