@@ -55,6 +55,8 @@ Snapshot (JSON object)::
      "feeds": {"live", "builds"},
      "realtime": {"read", "events", "poison", "delivered", "slow_disconnects", "gaps",
                   "missed", "relay_dropped", "subscribers"},
+     "presence": {"sets", "joins", "leaves"}: channels with presence subscribers here,
+                 join and leave pushes queued to them since start,
      "rpc": [{"method", "calls_per_second", "mean_ms", "errors", "calls"}…] busiest first,
      "points": [point…] the points not yet on the series channel, oldest first,
                the last one this snapshot's own}
@@ -179,6 +181,11 @@ class Snapshots:
                 "missed": r.missed,
                 "relay_dropped": r.relay_dropped,
                 "subscribers": r.subscribers,
+            }
+            figures["presence"] = {
+                "sets": r.presence_sets,
+                "joins": r.presence_joins,
+                "leaves": r.presence_leaves,
             }
         if s.gateway is not None:
             g = s.gateway()

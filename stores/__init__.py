@@ -1,7 +1,8 @@
 """Backends behind small interfaces: graph (Ladybug, Neo4j), cache/stream/pubsub (memory, Redis).
 
 The ports are :class:`~stores.graph.GraphStore`, :class:`~stores.cache.Cache`,
-:class:`~stores.stream.Stream` and :class:`~stores.pubsub.PubSub`; adapters are
+:class:`~stores.stream.Stream`, :class:`~stores.pubsub.PubSub` and
+:class:`~stores.presence.PresenceStore`; adapters are
 chosen by URL in :mod:`stores.backends`. Nothing here imports an actor or a
 protocol.
 """
@@ -10,6 +11,7 @@ from stores.backends import KeyValueBackend, open_graph, open_key_value, redact
 from stores.cache import Cache
 from stores.errors import BackendUnavailable, ConfigError, QueryError, StoreError
 from stores.graph import GraphSession, GraphStore, ImportSummary
+from stores.presence import PresenceStore
 from stores.pubsub import Message, PubSub
 from stores.schema import SOCIAL_SCHEMA, GraphSchema
 from stores.stream import Stream, StreamEntry
@@ -25,6 +27,7 @@ __all__ = [
     "ImportSummary",
     "KeyValueBackend",
     "Message",
+    "PresenceStore",
     "PubSub",
     "QueryError",
     "StoreError",

@@ -2,8 +2,9 @@
 
 - graph: ``ladybug://PATH`` (the embedded default) → :class:`stores.ladybug.LadybugGraph`;
   ``neo4j://…``, ``bolt://…`` (and their ``+s`` forms) → :class:`stores.neo4j.Neo4jGraph`.
-- cache, stream, pub/sub: ``memory://`` (the in-process default) → :mod:`stores.memory`;
-  ``redis://…``, ``rediss://…``, ``unix://…`` → :mod:`stores.redis`.
+- cache, stream, pub/sub, presence: ``memory://`` (the in-process default) →
+  :mod:`stores.memory` and :class:`stores.presence.MemoryPresence`; ``redis://…``,
+  ``rediss://…``, ``unix://…`` → :mod:`stores.redis` and :mod:`stores.redis_presence`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from stores.cache import Cache
 from stores.errors import ConfigError
 from stores.graph import GraphStore
+from stores.presence import PresenceStore
 from stores.pubsub import PubSub
 from stores.sequence import Sequencer
 from stores.stream import Stream
@@ -74,7 +76,8 @@ async def open_graph(
 
 @dataclass(frozen=True, slots=True)
 class KeyValueBackend:
-    """The cache, stream and pub/sub ports on one backend, and how to check and close it."""
+    """The cache, stream, pub/sub and presence ports on one backend, and how to check and
+    close it."""
 
     url: str
     cache: Cache
@@ -83,6 +86,7 @@ class KeyValueBackend:
     sequencer: Sequencer
     ping: Callable[[], Awaitable[None]]
     aclose: Callable[[], Awaitable[None]]
+    presence: PresenceStore
 
     @property
     def shared(self) -> bool:
@@ -120,6 +124,7 @@ def open_key_value(
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from stores.memory import MemoryCache, MemoryPubSub, MemorySequencer, MemoryStream
+        from stores.presence import MemoryPresence
 
         stream = MemoryStream(max_length=stream_max_length)
         return KeyValueBackend(
@@ -130,6 +135,7 @@ def open_key_value(
             MemorySequencer(stream),
             _nothing,
             _nothing,
+            MemoryPresence(),
         )
     if scheme in REDIS_SCHEMES:
         from stores.redis import (
@@ -139,6 +145,7 @@ def open_key_value(
             RedisSequencer,
             RedisStream,
         )
+        from stores.redis_presence import RedisPresence
 
         backend = RedisBackend.from_url(url, max_connections=max_connections)
         return KeyValueBackend(
@@ -149,6 +156,7 @@ def open_key_value(
             RedisSequencer(backend, max_length=stream_max_length),
             backend.ping,
             backend.aclose,
+            RedisPresence(backend),
         )
     raise ConfigError(
         f"unknown cache URL scheme {scheme!r} in {redact(url)!r}: use memory:// or redis://HOST"
