@@ -10,7 +10,8 @@ else imports this module::
     ├── social                one_for_one   graph_reader × N, graph_writer (reads reach a reader
     │                                       directly through the Social handle)
     ├── feeds                 rest_for_one  story index, feed builders, registry, events
-    ├── realtime              rest_for_one  publisher, relay, transformers, nozzle, events
+    ├── realtime              rest_for_one  publisher, relay, audience, transformers, nozzle,
+    │                                       events, presence
     ├── api                                 hypercorn (trio worker) serving the ASGI app
     │                                       (/rpc, /health, /metrics, /ws, /dashboard, /demo)
     └── dashboard                           a snapshot a second on system:dashboard
@@ -23,6 +24,7 @@ directory, in-process cache/stream/pubsub).
 from __future__ import annotations
 
 import gc
+import secrets
 import signal
 
 import structlog
@@ -46,6 +48,7 @@ from protocols.methods import Services
 from protocols.websocket import (
     WebSocketGateway,
     gap_frame,
+    presence_frame,
     pub_frame,
 )
 from settings import ServeOptions, Settings
@@ -116,6 +119,7 @@ def build_tree(
         period=10,
         backoff=Backoff(initial=0.05, factor=2, maximum=5),
     )
+    origin = secrets.token_hex(8)  # this process on the Pub/Sub topics, for this life
     scorer = LinearScorer.from_file(options.feed_weights)
     remote = None
     if options.scorer_url is not None:
@@ -129,6 +133,7 @@ def build_tree(
         scorer=scorer,
         remote=remote,
         pubsub=key_value.pubsub if key_value.shared else None,
+        origin=origin,
     )
     realtime, realtime_handle = realtime_subtree(
         stream=key_value.stream,
@@ -139,8 +144,11 @@ def build_tree(
         settings=options.realtime,
         render=pub_frame,
         render_gap=gap_frame,
+        presence=key_value.presence,
+        render_presence=presence_frame,
         bus=bus,
         readers=pool,
+        origin=origin,
     )
 
     def tree() -> SupervisorStatistics:
@@ -160,6 +168,11 @@ def build_tree(
         limits=options.ws_limits,
         max_connections=options.ws_max_connections,
     )
+    if realtime_handle.audience is not None:
+        gateway.attach_gate(realtime_handle.audience)
+        realtime_handle.audience.attach(gateway)
+    if realtime_handle.presence is not None:
+        gateway.attach_presence(realtime_handle.presence)
     app = create_app(
         services,
         AppConfig(api_key=settings.api_key, max_body_bytes=options.max_body_bytes),

@@ -51,6 +51,14 @@ log = structlog.get_logger("starling")
     "`starling demo` serves its 2015-2026 stories with no horizon).",
 )
 @click.option(
+    "--feed-stale-window",
+    default=5.0,
+    show_default=True,
+    envvar="STARLING_FEED_STALE_WINDOW",
+    show_envvar=True,
+    help="Seconds between two feed.stale notices to one connected user.",
+)
+@click.option(
     "--feed-weights",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     envvar="STARLING_FEED_WEIGHTS",
@@ -66,6 +74,20 @@ log = structlog.get_logger("starling")
 @click.option("--transformers", default=1, show_default=True, help="Realtime transformer actors.")
 @click.option(
     "--history-size", default=100, show_default=True, help="Publications kept per channel."
+)
+@click.option(
+    "--following-grace",
+    default=300.0,
+    show_default=True,
+    help="Seconds a following: channel keeps being fanned out to after its last subscriber "
+    "left (a reconnect within it recovers exactly with since).",
+)
+@click.option(
+    "--presence-expiry",
+    default=15.0,
+    show_default=True,
+    help="Seconds after which the users of a process that died have left every channel's "
+    "presence (its entries in Redis expire).",
 )
 @click.option(
     "--ws-max-connections", default=10_000, show_default=True, help="Most WebSocket clients."
@@ -101,10 +123,13 @@ def serve_command(
     feed_idle: float,
     feed_max_live: int,
     feed_horizon_days: float,
+    feed_stale_window: float,
     feed_weights: Path | None,
     scorer_url: str | None,
     transformers: int,
     history_size: int,
+    following_grace: float,
+    presence_expiry: float,
     ws_max_connections: int,
     ws_max_outbox_bytes: int,
     stream_max_length: int,
@@ -129,6 +154,9 @@ def serve_command(
         realtime = RealtimeSettings(
             transformers=transformers,
             history_size=history_size,
+            following_grace=following_grace,
+            presence_expiry=presence_expiry,
+            feed_stale_window=feed_stale_window,
             consumer=consumer or default_consumer(),
         )
         limits = Limits(max_outbox_bytes=ws_max_outbox_bytes)

@@ -276,7 +276,7 @@ async def test_invalid_token_raises_auth_error_without_retrying(tmp_path: Path) 
         pytest.param(
             "topic:1",
             -32602,
-            "expected 'post:<id>', 'user:<id>' or 'system:<id>'",
+            "expected 'post:<id>', 'user:<id>', 'following:<id>', 'circle:<id>' or 'system:<id>'",
             id="unknown-kind",
         ),
     ],
@@ -412,7 +412,9 @@ def test_token_command_uses_starling_secret(
     [
         pytest.param(["token", "bad id!"], "a user id is 1-64", id="token-bad-user"),
         pytest.param(
-            ["tail", "chan:1"], "expected 'post:<id>', 'user:<id>' or 'system:<id>'", id="tail-kind"
+            ["tail", "chan:1"],
+            "expected 'post:<id>', 'user:<id>', 'following:<id>', 'circle:<id>' or 'system:<id>'",
+            id="tail-kind",
         ),
         pytest.param(["tail", "post:a b"], "the id must be 1-64", id="tail-bad-id"),
         pytest.param(["tail", "user:a", "user:b"], "a token names one user", id="two-users"),

@@ -480,17 +480,23 @@ async def test_events_reach_subscribers_in_order_exactly_once(
 async def test_comments_add_checks_ids_and_reaches_the_post_channel(
     tmp_path: Path, backend_url: str
 ) -> None:
-    """``comments.add`` on a post that exists publishes a ``comment`` on ``post:<id>``
-    (enriched with the author's display fields); unknown users and posts get -32004."""
+    """``posts.publish`` puts a ``published`` activity on ``post:<id>`` (with its title);
+    ``comments.add`` on a post that exists publishes a ``comment`` there (enriched with the
+    author's display fields); unknown users and posts get -32004."""
     with trio.fail_after(TIMEOUT):
         async with running(tmp_path, backend_url) as server:
-            await server.rpc("posts.publish", {"author": "a", "post": {"id": "p1", "title": "T"}})
             async with open_websocket_url(f"{server.ws_url}?token={server.token('b')}") as ws:
                 await request(ws, "subscribe", {"channel": "post:p1"})
+                await server.rpc(
+                    "posts.publish", {"author": "a", "post": {"id": "p1", "title": "T"}}
+                )
                 result = await server.rpc("comments.add", {"user": "b", "post": "p1", "text": "hi"})
                 assert result["channel"] == "post:p1"
-                (pub,) = await receive(ws, 1)
-                assert pub["offset"] == result["offset"]
+                published, pub = await receive(ws, 2)
+                assert published["offset"] == 1
+                assert published["data"]["type"] == "published"
+                assert (published["data"]["user"], published["data"]["title"]) == ("a", "T")
+                assert pub["offset"] == result["offset"] == 2
                 assert pub["data"]["type"] == "comment"
                 assert (pub["data"]["user"], pub["data"]["text"]) == ("b", "hi")
                 assert pub["data"]["author"] == {"id": "b"}

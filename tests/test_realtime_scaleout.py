@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,52 +27,9 @@ from trio_websocket import open_websocket_url
 
 from actors.realtime.streams import STREAM
 from auth.tokens import issue_token
-from tests.services import free_port
+from tests.processes import SECRET, server_process, wait_healthy
 
 pytestmark = pytest.mark.redis
-
-SECRET = "scale-out-test-secret-0123456789abcdef"
-STARTUP = 60.0
-"""Seconds a server process may take to answer /health."""
-
-
-@contextmanager
-def server_process(
-    directory: Path, redis_url: str, name: str, graph_url: str | None = None
-) -> Iterator[str]:
-    """``starling serve`` on a free port with its own data dir; yields its URL."""
-    port = free_port()
-    env = os.environ | {"STARLING_SECRET": SECRET}
-    command = [
-        sys.executable, "-c", "from cli import main; main()", "serve",
-        "--data-dir", str(directory / name), "--redis-url", redis_url,
-        "--port", str(port), "--consumer", name, "--readers", "1",
-        *(["--graph-url", graph_url] if graph_url else []),
-    ]  # fmt: skip
-    log = (directory / f"{name}.log").open("w")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-
-
-async def wait_healthy(url: str, directory: Path) -> None:
-    with trio.fail_after(STARTUP):
-        async with httpx.AsyncClient() as client:
-            while True:
-                try:
-                    if (await client.get(f"{url}/health")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass  # not listening yet
-                await trio.sleep(0.2)
 
 
 def pubs(frame: str | bytes) -> list[dict[str, Any]]:
@@ -92,11 +45,12 @@ async def test_a_client_on_one_process_gets_events_published_through_the_other(
     sequence."""
     redis.Redis.from_url(redis_url).flushall()
     with (
-        server_process(tmp_path, redis_url, "a") as url_a,
-        server_process(tmp_path, redis_url, "b") as url_b,
+        server_process(tmp_path, redis_url, "a") as process_a,
+        server_process(tmp_path, redis_url, "b") as process_b,
     ):
-        await wait_healthy(url_a, tmp_path)
-        await wait_healthy(url_b, tmp_path)
+        url_a, url_b = process_a.url, process_b.url
+        await wait_healthy(url_a)
+        await wait_healthy(url_b)
         token = issue_token(SECRET.encode(), "watcher")
         with trio.fail_after(60):
             async with (
@@ -172,11 +126,12 @@ async def test_two_processes_on_one_redis_and_one_neo4j(
         check=True, env=env, capture_stdout=True, capture_stderr=True,
     )  # fmt: skip
     with (
-        server_process(tmp_path, redis_url, "a", neo4j_url) as url_a,
-        server_process(tmp_path, redis_url, "b", neo4j_url) as url_b,
+        server_process(tmp_path, redis_url, "a", neo4j_url) as process_a,
+        server_process(tmp_path, redis_url, "b", neo4j_url) as process_b,
     ):
-        await wait_healthy(url_a, tmp_path)
-        await wait_healthy(url_b, tmp_path)
+        url_a, url_b = process_a.url, process_b.url
+        await wait_healthy(url_a)
+        await wait_healthy(url_b)
         token = issue_token(SECRET.encode(), a)
         with trio.fail_after(60):
             async with (
@@ -228,11 +183,12 @@ async def test_two_processes_number_a_channel_in_stream_order(
     """Producers publishing one channel's events through two processes at once (publish_many): in the stream the channel's offsets increase entry by entry, and a subscriber of either process receives them in that order, each once."""  # noqa: E501
     redis.Redis.from_url(redis_url).flushall()
     with (
-        server_process(tmp_path, redis_url, "a") as url_a,
-        server_process(tmp_path, redis_url, "b") as url_b,
+        server_process(tmp_path, redis_url, "a") as process_a,
+        server_process(tmp_path, redis_url, "b") as process_b,
     ):
-        await wait_healthy(url_a, tmp_path)
-        await wait_healthy(url_b, tmp_path)
+        url_a, url_b = process_a.url, process_b.url
+        await wait_healthy(url_a)
+        await wait_healthy(url_b)
         token = issue_token(SECRET.encode(), "watcher")
         calls, per_call = 20, 10
         with trio.fail_after(60):

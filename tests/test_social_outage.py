@@ -186,3 +186,43 @@ async def test_dead_graph_backend_shows_degraded_then_recovers(
         body = {"jsonrpc": "2.0", "id": 1, "method": "system.stats"}
         assert (await client.post("/rpc", json=body)).status_code == 200
     root.request_stop()
+
+
+async def test_a_graph_ruled_subscribe_answers_unavailable_in_an_outage(
+    neo4j_url: str, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """With Neo4j cut off, subscribing to a circle: channel (a graph read) answers -32001 and
+    keeps the WebSocket open; once Neo4j is back the same request gets the graph's answer."""
+    from trio_websocket import open_websocket_url
+
+    from auth.tokens import issue_token, load_secret
+
+    proxy = TcpProxy(int(neo4j_url.rsplit(":", 1)[1]))
+    await nursery.start(proxy.run)
+    settings = Settings(
+        data_dir=tmp_path, graph_url=f"bolt://127.0.0.1:{proxy.port}", redis_url="memory://"
+    )
+    root = await nursery.start(serve, settings, ServeOptions(port=0, readers=2))
+    (api,) = [child for child in root.statistics().children if child.id == "api"]
+    url = api.detail.binds[0].replace("http", "ws", 1) + "/ws"
+    token = issue_token(load_secret(tmp_path), f"outage-{uuid.uuid4().hex[:8]}")
+    subscribe = {"jsonrpc": "2.0", "id": 1, "method": "subscribe",
+                 "params": {"channel": "circle:nobody-here"}}  # fmt: skip
+    with trio.fail_after(60):
+        async with open_websocket_url(f"{url}?token={token}") as ws:
+            await proxy.cut()
+            await ws.send_message(json.dumps(subscribe))
+            during = json.loads(await ws.get_message())
+            await nursery.start(proxy.run)
+            while True:
+                await ws.send_message(json.dumps(subscribe))
+                after = json.loads(await ws.get_message())
+                if after["error"]["code"] != -32001:
+                    break
+                await trio.sleep(0.2)
+    root.request_stop()
+
+    assert during["error"]["code"] == -32001
+    assert during["error"]["data"]["channel"] == "circle:nobody-here"
+    assert after["error"]["code"] == -32003
+    assert after["error"]["data"]["reason"] == "not a follower"

@@ -1162,3 +1162,114 @@ def test_replies_to_calls_are_dropped_once_the_session_closes() -> None:
     session.complete(pending, {0: {"jsonrpc": "2.0", "result": 1, "id": 1}})
 
     assert frames(session) == drained == []
+
+
+# -- the graph's gate: deferred subscribes and revocation ------------------------------
+
+
+class RecordingGate:
+    """A gate that asks for ``circle:`` (ASK_GRAPH) and for the channels in ``check``."""
+
+    def __init__(self, *checked: str) -> None:
+        self.checked = set(checked)
+
+    def needs_check(self, user: str, channel: str, /) -> bool:
+        return channel in self.checked
+
+    async def check(self, user: str, channel: str, /) -> str | None:
+        raise AssertionError("the edge awaits the gate; these tests hand verdicts in")
+
+
+def gated_session(hub: MemoryHub, *checked: str) -> Session:
+    return Session(hub, SECRET, NOW, token=token("alice"), gate=RecordingGate(*checked))
+
+
+def test_a_graph_ruled_subscribe_waits_for_the_gate_and_registers_when_allowed() -> None:
+    """subscribe circle:bob is held (nothing answered, not in the hub) until the gate's
+    verdict; allowed, it registers and its reply comes before the channel's first pub."""
+    hub = MemoryHub()
+    session = gated_session(hub)
+    send(session, request("subscribe", {"channel": "circle:bob"}))
+    assert frames(session) == []
+    (pending,) = session.take_calls()
+    assert not hub.subscribers["circle:bob"]
+
+    session.complete(pending, {}, {0: None})
+    hub.publish("circle:bob", {"n": 1})
+
+    reply, pub = frames(session)
+    assert reply["result"] == {"channel": "circle:bob", "offset": 0, "epoch": "e1"}
+    assert pubs(pub) == [("circle:bob", 1, {"n": 1})]
+
+
+@pytest.mark.parametrize(
+    ("verdict", "code", "data"),
+    [
+        ("not a follower", -32003, {"channel": "circle:bob", "reason": "not a follower"}),
+        (
+            RuntimeError("graph down"),
+            -32001,
+            {"channel": "circle:bob", "detail": "graph down"},
+        ),
+    ],
+)
+def test_a_refused_or_unanswered_check_is_an_error_and_subscribes_nothing(
+    verdict: Any, code: int, data: Any
+) -> None:
+    """The gate's refusal is -32003 with its reason; a graph that could not tell is -32001;
+    either way the session is not subscribed."""
+    hub = MemoryHub()
+    session = gated_session(hub)
+    send(session, request("subscribe", {"channel": "circle:bob"}))
+    (pending,) = session.take_calls()
+
+    session.complete(pending, {}, {0: verdict})
+
+    (reply,) = frames(session)
+    assert (reply["error"]["code"], reply["error"]["data"]) == (code, data)
+    assert session.subscriptions == frozenset()
+    assert not hub.subscribers["circle:bob"]
+
+
+def test_without_a_gate_a_graph_ruled_channel_is_refused_at_once() -> None:
+    """With no gate, circle:bob (not the user's own) is -32003; circle:alice is granted."""
+    session = open_session()
+
+    assert error(session, "subscribe", {"channel": "circle:bob"})["code"] == -32003
+    assert result(session, "subscribe", {"channel": "circle:alice"})["offset"] == 0
+
+
+def test_a_check_that_ends_after_the_close_subscribes_nothing() -> None:
+    """An allowed verdict that arrives once the session is closing registers nothing in the
+    hub (no subscription is left behind by a gone connection)."""
+    hub = MemoryHub()
+    session = gated_session(hub, "post:p1")
+    send(session, request("subscribe", {"channel": "post:p1"}))
+    (pending,) = session.take_calls()
+    session.close()
+
+    session.complete(pending, {}, {0: None})
+
+    assert not hub.subscribers["post:p1"]
+
+
+def test_revoke_ends_a_subscription_with_an_unsubscribed_push() -> None:
+    """revoke leaves the channel in the hub and queues unsubscribed {channel, reason} after
+    what was queued before; later publications are not offered; a second revoke is False."""
+    hub = MemoryHub()
+    session = open_session(hub)
+    result(session, "subscribe", {"channel": "circle:alice"})
+    hub.publish("circle:alice", {"n": 1})
+
+    assert session.revoke("circle:alice", "blocked") is True
+    hub.publish("circle:alice", {"n": 2})
+
+    pub, ended = frames(session)
+    assert pubs(pub) == [("circle:alice", 1, {"n": 1})]
+    assert ended == {
+        "jsonrpc": "2.0",
+        "method": "unsubscribed",
+        "params": {"channel": "circle:alice", "reason": "blocked"},
+    }
+    assert session.subscriptions == frozenset()
+    assert session.revoke("circle:alice", "blocked") is False

@@ -6,12 +6,17 @@ clients through the same nozzle → transformer → publisher path as anything
 else::
 
     followed     → user:<followee>  {"type": "notification", "kind": "followed", "user": follower}
-    recommended  → post:<post>      {"type": "recommended", "user", "post"}
+    recommended  → post:<post>      {"type": "recommended", "user", "post", "title", "url"}
                  → user:<author>    {"type": "notification", "kind": "recommended", "user", "post"}
-    published    → user:<follower>  {"type": "notification", "kind": "published", "user": author,
+    published    → post:<post>      {"type": "published", "user": author, "post", "title", "url",
+                                     "tags", "publication"}   once (with the first chunk)
+                 → user:<follower>  {"type": "notification", "kind": "published", "user": author,
                                      "post"}   for each follower, from the fan-out chunks
 
-Every data object also carries ``at`` (epoch seconds). The bridge subscribes
+Every data object also carries ``at`` (epoch seconds). The ``post:`` events
+are activities: the transformer also fans them out to the ``following:``
+channels of the actor's listening followers (:mod:`actors.realtime.following`),
+with the post's display fields (title, url) read here once. The bridge subscribes
 with backpressure (the stream must see every event); when the stream cannot
 be reached the events of that moment are logged and counted as dropped,
 never retried into a crash loop.
@@ -36,7 +41,10 @@ from stores.stream import Stream
 
 log = structlog.get_logger(__name__)
 
-AUTHOR_OF = "MATCH (a:User)-[:WROTE]->(p:Post {id: $post}) RETURN a.id AS id"
+POST_FIELDS = (
+    "MATCH (a:User)-[:WROTE]->(p:Post {id: $post}) RETURN a.id AS id, p.title AS title, "
+    "p.url AS url"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +125,11 @@ class RealtimeBridge:
                           user=follower, at=at)
                 ]  # fmt: skip
             case Recommended(user, post, at):
-                entries = [event(f"post:{post}", type="recommended", user=user, post=post, at=at)]
-                author = await self._author_of(post)
+                author, fields = await self._post_fields(post)
+                entries = [
+                    event(f"post:{post}", type="recommended", user=user, post=post, at=at,
+                          **fields)
+                ]  # fmt: skip
                 if author is not None and author != user:
                     entries.append(
                         event(f"user:{author}", type="notification", kind="recommended",
@@ -126,20 +137,34 @@ class RealtimeBridge:
                     )  # fmt: skip
                 return entries
             case Published(post=post, author=author, published_at=at, followers=followers):
-                return [
+                entries = []
+                if domain_event.chunk == 0:
+                    _, fields = await self._post_fields(post)
+                    entries.append(
+                        event(f"post:{post}", type="published", user=author, post=post, at=at,
+                              tags=list(domain_event.tags), publication=domain_event.publication,
+                              **fields)
+                    )  # fmt: skip
+                entries += [
                     event(f"user:{follower}", type="notification", kind="published",
                           user=author, post=post, at=at)
                     for follower in followers
                 ]  # fmt: skip
+                return entries
         return []
 
-    async def _author_of(self, post: str) -> str | None:
+    async def _post_fields(self, post: str) -> tuple[str | None, dict[str, Any]]:
+        """The post's author and display fields (``title``, ``url`` when set)."""
         try:
-            rows = await self._readers.read(AUTHOR_OF, {"post": post})
+            rows = await self._readers.read(POST_FIELDS, {"post": post})
         except (Rejection, ActorUnavailable) as failure:
-            log.warning("no author for a recommended post", post=post, error=str(failure))
-            return None
-        return str(rows[0]["id"]) if rows else None
+            log.warning("no fields for a post", post=post, error=str(failure))
+            return None, {}
+        if not rows:
+            return None, {}
+        row = rows[0]
+        fields = {name: row[name] for name in ("title", "url") if row.get(name) is not None}
+        return str(row["id"]), fields
 
     def request_stop(self) -> None:
         """Stop appending (events not yet read from the bus are dropped with the subscription)."""

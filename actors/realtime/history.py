@@ -190,6 +190,25 @@ class ChannelHistory:
         self._ring.append(publication)
         return publication
 
+    def skip(self, offset: int, epoch: str) -> bool:
+        """Mark a break at ``offset``: publications before it can no longer be recovered.
+
+        The channel lost continuity there (a ``following:`` channel nobody listened
+        to for a while, so activities were not fanned out to it): the history is
+        emptied and its top set to ``offset``, so a recovery from before ``offset``
+        answers ``recovered=False`` and one from ``offset`` on works as usual.
+        An ``offset`` at or below the top (same epoch) is a duplicate and ignored.
+
+        Returns:
+            Whether the break was taken.
+        """
+        if epoch == self.epoch and offset <= self._top:
+            return False
+        self.epoch = epoch
+        self._ring.clear()
+        self._top = offset
+        return True
+
     def since(self, offset: int, epoch: str, now: float) -> Recovery:
         """What a client that last saw ``offset`` in ``epoch`` missed.
 

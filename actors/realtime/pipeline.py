@@ -9,9 +9,16 @@ so a restarted stage restarts every stage that feeds it::
     │                        the Publisher (histories + local WebSocket sessions)
     ├── relay                (Redis only) Pub/Sub topic starling:realtime → publisher
     │                        (the other processes' batches; its own are delivered directly)
+    ├── audience             the graph's say: following: listeners (the index the
+    │                        transformers fan activities out with), circle:/post: access,
+    │                        revocations on unfollow and block
     ├── transformer-0..N-1   validate, enrich, number, render once, fan out, then ack
     ├── nozzle               XREADGROUP batches from starling:events → transformers
-    └── realtime_events      domain events (follows, recommends, posts) → the stream
+    ├── realtime_events      domain events (follows, recommends, posts) → the stream
+    ├── feed_stale           posts and recommendations → coalesced feed.stale notices to
+                             connected users (:mod:`~actors.realtime.stale`)
+    └── presence             who is on a channel: join/leave pushes, the presence store,
+                             the other processes' changes (:mod:`~actors.realtime.presence`)
 
 The path of one event::
 
@@ -30,6 +37,7 @@ Where each part lives: :mod:`~actors.realtime.nozzle`,
 :mod:`~actors.realtime.transformer` (pure work in :mod:`~actors.realtime.transform`),
 :mod:`~actors.realtime.publisher` (the hub and its actor),
 :mod:`~actors.realtime.relay`, :mod:`~actors.realtime.receipts`,
+:mod:`~actors.realtime.audience` and :mod:`~actors.realtime.following`,
 :mod:`~actors.realtime.latency`, the shared names in :mod:`~actors.realtime.streams`;
 this module holds the settings, the handle and the subtree.
 
@@ -52,12 +60,15 @@ import structlog
 import trio
 
 from actors.bus import EventBus
+from actors.realtime.audience import Audience, AudienceSettings
 from actors.realtime.bridge import RealtimeBridge
 from actors.realtime.history import DEFAULT_MAX_CHANNELS, DEFAULT_SIZE, Histories
 from actors.realtime.nozzle import Nozzle
+from actors.realtime.presence import PresenceSettings, PresenceTracker, RenderPresence
 from actors.realtime.publisher import Publisher, PublisherActor, Render, RenderGap
 from actors.realtime.receipts import Accepted, Receipts
 from actors.realtime.relay import Relay
+from actors.realtime.stale import StaleNotifier
 from actors.realtime.streams import STREAM
 from actors.realtime.transform import MAX_DATA_BYTES, PoisonEvent, check_event
 from actors.realtime.transformer import LocalFanout, SharedFanout, Transformer
@@ -65,6 +76,7 @@ from actors.social.events import SocialEvent
 from actors.social.pool import ReaderPool
 from stores.cache import Cache
 from stores.errors import BackendUnavailable
+from stores.presence import PresenceStore
 from stores.pubsub import PubSub
 from stores.sequence import Sequencer
 from stores.stream import Stream
@@ -101,6 +113,12 @@ class RealtimeSettings:
         max_channels: channels with a history at once (least recently used go).
         publish_timeout: seconds ``realtime.publish`` waits for its event to be published.
         consumer: this process's name in the consumer group.
+        following_grace: seconds a ``following:`` listener stays fanned out to after
+            its last subscription ended (:class:`~actors.realtime.audience.AudienceSettings`).
+        feed_stale_window: seconds between two ``feed.stale`` notices to one user
+            (:mod:`~actors.realtime.freshness`).
+        presence_expiry: seconds after which the users of a process that died have left
+            every channel's presence (:class:`~actors.realtime.presence.PresenceSettings`).
     """
 
     transformers: int = 1
@@ -114,6 +132,9 @@ class RealtimeSettings:
     max_channels: int = 10 * DEFAULT_MAX_CHANNELS
     publish_timeout: float = 5 * SECONDS
     consumer: str = field(default_factory=default_consumer)
+    following_grace: float = 300 * SECONDS
+    feed_stale_window: float = 5 * SECONDS
+    presence_expiry: float = 15 * SECONDS
 
     def __post_init__(self) -> None:
         if self.transformers < 1 or self.batch < 1:
@@ -122,6 +143,10 @@ class RealtimeSettings:
             raise ValueError("block, reclaim_idle and reclaim_every must be > 0 seconds")
         if not (self.reorder_wait >= 0 and self.publish_timeout > 0):
             raise ValueError("reorder_wait must be >= 0 and publish_timeout > 0 seconds")
+        if not self.feed_stale_window > 0:
+            raise ValueError("feed_stale_window must be > 0 seconds")
+        if not self.presence_expiry > 0:
+            raise ValueError("presence_expiry must be > 0 seconds")
 
 
 class InvalidEvent(ValueError):
@@ -170,6 +195,8 @@ class RealtimeStatistics:
         subscribers: local (session, channel) subscriptions.
         latency_ms: stream-to-publish latency over the last 10-20 s, ``{"p50", "p99",
             "p99.9"}`` in milliseconds (:class:`LatencyWindow`).
+        presence_sets: channels with a presence subscriber on this process.
+        presence_joins, presence_leaves: ``join`` and ``leave`` pushes queued to them.
     """
 
     read: int
@@ -187,6 +214,9 @@ class RealtimeStatistics:
     channels: int
     subscribers: int
     latency_ms: dict[str, float]
+    presence_sets: int = 0
+    presence_joins: int = 0
+    presence_leaves: int = 0
 
 
 @dataclass(eq=False)
@@ -202,6 +232,8 @@ class Realtime:
     transformers: Sequence[Transformer]
     nozzle: Nozzle
     relay: Relay | None = None
+    audience: Audience | None = None
+    presence: PresenceTracker | None = None
 
     async def publish(self, channel: str, data: Mapping[str, Any]) -> Accepted:
         """Append one event to the stream; return where it was published.
@@ -249,6 +281,16 @@ class Realtime:
         except trio.TooSlowError:
             raise PublishTimeout(self.settings.publish_timeout) from None
 
+    def _presence_figures(self) -> dict[str, int]:
+        if self.presence is None:
+            return {}
+        figures = self.presence.statistics()
+        return {
+            "presence_sets": figures.sets,
+            "presence_joins": figures.join_pushes,
+            "presence_leaves": figures.leave_pushes,
+        }
+
     def statistics(self) -> RealtimeStatistics:
         """A snapshot of the pipeline's figures (O(transformers))."""
         nozzle = self.nozzle.statistics()
@@ -269,6 +311,7 @@ class Realtime:
             channels=publisher.channels,
             subscribers=publisher.subscribers,
             latency_ms=self.publisher_actor.latency.percentiles(50, 99, 99.9),
+            **self._presence_figures(),
         )
 
 
@@ -284,6 +327,9 @@ def realtime_subtree(
     render_gap: RenderGap | None = None,
     bus: EventBus[SocialEvent] | None = None,
     readers: ReaderPool | None = None,
+    origin: str | None = None,
+    presence: PresenceStore | None = None,
+    render_presence: RenderPresence | None = None,
 ) -> tuple[Supervisor, Realtime]:
     """The ``realtime`` supervisor and the handle the API uses (module docstring).
 
@@ -297,7 +343,13 @@ def realtime_subtree(
         render_gap: the notice subscribers get when publications were lost on
             the way (:func:`protocols.websocket.frames.gap_frame`).
         bus, readers: the social event bus and readers, for the domain-event
-            bridge; without them there is no bridge.
+            bridge and the audience (``following:`` and ``circle:`` channels); without
+            them there is neither.
+        origin: this process's name on the Pub/Sub topics (random when ``None``); the
+            feeds' event router must use the same one.
+        presence, render_presence: the presence store and the frame of a ``join``/``leave``
+            push (:func:`protocols.websocket.frames.presence_frame`); with both, a
+            presence tracker (the last child).
     """
     histories = Histories(
         max_channels=settings.max_channels,
@@ -310,14 +362,34 @@ def realtime_subtree(
     publisher_actor = PublisherActor(
         publisher, sequencer, receipts, reorder_wait=settings.reorder_wait
     )
-    origin = secrets.token_hex(8)  # this process on the Pub/Sub topic, for this life
+    origin = origin or secrets.token_hex(8)  # this process on Pub/Sub, for this life
     fanout = (
         SharedFanout(pubsub, publisher_actor.ref, origin)
         if shared
         else LocalFanout(publisher_actor.ref)
     )
+    graph_audience = None
+    if bus is not None and readers is not None:
+        graph_audience = Audience(
+            readers,
+            publisher,
+            sequencer,
+            fanout,
+            cache,
+            bus,
+            pubsub=pubsub if shared else None,
+            origin=origin,
+            settings=AudienceSettings(grace=settings.following_grace),
+        )
     transformers = [
-        Transformer(stream, sequencer, cache, fanout, name=f"transformer-{i}")
+        Transformer(
+            stream,
+            sequencer,
+            cache,
+            fanout,
+            name=f"transformer-{i}",
+            following=graph_audience.index if graph_audience is not None else None,
+        )
         for i in range(settings.transformers)
     ]
     nozzle = Nozzle(
@@ -334,11 +406,34 @@ def realtime_subtree(
     if shared:
         relay = Relay(pubsub, publisher_actor.ref, origin)
         children.append(ChildSpec(relay.name, relay.run))
+    if graph_audience is not None:
+        children.append(ChildSpec(graph_audience.name, graph_audience.run))
     children += [ChildSpec(t.name, t.run) for t in transformers]
     children.append(ChildSpec(nozzle.name, nozzle.run))
     if bus is not None and readers is not None:
         bridge = RealtimeBridge(bus, stream, readers)
         children.append(ChildSpec(bridge.name, bridge.run))
+        stale = StaleNotifier(
+            bus,
+            publisher,
+            sequencer,
+            cache,
+            readers,
+            window=settings.feed_stale_window,
+            pubsub=pubsub if shared else None,
+            origin=origin,
+        )
+        children.append(ChildSpec(stale.name, stale.run))
+    tracker = None
+    if presence is not None and render_presence is not None:
+        tracker = PresenceTracker(
+            presence,
+            render_presence,
+            pubsub=pubsub if shared else None,
+            origin=origin,
+            settings=PresenceSettings(expiry=settings.presence_expiry),
+        )
+        children.append(ChildSpec(tracker.name, tracker.run))
     supervisor = Supervisor(
         "realtime",
         children,
@@ -357,5 +452,7 @@ def realtime_subtree(
         transformers,
         nozzle,
         relay,
+        graph_audience,
+        tracker,
     )
     return supervisor, handle

@@ -215,16 +215,22 @@ class Publisher:
         application, as after ``recovered: false``), and a recovery from
         before the gap answers ``recovered: false``.
 
+        Empty ``data`` is a *break* (:meth:`ChannelHistory.skip`): the channel's
+        history ends there, nothing is offered, ``None`` is returned.
+
         Args:
             channel: a valid channel name (not checked here).
             offset: the publication's offset from the sequencer.
             epoch: the channel's epoch from the sequencer.
-            data: the rendered JSON object.
+            data: the rendered JSON object; ``b""`` for a break.
             now: seconds on the publisher's clock; read from it when ``None``.
 
         Returns:
             The publication, or ``None`` for a duplicate.
         """
+        if not data:  # a break (ChannelHistory.skip): nothing to offer
+            self.histories.channel(channel).skip(offset, epoch)
+            return None
         top, known = self.histories.position(channel)
         if known == epoch and 0 < top < offset - 1:
             self._gap(channel, top + 1, offset - 1, epoch)
@@ -277,6 +283,19 @@ class Publisher:
     def subscribers(self, channel: str) -> int:
         """How many local sessions are subscribed to ``channel``."""
         return len(self._subscribers.get(channel, ()))
+
+    def subscribed_channels(self, prefix: str) -> list[str]:
+        """The channels with local subscribers whose names start with ``prefix``
+        (O(channels with subscribers))."""
+        return [channel for channel in self._subscribers if channel.startswith(prefix)]
+
+    def channels_by_kind(self) -> dict[str, int]:
+        """Subscriptions per channel kind (``post``, ``user``, ``following`` …), O(channels)."""
+        kinds: dict[str, int] = {}
+        for channel, subscribers in self._subscribers.items():
+            kind = channel[: channel.find(":")]
+            kinds[kind] = kinds.get(kind, 0) + len(subscribers)
+        return kinds
 
     def statistics(self) -> PublisherStatistics:
         """A snapshot of the publisher's figures (O(1))."""

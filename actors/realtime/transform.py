@@ -89,17 +89,18 @@ _batch_decoder = msgspec.msgpack.Decoder(_Batch)
 
 
 def check_event(channel: str) -> str:
-    """``channel``, if events may be published on it (``post:``, ``user:``).
+    """``channel``, if events may be published on it (``post:``, ``user:``, ``circle:``).
 
     Raises:
-        PoisonEvent: a malformed channel name, or a ``system:`` channel.
+        PoisonEvent: a malformed channel name, a ``system:`` channel, or a
+            ``following:`` channel (the server fans activities out there itself).
     """
     try:
         kind = parse_channel(channel).kind
     except ValueError as exc:
         raise PoisonEvent(str(exc)) from None
-    if kind == "system":
-        raise PoisonEvent(f"channel {channel!r}: system: channels are the server's own")
+    if kind == "system" or kind == "following":
+        raise PoisonEvent(f"channel {channel!r}: {kind}: channels are the server's own")
     return channel
 
 

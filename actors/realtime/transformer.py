@@ -6,6 +6,10 @@ For each :class:`~actors.realtime.nozzle.Batch` from the nozzle:
    poison entries are acknowledged, counted and logged, never retried;
 2. enrich: the display fields of the users the batch names, one cache read
    per batch (``get_many``) behind a small in-process LRU;
+2b. fan out activities: an activity of user ``A`` on a ``post:`` channel is
+   also published on ``following:<f>`` for each listening follower ``f`` of
+   ``A`` (:mod:`actors.realtime.following`: one dict lookup per event, the
+   payload rendered once for all of them);
 3. number: events numbered as they were appended keep their offset and
    epoch; the others get the next offsets of their channels from the
    sequencer (one round trip per batch, one ``HINCRBY`` per channel; Redis
@@ -32,6 +36,7 @@ import msgspec
 import structlog
 import trio
 
+from actors.realtime.following import FollowingIndex, recipients
 from actors.realtime.nozzle import Batch
 from actors.realtime.streams import GROUP, STREAM, TOPIC
 from actors.realtime.transform import (
@@ -143,6 +148,8 @@ class Transformer(Actor[Any]):
         sequencer: numbers events per channel.
         cache: users' display fields.
         fanout: where rendered batches go.
+        following: the listening followers of each author (``None``: no ``following:``
+            fan-out).
     """
 
     def __init__(
@@ -155,8 +162,11 @@ class Transformer(Actor[Any]):
         name: str = "transformer",
         mailbox_size: int = 4,
         max_profiles: int = 10_000,
+        following: FollowingIndex | None = None,
     ) -> None:
         super().__init__(name, mailbox_size=mailbox_size)
+        self._following = following
+        self.fanned_out = 0
         self._stream = stream
         self._sequencer = sequencer
         self._cache = cache
@@ -216,11 +226,16 @@ class Transformer(Actor[Any]):
                 )
         if parsed:
             profiles = await self._display_fields(parsed)
-            numbers = await self._numbers(parsed)
-            batch = [
-                Rendered(event.channel, offset, epoch, event.entry, render(event, profiles))
-                for event, (offset, epoch) in zip(parsed, numbers, strict=True)
-            ]
+            events = self._with_followers(parsed)
+            numbers = await self._numbers(events)
+            batch = []
+            last: Parsed | None = None
+            data = b""
+            for event, (offset, epoch) in zip(events, numbers, strict=True):
+                if event.data is not (last.data if last is not None else None):
+                    data = render(event, profiles)  # once per event, shared by its fan-out
+                last = event
+                batch.append(Rendered(event.channel, offset, epoch, event.entry, data))
             await self._fanout.deliver(batch)
         else:
             batch = []
@@ -228,6 +243,25 @@ class Transformer(Actor[Any]):
         await self._shipping.send((batch, [entry_id for entry_id, _ in entries]))
         self.events += len(parsed)
         self.batches += 1
+
+    def _with_followers(self, parsed: list[Parsed]) -> list[Parsed]:
+        """``parsed``, each activity followed by its copies for ``following:`` channels.
+
+        A copy has the activity's data (the same object) and the entry id
+        ``<entry>/f``, so the producer's receipt names the ``post:`` event.
+        """
+        index = self._following
+        if index is None or not len(index):
+            return parsed
+        events: list[Parsed] = []
+        for event in parsed:
+            events.append(event)
+            channels = recipients(index, event.channel, event.data)
+            if channels:
+                entry = event.entry + "/f"
+                events += [Parsed(entry, channel, event.data, event.raw) for channel in channels]
+                self.fanned_out += len(channels)
+        return events
 
     async def _numbers(self, events: list[Parsed]) -> list[tuple[int, str]]:
         """Each event's offset and epoch: its own, or the sequencer's (one call for the rest)."""

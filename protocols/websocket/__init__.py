@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from protocols.websocket.codes import CLOSE_TRY_AGAIN_LATER
-    from protocols.websocket.frames import gap_frame, pub_frame, pub_notification, text_frame
+    from protocols.websocket.frames import (
+        gap_frame,
+        presence_frame,
+        pub_frame,
+        pub_notification,
+        text_frame,
+    )
     from protocols.websocket.gateway import (
         DEFAULT_MAX_CONNECTIONS,
         GatewayStatistics,
@@ -43,6 +49,7 @@ _HOMES = {
     "SessionStatistics": "session",
     "WebSocketGateway": "gateway",
     "gap_frame": "frames",
+    "presence_frame": "frames",
     "pub_frame": "frames",
     "pub_notification": "frames",
     "text_frame": "frames",
@@ -67,6 +74,7 @@ __all__ = [
     "SessionStatistics",
     "WebSocketGateway",
     "gap_frame",
+    "presence_frame",
     "pub_frame",
     "pub_notification",
     "text_frame",

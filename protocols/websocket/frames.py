@@ -21,7 +21,7 @@ from typing import Final
 
 import msgspec
 
-from protocols.websocket.wire import GapNotice, Notification
+from protocols.websocket.wire import GapNotice, Notification, PresenceChange, Unsubscribed
 
 _TEXT: Final = 0x81
 _encode = msgspec.json.Encoder().encode
@@ -72,6 +72,27 @@ def gap_frame(channel: str, first: int, last: int, epoch: str) -> bytes:
     """
     notice = Notification(method="gap", params=GapNotice(channel, first, last, epoch))
     return text_frame(_encode(notice))
+
+
+def unsubscribed_frame(channel: str, reason: str) -> bytes:
+    """The ``unsubscribed`` push: the server ended the subscription to ``channel``.
+
+    ``{"jsonrpc":"2.0","method":"unsubscribed","params":{"channel":…,"reason":…}}``
+    """
+    return text_frame(
+        _encode(Notification(method="unsubscribed", params=Unsubscribed(channel, reason)))
+    )
+
+
+def presence_frame(method: str, channel: str, user: str, connections: int) -> bytes:
+    """A ``join`` or ``leave`` push (``method``): ``user`` came to or left ``channel``.
+
+    ``{"jsonrpc":"2.0","method":"join","params":{"channel":…,"user":…,"connections":…}}``
+    Built once per change and shared by the channel's presence subscribers
+    (:class:`actors.realtime.presence.PresenceTracker`).
+    """
+    change = PresenceChange(channel, user, connections)
+    return text_frame(_encode(Notification(method=method, params=change)))
 
 
 def pub_frame(channel: str, offset: int, data: bytes) -> bytes:

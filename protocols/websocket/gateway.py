@@ -15,7 +15,9 @@ socket from then on (:mod:`protocols.websocket.edge`)::
                              drains    one task per connection whose socket is full, only
                                        while it is full
                              calls     one task per client frame that calls a method of the
-                                       shared dispatcher (:meth:`attach_rpc`)
+                                       shared dispatcher (:meth:`attach_rpc`), or waits for
+                                       the gate (:meth:`attach_gate`) or a presence read
+                                       (:meth:`attach_presence`)
 
 Connections beyond ``max_connections`` get the handshake and then close
 1013 "try again later" (RFC 6455 section 7.4.2, the IANA close code
@@ -39,7 +41,7 @@ import itertools
 import math
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -50,10 +52,22 @@ from wsproto.events import AcceptConnection, CloseConnection, RejectConnection, 
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
+from actors.realtime.channels import GraphUnavailable
+from actors.realtime.presence import PresenceUnavailable
 from protocols.jsonrpc import Dispatcher
 from protocols.websocket.codes import CLOSE_TRY_AGAIN_LATER
 from protocols.websocket.edge import RECEIVE_BYTES, Connection
-from protocols.websocket.session import DEFAULT_LIMITS, Hub, Limits, PendingCalls, Session
+from protocols.websocket.session import (
+    DEFAULT_LIMITS,
+    Call,
+    Deferred,
+    Gate,
+    Hub,
+    Limits,
+    PendingCalls,
+    Presence,
+    Session,
+)
 
 SECONDS: Final = 1.0
 
@@ -147,6 +161,8 @@ class WebSocketGateway:
         self.writes = 0
         self._rpc: Dispatcher[Any] | None = None
         self._rpc_context: Callable[[str], Any] = str
+        self._gate: Gate | None = None
+        self._presence: Presence | None = None
         self._calls = 0
 
     def attach_rpc(self, dispatcher: Dispatcher[Any], context: Callable[[str], Any]) -> None:
@@ -160,37 +176,107 @@ class WebSocketGateway:
         self._rpc = dispatcher
         self._rpc_context = context
 
+    def attach_gate(self, gate: Gate) -> None:
+        """Let ``gate`` (the graph) rule on ``circle:``, ``following:`` and blocked users'
+        ``post:`` subscriptions of the sessions opened from now on."""
+        self._gate = gate
+
+    def attach_presence(self, presence: Presence) -> None:
+        """Serve ``subscribe {presence: true}``, ``presence`` and ``presence_stats`` with
+        ``presence`` (the tracker) to the sessions opened from now on."""
+        self._presence = presence
+
     def run_calls(self, connection: Connection, pending: PendingCalls) -> None:
         """Run the calls of one client frame in a task; the reply is queued when they end."""
-        if self._nursery is None or self._rpc is None:
+        if self._nursery is None:
             connection.calls_done(len(pending.calls))
             return
-        self._nursery.start_soon(self._run_calls, connection, pending, self._rpc)
+        self._nursery.start_soon(self._run_calls, connection, pending)
 
-    async def _run_calls(
-        self, connection: Connection, pending: PendingCalls, rpc: Dispatcher[Any]
-    ) -> None:
+    async def _run_calls(self, connection: Connection, pending: PendingCalls) -> None:
         calls = pending.calls
         replies: dict[int, dict[str, Any] | None] = {}
-        context = connection.context
+        verdicts: dict[int, str | Exception | None] = {}
+        reads: dict[int, Mapping[str, int]] = {}
         try:
             if len(calls) == 1:
-                index, call = calls[0]
-                replies[index] = await rpc.reply(call.method, call.params, call.request, context)
+                await self._run_one(connection, *calls[0], replies, verdicts, reads)
             else:
-
-                async def one(index: int, call: Any) -> None:
-                    replies[index] = await rpc.reply(
-                        call.method, call.params, call.request, context
-                    )
-
                 async with trio.open_nursery() as nursery:
                     for index, call in calls:
-                        nursery.start_soon(one, index, call)
-            connection.session.complete(pending, replies)
+                        nursery.start_soon(
+                            self._run_one, connection, index, call, replies, verdicts, reads
+                        )
+            connection.session.complete(pending, replies, verdicts, reads)
         finally:
             self._calls += len(calls)
             connection.calls_done(len(calls))
+
+    async def _run_one(
+        self,
+        connection: Connection,
+        index: int,
+        call: Call | Deferred,
+        replies: dict[int, dict[str, Any] | None],
+        verdicts: dict[int, str | Exception | None],
+        reads: dict[int, Mapping[str, int]],
+    ) -> None:
+        """Run one call, or make one :class:`Deferred`'s checks: the gate's first, then, if
+        it allowed, the presence load or read."""
+        if isinstance(call, Call):
+            assert self._rpc is not None  # a session makes Calls only with the dispatcher
+            replies[index] = await self._rpc.reply(
+                call.method, call.params, call.request, connection.context
+            )
+            return
+        user = connection.session.user
+        assert user is not None  # a session defers only once authenticated
+        if call.gate:
+            assert self._gate is not None  # a session asks for the gate only with one
+            try:
+                verdict = verdicts[index] = await self._gate.check(user, call.channel)
+            except GraphUnavailable as outage:
+                verdicts[index] = outage
+                return
+            if verdict is not None:
+                return
+        if call.presence is None:
+            return
+        presence = self._presence
+        assert presence is not None  # a session asks for presence only with one
+        if call.presence == "load":
+            await presence.load(call.channel)
+            return
+        try:
+            reads[index] = await presence.read(call.channel)
+        except PresenceUnavailable as outage:
+            verdicts[index] = outage
+
+    # -- the server's side of subscriptions ---------------------------------------------
+
+    def subscriptions_of(self, user: str) -> set[str]:
+        """The channels ``user``'s sessions on this process are subscribed to.
+
+        O(connections): for permission changes, which are rare (not a hot path).
+        """
+        channels: set[str] = set()
+        for connection in self._connections:
+            session = connection.session
+            if session.user == user:
+                channels |= session.subscriptions
+        return channels
+
+    def revoke(self, user: str, channels: Collection[str], reason: str) -> int:
+        """End ``user``'s subscriptions to ``channels`` on this process, each with an
+        ``unsubscribed {channel, reason}`` push; how many ended. O(connections)."""
+        ended = 0
+        for connection in list(self._connections):
+            session = connection.session
+            if session.user != user:
+                continue
+            for channel in channels:
+                ended += session.revoke(channel, reason)
+        return ended
 
     # -- the gateway's own tasks ------------------------------------------------------
 
@@ -314,6 +400,8 @@ class WebSocketGateway:
             limits=self.limits,
             on_ready=connection.mark_dirty,
             rpc=self._rpc,
+            gate=self._gate,
+            presence=self._presence,
         )
         self._connections.add(connection)
         self._accepted += 1

@@ -15,9 +15,11 @@ jsonrpc.org/specification; batches as in its section 6).
 Client requests::
 
     connect      {token}                       → {user, expires_at}
-    subscribe    {channel, since?}             → {channel, offset, epoch, recovered?, publications?}
+    subscribe    {channel, since?, presence?}  → {channel, offset, epoch, recovered?, publications?}
     unsubscribe  {channel}                     → {}
     history      {channel, since?, limit?}     → {publications, offset, epoch}
+    presence     {channel}                     → {users: [{user, connections}], total}
+    presence_stats {channel}                   → {users, connections}
     ping         {}                            → {}
 
     since = {offset, epoch}; publications = [{offset, data}], oldest first;
@@ -48,12 +50,40 @@ Client requests::
   none after it.
 - Params by name (an object) or by position (an array); unknown fields are
   refused. Requests without ``id`` are notifications: served, never answered.
+- Graph-ruled channels (:mod:`actors.realtime.channels`): ``subscribe`` and
+  ``history`` of a ``circle:<author>`` channel (its author's followers only), of
+  ``following:<me>`` (the server starts fanning activities out to it) and of
+  a ``post:`` channel when the user was blocked by someone wait for the
+  :class:`Gate` (a graph read) before they run; the reply still precedes the
+  channel's first ``pub``. When the graph withdraws a permission later (an
+  unfollow, a block), the server ends the subscription with an
+  ``unsubscribed`` push (:meth:`Session.revoke`).
+- Presence (:class:`Presence`, :mod:`actors.realtime.presence`): ``subscribe``
+  with ``presence: true`` counts the connection in the channel's presence and
+  sends the session the channel's ``join {channel, user, connections}`` and
+  ``leave {channel, user, connections: 0}`` pushes: a user joins with their
+  first connection there (on any process) and leaves with their last, so
+  several tabs make one join and one leave; count changes between are not
+  pushed. The subscriber's own join comes after its ``subscribe`` reply; it
+  never gets its own leave. The presence ends with the subscription
+  (``unsubscribe``, revocation, close). Subscribing again to a subscribed
+  channel changes nothing, presence included. On a channel not yet known to
+  this process, the subscription waits for a read of the other processes'
+  presence first (a new subscriber is not told as joins of who was there).
+- ``presence`` lists the users present (user id order, at most 1,000, with
+  ``total``), ``presence_stats`` counts them; their permissions are those of
+  ``subscribe`` (the :class:`Gate` for ``circle:``). They wait for a presence
+  read; a session that is a presence subscriber of the channel gets the state
+  after every ``join``/``leave`` queued before the reply.
 
 Server pushes: ``{"jsonrpc":"2.0","method":"pub","params":{"channel","offset","data"}}``,
-one text frame per publication. ``data`` is a JSON object rendered once by
-the transformer; the publisher builds the whole frame once
-(:func:`protocols.websocket.frames.pub_frame`) and offers the same bytes to
-every subscriber, so the session queues them as they are. Frames waiting
+one text frame per publication; ``gap {channel, first, last, epoch}`` (publications
+lost before they reached this process); ``unsubscribed {channel, reason}`` (the
+server ended a subscription: ``"unfollowed"``, ``"blocked"``); ``join`` and ``leave``
+``{channel, user, connections}`` (presence, above). A ``pub``'s
+``data`` is a JSON object rendered once by the transformer; the publisher
+builds the whole frame once (:func:`protocols.websocket.frames.pub_frame`) and
+offers the same bytes to every subscriber, so the session queues them as they are. Frames waiting
 together leave in one write (several frames, one system call).
 
 Error replies (``error.code``; ``data`` is always an object)::
@@ -65,7 +95,12 @@ Error replies (``error.code``; ``data`` is always an object)::
                                     name, limit outside 1..100; data.detail
     -32003  unauthorized            connect: token expired or invalid; any method but
                                     connect/ping before authentication; data.reason
-    -32003  forbidden               another user's ``user:`` channel (data.channel), or a
+    -32001  service unavailable     the graph could not check a graph-ruled channel, or
+                                    the presence store could not be read
+                                    (data.channel, data.detail)
+    -32003  forbidden               another user's ``user:``/``following:`` channel
+                                    (data.channel), a ``circle:`` of someone the user
+                                    does not follow or who blocked them (data.reason), or a
                                     refresh token naming another user
     -32005  too many subscriptions  data.limit
     -32006  unrecoverable position  history since a position the channel no longer
@@ -111,20 +146,23 @@ Adapter sketch (the owned-socket edge, :mod:`protocols.websocket.edge`)::
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import msgspec
 
-from actors.realtime import Position, Publication, Recovery, may_subscribe, parse_channel
+from actors.realtime import Position, Publication, Recovery, parse_channel
+from actors.realtime.channels import Access, subscribe_access
 from auth.tokens import Claims, TokenExpired, TokenInvalid, verify_token
 from protocols.jsonrpc import (
     FORBIDDEN,
     MAX_BATCH,
     METHOD_NOT_FOUND,
+    SERVICE_UNAVAILABLE,
     TOO_MANY_SUBSCRIPTIONS,
     UNAUTHORIZED,
     UNRECOVERABLE_POSITION,
@@ -152,13 +190,18 @@ from protocols.websocket.codes import (
     CLOSE_UNAUTHENTICATED,
     CLOSE_UNSUPPORTED_DATA,
 )
-from protocols.websocket.frames import text_frame
+from protocols.websocket.frames import text_frame, unsubscribed_frame
 from protocols.websocket.wire import (
+    MAX_PRESENCE_USERS,
     ConnectParams,
     ConnectResult,
     Empty,
     HistoryParams,
     HistoryResult,
+    PresenceParams,
+    PresenceResult,
+    PresenceStatsResult,
+    PresenceUser,
     PublicationOut,
     Since,
     SubscribeParams,
@@ -234,9 +277,70 @@ class Hub(Protocol):
         """The newest ``limit`` publications, oldest first (``Histories.latest``)."""
 
 
+class Gate(Protocol):
+    """The graph's say on subscriptions (``circle:`` followers, blocks, ``following:``).
+
+    :class:`actors.realtime.audience.Audience` is the one Starling uses.
+    """
+
+    def needs_check(self, user: str, channel: str, /) -> bool:
+        """Whether subscribing ``user`` to ``channel`` (allowed by the channel rules) must
+        wait for :meth:`check`; no I/O."""
+
+    async def check(self, user: str, channel: str, /) -> str | None:
+        """``None`` if ``user`` may subscribe to ``channel`` now, else the reason refused.
+
+        Raises:
+            actors.realtime.audience.GraphUnavailable: the graph cannot tell now.
+        """
+
+
+class Presence(Protocol):
+    """Who is on a channel (:class:`actors.realtime.presence.PresenceTracker`); the session
+    calls the synchronous methods while it answers, the edge awaits the others.
+
+    Contract: :meth:`enter` and :meth:`exit` are idempotent per (session, channel);
+    the tracker pushes ``join``/``leave`` frames through :meth:`Session.notify`
+    synchronously, in the order the changes happen, so what :meth:`view` returns is
+    what the pushes queued so far told.
+    """
+
+    def needs_load(self, channel: str, /) -> bool:
+        """Whether a presence subscription to ``channel`` must wait for :meth:`load`."""
+
+    async def load(self, channel: str, /) -> None:
+        """Learn ``channel``'s members on the other processes (never raises)."""
+
+    async def read(self, channel: str, /) -> Mapping[str, int]:
+        """``channel``'s users → connections, over every process.
+
+        Raises:
+            actors.realtime.presence.PresenceUnavailable: the store cannot be read.
+        """
+
+    def view(self, channel: str, /) -> Mapping[str, int] | None:
+        """``channel``'s users → connections as this process's subscribers were told, or
+        ``None`` when it does not track the channel; no I/O."""
+
+    def enter(self, session: Session, channel: str, /) -> None:
+        """``session`` subscribed to ``channel`` with presence."""
+
+    def exit(self, session: Session, channel: str, /) -> None:
+        """``session``'s presence subscription to ``channel`` ended."""
+
+
 _EMPTY = Empty()
 _OPEN_METHODS = frozenset({"connect", "ping"})
 """What an unauthenticated session may call."""
+_GATED = frozenset({"subscribe", "history", "presence", "presence_stats"})
+"""The session's methods whose channel the :class:`Gate` may have to check first."""
+_PRESENCE_READS = frozenset({"presence", "presence_stats"})
+"""The session's methods that wait for a presence read."""
+
+PresenceWork = Literal["load", "read"]
+"""What a :class:`Deferred` needs of the :class:`Presence` before it runs: ``"load"``
+(``subscribe`` with presence: :meth:`Presence.load`) or ``"read"`` (``presence``,
+``presence_stats``: :meth:`Presence.read`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +353,23 @@ class Call:
     params: Any
 
 
-Slot = dict[str, Any] | Call | None
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A method that waits for I/O before it runs: the :class:`Gate` (``gate``: the edge
+    awaits ``gate.check(user, channel)``), then, if allowed, the :class:`Presence`
+    (``presence``: ``load`` or ``read`` of the channel). The edge hands the verdict and
+    what was read to :meth:`Session.complete`, which runs the method then, with no
+    checkpoint before its reply is queued."""
+
+    request: Request
+    channel: str
+    params: Any
+    handler: Callable[..., msgspec.Struct]
+    gate: bool = True
+    presence: PresenceWork | None = None
+
+
+Slot = dict[str, Any] | Call | Deferred | None
 """One request's outcome in a frame: its reply, a call still to run, or nothing (a
 notification)."""
 
@@ -266,21 +386,27 @@ class PendingCalls:
     batch: bool
 
     @property
-    def calls(self) -> list[tuple[int, Call]]:
-        """The calls to run, with their slot index."""
-        return [(index, slot) for index, slot in enumerate(self.slots) if isinstance(slot, Call)]
+    def calls(self) -> list[tuple[int, Call | Deferred]]:
+        """The calls to run and the checks to make, with their slot index."""
+        return [
+            (index, slot)
+            for index, slot in enumerate(self.slots)
+            if isinstance(slot, Call | Deferred)
+        ]
 
 
 class _Subscription:
     """One subscribed channel and how far its publications got."""
 
-    __slots__ = ("channel", "delivered", "epoch")
+    __slots__ = ("channel", "delivered", "epoch", "presence")
 
-    def __init__(self, channel: str, position: Position) -> None:
+    def __init__(self, channel: str, position: Position, *, presence: bool = False) -> None:
         self.channel = channel
         self.epoch = position.epoch
         #: Offset of the newest publication queued for the socket, or the subscribe position.
         self.delivered = position.offset
+        #: Subscribed with ``presence: true``: in the channel's presence, gets join/leave.
+        self.presence = presence
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,13 +464,19 @@ class Session:
             decided: once until the outbox is empty again (:meth:`sent`
             consumed everything). It must not call back into the session (the
             edge marks the connection for its next flush).
+        rpc: the shared dispatcher's methods, served on this connection too.
+        gate: the graph's say on graph-ruled channels (:class:`Gate`).
+        presence: who is on a channel (:class:`Presence`); without it, ``presence: true``
+            and the presence methods answer -32001.
     """
 
     __slots__ = (
         "_calls",
         "_close",
+        "_entering",
         "_expires_at",
         "_frames_queued",
+        "_gate",
         "_hub",
         "_last_seen",
         "_limits",
@@ -355,6 +487,7 @@ class Session:
         "_out_sent",
         "_peak_bytes",
         "_pending_bytes",
+        "_presence",
         "_privileged",
         "_pushes_queued",
         "_rpc",
@@ -374,8 +507,14 @@ class Session:
         limits: Limits = DEFAULT_LIMITS,
         on_ready: Callable[[], None] | None = None,
         rpc: MethodTable[Any] | None = None,
+        gate: Gate | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self._hub = hub
+        self._gate = gate
+        self._presence = presence
+        #: Channels subscribed with presence whose entering waits for the reply to be queued.
+        self._entering: list[str] = []
         self._rpc = rpc
         self._calls: list[PendingCalls] = []
         self._secret = secret
@@ -510,6 +649,12 @@ class Session:
             text: the frame's text.
             now: when it arrived, epoch seconds.
         """
+        self._receive_text(text, now)
+        if self._entering:
+            self._enter_presence()
+
+    def _receive_text(self, text: str, now: float) -> None:
+        """:meth:`receive_text`, but for the presence subscriptions to enter."""
         self.touch(now)
         if self.close_reason(now) is not None:
             return
@@ -523,7 +668,7 @@ class Session:
             return
         if isinstance(message, Request):
             slot = self._answer(message, now)
-            if isinstance(slot, Call):
+            if isinstance(slot, Call | Deferred):
                 self._calls.append(PendingCalls((slot,), batch=False))
             elif slot is not None:
                 self._queue_reply(encode(slot))
@@ -543,7 +688,7 @@ class Session:
                 slots.append(self._answer(decode_request(raw), now))
             except Malformed as malformed:
                 slots.append(malformed.reply)
-        if any(isinstance(slot, Call) for slot in slots):
+        if any(isinstance(slot, Call | Deferred) for slot in slots):
             self._calls.append(PendingCalls(tuple(slots), batch=True))
             return
         replies = [slot for slot in slots if slot is not None]
@@ -560,19 +705,40 @@ class Session:
         calls, self._calls = self._calls, []
         return calls
 
-    def complete(self, pending: PendingCalls, replies: dict[int, dict[str, Any] | None]) -> None:
-        """Queue the reply frame of ``pending`` once its calls ran (``replies`` by slot index).
+    def complete(
+        self,
+        pending: PendingCalls,
+        replies: dict[int, dict[str, Any] | None],
+        verdicts: dict[int, str | Exception | None] | None = None,
+        reads: dict[int, Mapping[str, int]] | None = None,
+    ) -> None:
+        """Queue the reply frame of ``pending`` once its calls ran (``replies`` by slot index)
+        and its checks were made (``verdicts`` by slot index: ``None`` allowed, a reason
+        refused, an exception: the graph or the presence store could not tell), with what
+        the presence reads found (``reads`` by slot index: users → connections).
 
-        Nothing is queued once a close is decided (the client reconnects and asks again).
+        The :class:`Deferred` methods run here, so a ``subscribe`` registers with the
+        hub and its reply is queued in one step (its presence enters right after the
+        reply). Nothing runs and nothing is queued once a close is decided (the client
+        reconnects and asks again).
         """
         if self._close is not None:
             return
-        slots = [replies.get(index) if isinstance(slot, Call) else slot
-                 for index, slot in enumerate(pending.slots)]  # fmt: skip
+        verdicts = verdicts or {}
+        reads = reads or {}
+        slots = [
+            replies.get(index)
+            if isinstance(slot, Call)
+            else self._finish(slot, verdicts.get(index), reads.get(index))
+            if isinstance(slot, Deferred)
+            else slot
+            for index, slot in enumerate(pending.slots)
+        ]
         answered = [slot for slot in slots if slot is not None]
-        if not answered:
-            return
-        self._queue_reply(encode(answered if pending.batch else answered[0]))
+        if answered:
+            self._queue_reply(encode(answered if pending.batch else answered[0]))
+        if self._entering:
+            self._enter_presence()
 
     def receive_bytes(self, data: bytes, now: float) -> None:
         """Handle a binary frame: the protocol has none, so close with 1003."""
@@ -621,6 +787,18 @@ class Session:
                 self._on_ready()
         return True
 
+    def notify(self, channel: str, frame: bytes) -> bool:
+        """Queue a push about a subscribed ``channel`` (a ``join``/``leave`` frame, built once
+        by the presence tracker and shared by the channel's presence subscribers).
+
+        Returns:
+            ``True`` if queued; ``False`` if the session is closing, is not subscribed to
+            ``channel``, or has just become a slow consumer (close 4008).
+        """
+        if self._close is not None or channel not in self._subscriptions:
+            return False
+        return self._queue(frame)
+
     def queue_control(self, frame: bytes) -> None:
         """Queue a control frame built by the edge (a pong, the close frame), even when closing.
 
@@ -668,6 +846,26 @@ class Session:
         if not out:
             self._signalled = False
 
+    def revoke(self, channel: str, reason: str) -> bool:
+        """End the subscription to ``channel`` from the server side (permission withdrawn).
+
+        Leaves the channel in the hub (and its presence) and queues an ``unsubscribed`` push
+        (:func:`protocols.websocket.frames.unsubscribed_frame`); publications of the
+        channel queued before it still go out, none after.
+
+        Returns:
+            Whether the session was subscribed.
+        """
+        subscription = self._subscriptions.pop(channel, None)
+        if subscription is None:
+            return False
+        self._hub.unsubscribe(self, channel)
+        if subscription.presence:
+            self._exit_presence(channel)
+        if self._close is None:
+            self._queue(unsubscribed_frame(channel, reason))
+        return True
+
     def fail(self, code: int, reason: str) -> None:
         """The edge found the connection unusable (1002 a malformed frame, 1009 a message too
         big while it was assembled): close with ``code``. Nothing if a close was decided."""
@@ -685,11 +883,29 @@ class Session:
         ``on_ready`` (the writer is gone). Idempotent.
         """
         self._decide_close(CLOSE_NORMAL, "closed", wake=False)
-        for channel in list(self._subscriptions):
+        for channel, subscription in list(self._subscriptions.items()):
             del self._subscriptions[channel]
             self._hub.unsubscribe(self, channel)
+            if subscription.presence:
+                self._exit_presence(channel)
 
     # -- internals ----------------------------------------------------------------
+
+    def _enter_presence(self) -> None:
+        """Enter the presence of the channels subscribed with it by the requests just
+        answered: after their replies, so a subscriber's own join follows its reply."""
+        entering, self._entering = self._entering, []
+        presence = self._presence
+        if presence is None or self._close is not None:
+            return
+        for channel in entering:
+            subscription = self._subscriptions.get(channel)
+            if subscription is not None and subscription.presence:
+                presence.enter(self, channel)
+
+    def _exit_presence(self, channel: str) -> None:
+        if self._presence is not None:
+            self._presence.exit(self, channel)
 
     def _wake(self) -> None:
         if not self._signalled:
@@ -744,7 +960,15 @@ class Session:
                 return self._rpc_call(request)
             if self._user is None and request.method not in _OPEN_METHODS:
                 raise JsonRpcError(UNAUTHORIZED, "unauthorized", {"reason": "not authenticated"})
-            result = local.handler(self, local.decode(request.params), now)
+            params = local.decode(request.params)
+            if request.method in _GATED:
+                gate = self._asks_gate(params.channel)
+                work = self._presence_work(request.method, params)
+                if gate or work is not None:
+                    return Deferred(
+                        request, params.channel, params, local.handler, gate=gate, presence=work
+                    )
+            result = local.handler(self, params, now)
         except JsonRpcError as error:
             return None if request.notification else error_reply(request.reply_id, error)
         return None if request.notification else result_reply(request.reply_id, result)
@@ -775,15 +999,17 @@ class Session:
         return self._connect(params, now)
 
     def _subscribe_method(
-        self, params: SubscribeParams, now: float
+        self, params: SubscribeParams, now: float, *, checked: bool = False
     ) -> SubscribeResult[msgspec.Raw]:
-        return self._subscribe(params)
+        return self._subscribe(params, checked=checked)
 
     def _unsubscribe_method(self, params: UnsubscribeParams, now: float) -> Empty:
         return self._unsubscribe(params)
 
-    def _history_method(self, params: HistoryParams, now: float) -> HistoryResult[msgspec.Raw]:
-        return self._history(params)
+    def _history_method(
+        self, params: HistoryParams, now: float, *, checked: bool = False
+    ) -> HistoryResult[msgspec.Raw]:
+        return self._history(params, checked=checked)
 
     def _ping_method(self, params: NoParams, now: float) -> Empty:
         return _EMPTY
@@ -806,18 +1032,83 @@ class Session:
         self._operator = claims.operator
         self._privileged = claims.operator or claims.service
 
-    def _permitted(self, name: str) -> str:
-        """``name`` if it is a channel the user may read; the error reply otherwise."""
+    def _access(self, name: str) -> Access:
+        """What the channel rules say about the user reading ``name``.
+
+        Raises:
+            JsonRpcError: -32602 a malformed name; -32003 never this user's channel.
+        """
         try:
             channel = parse_channel(name)
         except ValueError as exc:
             raise invalid_params(str(exc)) from None
-        if self._user is None or not may_subscribe(channel, self._user, operator=self._operator):
+        if self._user is None:
+            raise JsonRpcError(FORBIDDEN, "forbidden", {"channel": name})
+        access = subscribe_access(channel, self._user, operator=self._operator)
+        if access is Access.REFUSED or (access is Access.ASK_GRAPH and self._gate is None):
+            raise JsonRpcError(FORBIDDEN, "forbidden", {"channel": name})
+        return access
+
+    def _asks_gate(self, name: str) -> bool:
+        """Whether reading ``name`` waits for the gate (raises as :meth:`_access`)."""
+        access = self._access(name)
+        if access is Access.ASK_GRAPH:
+            return True
+        gate, user = self._gate, self._user
+        return gate is not None and user is not None and gate.needs_check(user, name)
+
+    def _permitted(self, name: str) -> str:
+        """``name`` if the channel rules let the user read it without the graph (a
+        :class:`Deferred` that the gate allowed skips this); the error reply otherwise."""
+        if self._access(name) is not Access.ALLOWED:
             raise JsonRpcError(FORBIDDEN, "forbidden", {"channel": name})
         return name
 
-    def _subscribe(self, params: SubscribeParams) -> SubscribeResult[msgspec.Raw]:
-        channel = self._permitted(params.channel)
+    def _presence_work(self, method: str, params: Any) -> PresenceWork | None:
+        """What ``method`` needs of the presence before it runs, if anything.
+
+        Raises:
+            JsonRpcError: -32001 presence asked of a session without a :class:`Presence`.
+        """
+        if method in _PRESENCE_READS or (method == "subscribe" and params.presence):
+            presence = self._presence
+            if presence is None:
+                data = {"channel": params.channel, "detail": "presence is not available"}
+                raise JsonRpcError(SERVICE_UNAVAILABLE, "service unavailable", data)
+            if method in _PRESENCE_READS:
+                return "read"
+            if params.channel not in self._subscriptions and presence.needs_load(params.channel):
+                return "load"
+        return None
+
+    def _finish(
+        self,
+        slot: Deferred,
+        verdict: str | Exception | None,
+        read: Mapping[str, int] | None = None,
+    ) -> dict[str, Any] | None:
+        """The reply of a :class:`Deferred` method given the gate's verdict (or the presence
+        store's failure) and the presence read; runs it if allowed."""
+        request = slot.request
+        try:
+            if isinstance(verdict, Exception):
+                data = {"channel": slot.channel, "detail": str(verdict)}
+                raise JsonRpcError(SERVICE_UNAVAILABLE, "service unavailable", data)
+            if verdict is not None:
+                data = {"channel": slot.channel, "reason": verdict}
+                raise JsonRpcError(FORBIDDEN, "forbidden", data)
+            if slot.presence == "read":
+                result = slot.handler(self, slot.params, self._present(slot.channel, read))
+            else:
+                result = slot.handler(self, slot.params, math.nan, checked=True)
+        except JsonRpcError as error:
+            return None if request.notification else error_reply(request.reply_id, error)
+        return None if request.notification else result_reply(request.reply_id, result)
+
+    def _subscribe(
+        self, params: SubscribeParams, *, checked: bool = False
+    ) -> SubscribeResult[msgspec.Raw]:
+        channel = params.channel if checked else self._permitted(params.channel)
         since = params.since
         subscription = self._subscriptions.get(channel)
         if subscription is not None:
@@ -826,7 +1117,9 @@ class Session:
         if len(self._subscriptions) >= limit:
             raise JsonRpcError(TOO_MANY_SUBSCRIPTIONS, "too many subscriptions", {"limit": limit})
         position = self._hub.subscribe(self, channel)
-        self._subscriptions[channel] = _Subscription(channel, position)
+        self._subscriptions[channel] = _Subscription(channel, position, presence=params.presence)
+        if params.presence:
+            self._entering.append(channel)  # after the reply (_enter_presence)
         if since is None:
             return SubscribeResult(channel, position.offset, position.epoch)
         recovery = self._hub.since(channel, since.offset, since.epoch)
@@ -865,10 +1158,38 @@ class Session:
         if subscription is None:
             return _EMPTY
         self._hub.unsubscribe(self, params.channel)
+        if subscription.presence:
+            self._exit_presence(params.channel)
         return _EMPTY
 
-    def _history(self, params: HistoryParams) -> HistoryResult[msgspec.Raw]:
-        channel = self._permitted(params.channel)
+    def _present(self, channel: str, read: Mapping[str, int] | None) -> Mapping[str, int]:
+        """``channel``'s users → connections: as this process's presence subscribers were told
+        when it tracks the channel (consistent with the pushes queued before), else ``read``.
+
+        Raises:
+            JsonRpcError: -32001 nothing was read.
+        """
+        view = self._presence.view(channel) if self._presence is not None else None
+        if view is not None:
+            return view
+        if read is None:
+            data = {"channel": channel, "detail": "presence was not read"}
+            raise JsonRpcError(SERVICE_UNAVAILABLE, "service unavailable", data)
+        return read
+
+    def _presence_method(self, params: PresenceParams, users: Mapping[str, int]) -> PresenceResult:
+        listed = heapq.nsmallest(MAX_PRESENCE_USERS, users.items())
+        return PresenceResult([PresenceUser(u, n) for u, n in listed], len(users))
+
+    def _presence_stats_method(
+        self, params: PresenceParams, users: Mapping[str, int]
+    ) -> PresenceStatsResult:
+        return PresenceStatsResult(len(users), sum(users.values()))
+
+    def _history(
+        self, params: HistoryParams, *, checked: bool = False
+    ) -> HistoryResult[msgspec.Raw]:
+        channel = params.channel if checked else self._permitted(params.channel)
         since = params.since
         if since is None:
             position = self._hub.position(channel)
@@ -882,10 +1203,12 @@ class Session:
         return HistoryResult(_publications(page), recovery.offset, recovery.epoch)
 
 
-_LOCAL: Final[MethodTable[Callable[[Session, Any, float], msgspec.Struct]]] = MethodTable()
+_LOCAL: Final[MethodTable[Callable[..., msgspec.Struct]]] = MethodTable()
 """The session's own methods; every other method goes to the shared dispatcher."""
 _LOCAL.add("connect", ConnectParams, Session._connect_method)
 _LOCAL.add("subscribe", SubscribeParams, Session._subscribe_method)
 _LOCAL.add("unsubscribe", UnsubscribeParams, Session._unsubscribe_method)
 _LOCAL.add("history", HistoryParams, Session._history_method)
+_LOCAL.add("presence", PresenceParams, Session._presence_method)
+_LOCAL.add("presence_stats", PresenceParams, Session._presence_stats_method)
 _LOCAL.add("ping", NoParams, Session._ping_method)

@@ -6,12 +6,15 @@ server may add some). ``data`` is generic: the server splices pre-rendered
 JSON (:class:`msgspec.Raw`), a client decodes it (``Any``)::
 
     connect      ConnectParams {token}                   → ConnectResult {user, expires_at}
-    subscribe    SubscribeParams {channel, since?}        → SubscribeResult
+    subscribe    SubscribeParams {channel, since?, presence?} → SubscribeResult
     unsubscribe  UnsubscribeParams {channel}              → Empty {}
     history      HistoryParams {channel, since?, limit?}  → HistoryResult
+    presence     PresenceParams {channel}                 → PresenceResult {users, total}
+    presence_stats PresenceParams {channel}               → PresenceStatsResult {users, connections}
     ping         {}                                       → Empty {}
     pub          (push) Pub {channel, offset, data}
     gap          (push) GapNotice {channel, first, last, epoch}
+    join, leave  (push) PresenceChange {channel, user, connections}
 
 The session (:mod:`protocols.websocket.session`) says what each means.
 """
@@ -24,6 +27,8 @@ import msgspec
 
 MAX_HISTORY_LIMIT: Final = 100
 """Most publications in one ``history`` reply: a channel's whole history."""
+MAX_PRESENCE_USERS: Final = 1000
+"""Most users listed in one ``presence`` reply (``total`` counts them all)."""
 
 DataT = TypeVar("DataT")
 
@@ -42,10 +47,12 @@ class ConnectParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class SubscribeParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """``subscribe``: a channel name and, to recover, the last position seen."""
+    """``subscribe``: a channel name, to recover the last position seen, and whether to be
+    in the channel's presence (and get its ``join``/``leave`` pushes)."""
 
     channel: str
     since: Since | None = None
+    presence: bool = False
 
 
 class UnsubscribeParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -118,6 +125,51 @@ class GapNotice(msgspec.Struct, frozen=True):
     first: int
     last: int
     epoch: str
+
+
+class PresenceParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``presence`` and ``presence_stats``: a channel name."""
+
+    channel: str
+
+
+class PresenceUser(msgspec.Struct, frozen=True):
+    """One user present on a channel and their connections (tabs, over every process)."""
+
+    user: str
+    connections: int
+
+
+class PresenceResult(msgspec.Struct, frozen=True):
+    """``presence``: the users present, in user id order (at most
+    :data:`MAX_PRESENCE_USERS`), and how many there are in all."""
+
+    users: list[PresenceUser]
+    total: int
+
+
+class PresenceStatsResult(msgspec.Struct, frozen=True):
+    """``presence_stats``: distinct users present and their connections in all."""
+
+    users: int
+    connections: int
+
+
+class PresenceChange(msgspec.Struct, frozen=True):
+    """The params of a ``join`` push (``connections`` >= 1: the user's count then) or a
+    ``leave`` push (``connections`` 0) on a channel subscribed with ``presence: true``."""
+
+    channel: str
+    user: str
+    connections: int
+
+
+class Unsubscribed(msgspec.Struct, frozen=True):
+    """The params of an ``unsubscribed`` push: the server ended the subscription to
+    ``channel`` (``reason``: ``"unfollowed"``, ``"blocked"``); it is not renewed."""
+
+    channel: str
+    reason: str
 
 
 class Notification(msgspec.Struct, frozen=True, kw_only=True):
