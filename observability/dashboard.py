@@ -57,6 +57,11 @@ Snapshot (JSON object)::
                   "missed", "relay_dropped", "subscribers"},
      "presence": {"sets", "joins", "leaves"}: channels with presence subscribers here,
                  join and leave pushes queued to them since start,
+     "subscriptions": {kind: n}: this process's subscriptions per channel kind
+                      (post, user, following, circle, system),
+     "pushes": {"pub", "gap", "unsubscribed", "join", "leave", "feed.stale"} per second:
+               publications queued to sessions, gap notices (per channel), subscriptions
+               the server ended, presence pushes, feed.stale notices appended here,
      "rpc": [{"method", "calls_per_second", "mean_ms", "errors", "calls"}…] busiest first,
      "points": [point…] the points not yet on the series channel, oldest first,
                the last one this snapshot's own}
@@ -149,6 +154,7 @@ class Snapshots:
         self._last_time = self._started
         self._last: dict[str, float] = {}
         self._last_rpc: dict[str, tuple[int, float, int]] = {}
+        self._last_pushes: dict[str, int] = {}
 
     def figures(self) -> dict[str, Any]:
         """A snapshot without the tree: cheap (no walk of the tree), and the rates' new start.
@@ -187,6 +193,20 @@ class Snapshots:
                 "joins": r.presence_joins,
                 "leaves": r.presence_leaves,
             }
+            figures["subscriptions"] = r.subscriptions_by_kind
+            pushes = {
+                "pub": r.delivered,
+                "gap": r.gaps,
+                "unsubscribed": r.unsubscribed,
+                "join": r.presence_joins,
+                "leave": r.presence_leaves,
+                "feed.stale": r.feed_stale,
+            }
+            figures["pushes"] = {
+                kind: round((count - self._last_pushes.get(kind, count)) / elapsed, 2)
+                for kind, count in pushes.items()
+            }
+            self._last_pushes = pushes
         if s.gateway is not None:
             g = s.gateway()
             figures["ws"] = {"open": g.open, "peak_open": g.peak_open, "refused": g.refused}

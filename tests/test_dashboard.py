@@ -139,3 +139,39 @@ def test_nonsense_timing_is_refused() -> None:
     for knobs in ({"poll": 2.0}, {"interval": 0.0}, {"batch": 0}):
         with pytest.raises(ValueError, match="need interval > 0"):
             DashboardReporter(publisher, snapshots, **knobs)  # type: ignore[arg-type]
+
+
+def test_snapshots_show_subscriptions_by_kind_and_pushes_per_second_by_kind() -> None:
+    """The figures carry the realtime subscriptions per channel kind as they are and each
+    push kind (pub, gap, unsubscribed, join, leave, feed.stale) as a rate since the last
+    figures."""
+    from actors.realtime.pipeline import RealtimeStatistics
+
+    now = [0.0]
+    counts = {"delivered": 0, "unsubscribed": 0, "joins": 0, "stale": 0}
+
+    def realtime() -> RealtimeStatistics:
+        return RealtimeStatistics(
+            read=0, reclaimed=0, events=0, poison=0, published=0,
+            delivered=counts["delivered"], slow_disconnects=0, reorder_gaps=0, gaps=0,
+            missed=0, relay_dropped=0, duplicates=0, channels=2, subscribers=3,
+            latency_ms={}, presence_sets=1, presence_joins=counts["joins"],
+            subscriptions_by_kind={"following": 2, "post": 1},
+            unsubscribed=counts["unsubscribed"], feed_stale=counts["stale"],
+        )  # fmt: skip
+
+    snapshots = Snapshots(
+        Sources(tree=root, realtime=realtime), clock=lambda: now[0], wall_clock=lambda: 0.0
+    )
+    snapshots.figures()
+    now[0] = 2.0
+    counts.update(delivered=100, unsubscribed=2, joins=4, stale=1)
+
+    figures = snapshots.figures()
+
+    assert figures["subscriptions"] == {"following": 2, "post": 1}
+    assert figures["pushes"] == {
+        "pub": 50.0, "gap": 0.0, "unsubscribed": 1.0, "join": 2.0, "leave": 0.0,
+        "feed.stale": 0.5,
+    }  # fmt: skip
+    assert figures["presence"]["sets"] == 1

@@ -197,6 +197,11 @@ class RealtimeStatistics:
             "p99.9"}`` in milliseconds (:class:`LatencyWindow`).
         presence_sets: channels with a presence subscriber on this process.
         presence_joins, presence_leaves: ``join`` and ``leave`` pushes queued to them.
+        subscriptions_by_kind: local subscriptions per channel kind (``post``, ``user``,
+            ``following``, ``circle``, ``system``).
+        fanned_out: ``following:`` copies of activities the transformers made.
+        unsubscribed: subscriptions the audience ended (``unsubscribed`` pushes).
+        feed_stale: ``feed.stale`` notices this process appended.
     """
 
     read: int
@@ -217,6 +222,10 @@ class RealtimeStatistics:
     presence_sets: int = 0
     presence_joins: int = 0
     presence_leaves: int = 0
+    subscriptions_by_kind: dict[str, int] = field(default_factory=dict)
+    fanned_out: int = 0
+    unsubscribed: int = 0
+    feed_stale: int = 0
 
 
 @dataclass(eq=False)
@@ -234,6 +243,7 @@ class Realtime:
     relay: Relay | None = None
     audience: Audience | None = None
     presence: PresenceTracker | None = None
+    stale: StaleNotifier | None = None
 
     async def publish(self, channel: str, data: Mapping[str, Any]) -> Accepted:
         """Append one event to the stream; return where it was published.
@@ -292,7 +302,7 @@ class Realtime:
         }
 
     def statistics(self) -> RealtimeStatistics:
-        """A snapshot of the pipeline's figures (O(transformers))."""
+        """A snapshot of the pipeline's figures (O(transformers + subscribed channels))."""
         nozzle = self.nozzle.statistics()
         publisher = self.publisher.statistics()
         return RealtimeStatistics(
@@ -312,6 +322,10 @@ class Realtime:
             subscribers=publisher.subscribers,
             latency_ms=self.publisher_actor.latency.percentiles(50, 99, 99.9),
             **self._presence_figures(),
+            subscriptions_by_kind=self.publisher.channels_by_kind(),
+            fanned_out=sum(t.fanned_out for t in self.transformers),
+            unsubscribed=self.audience.revoked if self.audience is not None else 0,
+            feed_stale=self.stale.sent if self.stale is not None else 0,
         )
 
 
@@ -410,6 +424,7 @@ def realtime_subtree(
         children.append(ChildSpec(graph_audience.name, graph_audience.run))
     children += [ChildSpec(t.name, t.run) for t in transformers]
     children.append(ChildSpec(nozzle.name, nozzle.run))
+    stale = None
     if bus is not None and readers is not None:
         bridge = RealtimeBridge(bus, stream, readers)
         children.append(ChildSpec(bridge.name, bridge.run))
@@ -454,5 +469,6 @@ def realtime_subtree(
         relay,
         graph_audience,
         tracker,
+        stale,
     )
     return supervisor, handle

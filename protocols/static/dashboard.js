@@ -169,6 +169,14 @@
     text("trouble", `${fmt(rt.poison)} / ${fmt(rt.slow_disconnects)}`);
     text("gaps", `${fmt(rt.gaps)} (${fmt(rt.missed)}) / ${fmt(rt.relay_dropped)}`);
 
+    const kinds = Object.entries(snapshot.subscriptions || {}).sort((a, b) => b[1] - a[1]);
+    document.querySelector("#subscriptions tbody").replaceChildren(...kinds.map(([kind, n]) =>
+      el("tr", {}, el("td", {}, `${kind}:`), number(fmt(n)))));
+    document.querySelector("#pushes tbody").replaceChildren(
+      ...Object.entries(snapshot.pushes || {}).map(([kind, rate]) =>
+        el("tr", {}, el("td", {}, kind), number(fmt(rate, 1)))));
+    text("presence-sets", snapshot.presence ? fmt(snapshot.presence.sets) : "—");
+
     const tree = document.getElementById("tree");
     tree.replaceChildren(node(snapshot.tree, null));
 
