@@ -13,6 +13,7 @@ Selenium's calls block: each one runs in a worker thread
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import re
@@ -29,6 +30,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+from trio_websocket import open_websocket_url
 
 from server import serve
 from settings import ServeOptions, Settings
@@ -365,6 +367,23 @@ async def test_demo_page_shows_titles_and_reasons_and_keeps_notifications_in_sig
         assert sight["newest"], sight
         assert sight["thread"] >= 32, sight  # the thread is all there, not hidden
         await blocking(lambda: browser.save_screenshot(str(screenshots / "demo.png")))
+        # feed.stale (one per 5 s at most): a banner over the feed; a click reloads it.
+        await blocking(
+            lambda: wait_for(browser, lambda d: d.find_element(By.ID, "stale").is_displayed(), 10)
+        )
+        banner = await blocking(lambda: text(browser, "#stale"))
+        assert re.fullmatch(r"[1-9]\d* new stor(y|ies) — refresh", banner), banner
+        await blocking(lambda: browser.find_element(By.ID, "stale").click())
+        await blocking(
+            lambda: wait_for(
+                browser,
+                lambda d: (
+                    not d.find_element(By.ID, "stale").is_displayed()
+                    and d.find_elements(By.CSS_SELECTOR, "#feed .feed-item")
+                ),
+                10,
+            )
+        )
     finally:  # the demo graph is shared by the session's tests: leave it as it was
         await rpc(client, "posts.delete", {"post": published["id"]})
         await rpc(client, "social.unfollow", {"follower": follower, "followee": user})
@@ -412,3 +431,196 @@ async def new_follower(client: httpx.AsyncClient, user: str) -> str:
         ]:
             return candidate
     raise AssertionError("unreachable")
+
+
+async def open_demo(browser: Any, url: str, user: str, post: str | None = None) -> None:
+    """Load ``/demo`` as ``user`` (with ``post`` open) and wait until it listens to
+    ``following:<user>`` (and, with ``post``, to ``post:<post>``)."""
+    query = f"user={user}" + (f"&post={post}" if post else "")
+    await blocking(lambda: browser.get(f"{url}/demo?{query}"))
+    await blocking(lambda: wait_for(browser, lambda d: text(d, "#connection") == f"live as {user}"))
+    subscribed = ["following"] + (["post"] if post else [])
+    await blocking(
+        lambda: wait_for(
+            browser,
+            lambda d: all(
+                d.find_element(By.ID, id).get_attribute("data-subscribed") is not None
+                for id in subscribed
+            ),
+        )
+    )
+
+
+def top_activity(driver: Any) -> dict[str, str] | None:
+    """The newest entry of the "Following" column: its type, actor and text."""
+    value = driver.execute_script(
+        "const e = document.querySelector('#following .event');"
+        " return e && { type: e.dataset.type, user: e.dataset.user, text: e.innerText };"
+    )
+    return None if value is None else dict(value)
+
+
+def newest_type(driver: Any) -> str | None:
+    """The type of the newest entry of the "Following" column (``None`` for none)."""
+    return (top_activity(driver) or {}).get("type")
+
+
+async def test_demo_following_column_streams_what_followed_users_do(
+    server: tuple[str, httpx.AsyncClient], browser: Any, screenshots: Path
+) -> None:
+    """A post a followed user publishes after the demo page loaded shows at the top of the
+    "Following" column within 5 s as "user <actor> published “<title>”", then that user's
+    comment on it as "commented on" with its text; the title opens the post."""
+    url, client = server
+    user = "0"
+    actor = (await rpc(client, "social.following", {"user": user, "limit": 1}))["users"][0]
+    await blocking(lambda: viewport(browser, 1280, 800))
+    await open_demo(browser, url, user)
+    story = {"id": "browser-following-story", "title": "A story from someone you follow"}
+    await rpc(client, "posts.publish", {"author": actor, "post": story})
+    try:
+        await blocking(lambda: wait_for(browser, lambda d: newest_type(d) == "published", 5))
+        shown = await blocking(lambda: top_activity(browser)) or {}
+        assert f"user {actor} published “{story['title']}”" in words(shown["text"]), shown
+        assert shown["user"] == actor, shown
+        remark = "Written by someone you follow, seen live."
+        await rpc(client, "comments.add", {"user": actor, "post": story["id"], "text": remark})
+        await blocking(lambda: wait_for(browser, lambda d: newest_type(d) == "comment", 5))
+        shown = words((await blocking(lambda: top_activity(browser)) or {})["text"])
+        assert f"user {actor} commented on “{story['title']}”" in shown, shown
+        assert remark in shown, shown
+        count = await blocking(
+            lambda: browser.find_element(By.ID, "following").get_attribute("data-count")
+        )
+        assert count == "2", count  # the two activities, each once
+        await blocking(lambda: browser.save_screenshot(str(screenshots / "demo-following.png")))
+        link = f'#following a[data-post="{story["id"]}"]'
+        await blocking(lambda: browser.find_element(By.CSS_SELECTOR, link).click())
+        await blocking(
+            lambda: wait_for(
+                browser, lambda d: words(text(d, "#post .post-title")) == story["title"], 5
+            )
+        )
+    finally:  # the demo graph is shared by the session's tests: leave it as it was
+        await rpc(client, "posts.delete", {"post": story["id"]})
+
+
+def online(driver: Any) -> dict[str, str]:
+    """What "Online now" shows, user id to label ({} while it is hidden)."""
+    value = driver.execute_script(
+        "const box = document.getElementById('presence');"
+        " return box.hidden ? {} : Object.fromEntries([...box.querySelectorAll('li')]"
+        ".map((li) => [li.dataset.user, li.innerText]));"
+    )
+    return dict(value)
+
+
+async def test_demo_online_now_lists_who_is_on_the_open_post(
+    server: tuple[str, httpx.AsyncClient], browser: Any, screenshots: Path
+) -> None:
+    """On an open post, "Online now" lists the signed-in user as "(you)"; another user's
+    connection subscribing to the post with presence is listed within 5 s, and is gone within
+    5 s of closing."""
+    url, client = server
+    user = "0"
+    other = (await rpc(client, "social.following", {"user": user, "limit": 1}))["users"][0]
+    post = (await rpc(client, "feed.get", {"user": user, "limit": 1}))["items"][0]["post"]
+    await blocking(lambda: viewport(browser, 1280, 800))
+    await open_demo(browser, url, user, post)
+    await blocking(lambda: wait_for(browser, lambda d: online(d) == {user: f"user {user} (you)"}))
+    token = (await client.get(f"/demo/token?user={other}")).json()["token"]
+    ws_url = f"{url.replace('http', 'ws', 1)}/ws?token={token}"
+    async with open_websocket_url(ws_url) as ws:
+        subscribe = {"channel": f"post:{post}", "presence": True}
+        await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "subscribe",
+                                          "params": subscribe}))  # fmt: skip
+        await blocking(lambda: wait_for(browser, lambda d: online(d).keys() == {user, other}, 5))
+        assert await blocking(lambda: online(browser)[other]) == f"user {other}"
+        assert await blocking(lambda: text(browser, "#online-total")) == "(2)"
+        await blocking(lambda: browser.save_screenshot(str(screenshots / "demo-online.png")))
+    await blocking(lambda: wait_for(browser, lambda d: online(d).keys() == {user}, 5))
+    assert await blocking(lambda: text(browser, "#online-total")) == "(1)"
+
+
+async def stranger(client: httpx.AsyncClient, user: str) -> str:
+    """A user who neither follows ``user`` nor is followed by them (a block removes nothing)."""
+    near = {user}
+    for method in ("social.following", "social.followers"):
+        near |= set((await rpc(client, method, {"user": user, "limit": 1000}))["users"])
+    return next(candidate for candidate in map(str, itertools.count(1)) if candidate not in near)
+
+
+async def test_demo_page_says_when_the_server_ends_a_subscription(
+    server: tuple[str, httpx.AsyncClient], browser: Any
+) -> None:
+    """When the author of the open post blocks the signed-in user, the server's `unsubscribed`
+    push shows a notice naming the post and the reason within 5 s, "Online now" goes away, and
+    when the connection drops and comes back the page resubscribes to its other channels but
+    not to that post."""
+    url, client = server
+    source = {"source": RECORD_SOCKETS}
+    await blocking(lambda: browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", source))
+    user = "0"
+    author = await stranger(client, user)
+    story = {"id": "browser-blocked-story", "title": "A story you will be blocked from"}
+    await rpc(client, "posts.publish", {"author": author, "post": story})
+    try:
+        await blocking(lambda: viewport(browser, 1280, 800))
+        await open_demo(browser, url, user, story["id"])
+        await blocking(lambda: wait_for(browser, lambda d: user in online(d)))
+        await rpc(client, "social.block", {"user": author, "blocked": user})
+        notice = f'#notices .notice[data-channel="post:{story["id"]}"]'
+        await blocking(lambda: wait_for(browser, lambda d: text(d, notice), 5))
+        said = words(await blocking(lambda: text(browser, notice)))
+        assert said == f"No more live updates from “{story['title']}”: blocked.", said
+        assert await blocking(lambda: online(browser)) == {}
+        reason = await blocking(
+            lambda: browser.find_element(By.ID, "post").get_attribute("data-unsubscribed")
+        )
+        assert reason == "blocked"
+        sockets = await blocking(lambda: browser.execute_script(DROP_CONNECTION))
+        last = f"following:{user}"  # the last channel but the post the page subscribed to
+        await blocking(
+            lambda: wait_for(browser, lambda d: d.execute_script(RESUBSCRIBED, sockets, last))
+        )
+        # Read again (a later task): a subscription that followed the last reply is sent now.
+        channels = await blocking(lambda: browser.execute_script(RESUBSCRIBED, sockets, last))
+        assert channels == [f"user:{user}", last], channels
+    finally:  # the demo graph is shared by the session's tests: leave it as it was
+        await rpc(client, "social.unblock", {"user": author, "blocked": user})
+        await rpc(client, "posts.delete", {"post": story["id"]})
+
+
+RECORD_SOCKETS = """
+window.recordedSockets = [];
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = class extends NativeWebSocket {
+  constructor(...args) {
+    super(...args);
+    this.sent = [];
+    this.received = [];
+    this.addEventListener("message", (event) => this.received.push(event.data));
+    window.recordedSockets.push(this);
+  }
+  send(data) { this.sent.push(data); return super.send(data); }
+};
+"""
+"""Run before the page's scripts: every WebSocket the page opens, with the frames it sent and
+received (the listener comes before the page's own ``onmessage``)."""
+DROP_CONNECTION = "const s = window.recordedSockets; s.at(-1).close(); return s.length;"
+"""Close the page's WebSocket as a network failure would (the page did not ask); how many
+sockets it has opened so far."""
+RESUBSCRIBED = """
+const [before, last] = arguments;
+const sockets = window.recordedSockets;
+if (sockets.length <= before) return null;
+const socket = sockets.at(-1);
+const subscribes = socket.sent.map((frame) => JSON.parse(frame))
+  .filter((m) => m.method === "subscribe");
+const replied = new Set(socket.received.flatMap((frame) => [JSON.parse(frame)].flat())
+  .map((m) => m.id));
+const lastOne = subscribes.find((m) => m.params.channel === last);
+return lastOne && replied.has(lastOne.id) ? subscribes.map((m) => m.params.channel) : null;
+"""
+"""The channels the page subscribed to on the socket opened after ``before`` sockets, once the
+subscription to ``last`` was answered (``null`` until then)."""

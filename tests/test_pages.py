@@ -57,13 +57,20 @@ PAGES = [
         "Starling — demo",
         "demo.js",
         "/demo/token?user=",
-        frozenset({"social.following", "feed.get", "posts.get"}),
+        frozenset({"social.following", "feed.get", "feed.invalidate", "posts.get"}),
     ),
 ]
-WS_METHODS = {"subscribe", "unsubscribe", "history", "ping"}
+WS_METHODS = {"subscribe", "unsubscribe", "history", "presence", "ping"}
 """What the shared client (``starling.js``) sends over ``/ws``."""
 RPC_CALL = re.compile(r'\brpc(?:Batch)?\("([\w.]+)"')
 """A JSON-RPC call in a page's script: ``rpc("method", …)`` or ``rpcBatch("method", […])``."""
+CHANNEL_TEMPLATE = re.compile(r"`(\w+):\$\{")
+"""A channel name a page's script builds, as a template literal (``post:${post}``)."""
+PRESENCE_SUBSCRIBE = re.compile(r"session\.subscribe\((\w+), undefined, \{ presence: true \}\)")
+"""A subscription with presence in a page's script: ``session.subscribe(channel, undefined,
+{ presence: true })``."""
+PUSH_HANDLED = re.compile(r'method [!=]== "(\w+)"')
+"""A server push a script tells apart: ``method === "join"`` or ``method !== "gap"``."""
 PAINT_SECONDS = 0.6
 """How soon a new dashboard viewer gets its first snapshot (the reporter looks every 0.1 s;
 the next interval would be up to 1 s away)."""
@@ -281,3 +288,49 @@ async def test_token_routes_follow_the_api_key(tmp_path: Path) -> None:
             assert (claims.user, claims.operator) == ("alice", False)
             bad = await client.get("/demo/token?user=no%20spaces", headers=key)
             assert bad.status_code == 400
+
+
+async def next_push(ws: WebSocketConnection, method: str) -> dict[str, Any]:
+    """The params of the next push ``method`` (``join``, ``leave``…; other frames are skipped)."""
+    while True:
+        decoded = json.loads(await ws.get_message())
+        for message in decoded if isinstance(decoded, list) else [decoded]:
+            if message.get("method") == method:
+                return dict(message["params"])
+
+
+async def test_the_demo_subscribes_to_what_a_user_token_may_read_with_presence(
+    tmp_path: Path,
+) -> None:
+    """The demo's script subscribes to ``user:<me>``, ``following:<me>`` and ``post:<id>`` (the
+    last with ``presence: true``), reads ``presence`` and tells ``join``, ``leave`` and
+    ``unsubscribed`` pushes apart (the shared client drops an ``unsubscribed`` channel); with the
+    token the page gets, the server grants each subscription, and its ``presence`` reply and
+    ``join``/``leave`` pushes carry the fields the script reads."""
+    with trio.fail_after(TIMEOUT):
+        async with serving(tmp_path) as server, httpx.AsyncClient(base_url=server.url) as client:
+            _, script = await fetch_page(client, PAGES[1])
+            shared = (await client.get("/static/starling.js")).text
+            assert set(CHANNEL_TEMPLATE.findall(script)) == {"user", "following", "post"}
+            (variable,) = PRESENCE_SUBSCRIBE.findall(script)
+            assert f"const {variable} = `post:${{post}}`;" in script
+            assert "session.presence(" in script
+            assert {"join", "leave", "unsubscribed"} <= set(PUSH_HANDLED.findall(script))
+            assert 'message.method === "unsubscribed") channels.delete(' in shared
+            ws_url = f"{server.url.replace('http', 'ws', 1)}/ws?token="
+            alice = (await client.get("/demo/token?user=alice")).json()["token"]
+            bob = (await client.get("/demo/token?user=bob")).json()["token"]
+            async with open_websocket_url(ws_url + alice) as ws:
+                for channel in ("user:alice", "following:alice"):
+                    assert "result" in await ws_call(ws, "subscribe", {"channel": channel})
+                params = {"channel": "post:p1", "presence": True}
+                assert "result" in await ws_call(ws, "subscribe", params)
+                present = await ws_call(ws, "presence", {"channel": "post:p1"})
+                assert present["result"] == {"users": [{"user": "alice", "connections": 1}],
+                                             "total": 1}  # fmt: skip
+                async with open_websocket_url(ws_url + bob) as other:
+                    assert "result" in await ws_call(other, "subscribe", params)
+                    joined = await next_push(ws, "join")
+                left = await next_push(ws, "leave")
+    assert joined == {"channel": "post:p1", "user": "bob", "connections": 1}
+    assert left == {"channel": "post:p1", "user": "bob", "connections": 0}

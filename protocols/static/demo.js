@@ -1,5 +1,6 @@
 // The end-user demo: a user's ranked feed (title, author, publication and reasons per story),
-// a post's live comments and recommendations, and the user's notifications, over the WebSocket.
+// a post's live comments and recommendations and who is on it now (presence), the user's
+// notifications, and what the people they follow do (following:<me>), over the WebSocket.
 // Post fields come from posts.get: the feed's page in one JSON-RPC batch, then as needed.
 "use strict";
 
@@ -9,6 +10,8 @@
   let user = null;
   let friends = new Set();
   let openPost = null;
+  let followingChannel = null; // "following:<me>" while subscribed
+  let presenceChannel = null; // "post:<openPost>" while subscribed with presence: true
   const posts = new Map(); // post id -> posts.get result, or null when there is no such post
 
   const connection = document.getElementById("connection");
@@ -95,7 +98,140 @@
     }
   }
 
+  // feed.stale on user:<me> (coalesced by the server, one per 5 s at most): the ranked feed
+  // has news; a banner counts them until clicked, which reloads the feed and hides it.
+  const stale = document.getElementById("stale");
+  function showStale(data) {
+    const count = Number(stale.dataset.new) + data.new;
+    stale.dataset.new = String(count);
+    stale.textContent = `${count} new ${count === 1 ? "story" : "stories"} — refresh`;
+    stale.hidden = false;
+  }
+  stale.addEventListener("click", async () => {
+    stale.hidden = true;
+    stale.dataset.new = "0";
+    await rpc("feed.invalidate", { user }).catch(() => {}); // rank afresh, whatever the reason
+    await loadFeed(user);
+  });
+
+  // following:<me>: each activity of the people the user follows, newest first, the last
+  // FOLLOWING_KEPT kept (the server never sends the user's own).
+  const FOLLOWING_KEPT = 50;
+  const following = document.getElementById("following");
+  function activity(data) {
+    const who = (data.author && data.author.name) || (data.user ? person(data.user) : "someone");
+    const post = !data.post ? "a post"
+      : data.title ? postLink(data.post, `“${data.title}”`) : titleLink(data.post);
+    switch (data.type) {
+      case "published": return [`${who} published `, post];
+      case "recommended": return [`${who} recommended `, post];
+      case "comment": return [`${who} commented on `, post, el("div", { class: "quote" }, data.text ?? "")];
+      default: return [`${who}: ${data.type ?? "activity"}`];
+    }
+  }
+  function showActivity(p) {
+    document.getElementById("no-following")?.remove();
+    following.prepend(el("div", {
+      class: `event ${p.data.type || ""}`, "data-type": p.data.type || "", "data-user": p.data.user || "",
+    }, ...activity(p.data), el("div", { class: "who" }, `#${p.offset}` + (p.data.at ? ` · ${time(p.data.at)}` : ""))));
+    while (following.querySelectorAll(".event").length > FOLLOWING_KEPT) following.lastElementChild.remove();
+    bump(following);
+  }
+  function followingNote(text) {
+    following.prepend(el("p", { class: "muted note" }, text));
+  }
+
+  // Online now: who is on the open post. The `presence` reply after subscribing with
+  // presence: true (it counts every join/leave queued before it), then the join/leave pushes.
+  // Hidden when the server has no presence for the channel (an error reply).
+  const presence = document.getElementById("presence");
+  const online = document.getElementById("online");
+  const present = new Map(); // user -> connections on presenceChannel
+  let presenceTotal = 0; // users present, also those beyond the reply's list
+
+  function renderPresence() {
+    const users = [...present.keys()].sort((a, b) => (a === user ? -1 : b === user ? 1 : a.localeCompare(b)));
+    online.replaceChildren(...users.map((who) => el("li", {
+      "data-user": who, "data-connections": String(present.get(who)),
+    }, who === user ? `${person(who)} (you)` : person(who))));
+    document.getElementById("online-total").textContent = `(${presenceTotal})`;
+    presence.dataset.users = String(presenceTotal);
+  }
+  function hidePresence() {
+    presenceChannel = null;
+    present.clear();
+    presenceTotal = 0;
+    presence.hidden = true;
+    delete presence.dataset.users;
+  }
+  async function loadPresence(channel) {
+    try {
+      const reply = await session.presence(channel);
+      if (channel !== presenceChannel) return;
+      present.clear();
+      for (const entry of reply.users) present.set(entry.user, entry.connections);
+      presenceTotal = reply.total;
+      renderPresence();
+      presence.hidden = false;
+    } catch {
+      if (channel === presenceChannel) hidePresence();
+    }
+  }
+  function onPresence(method, { channel, user: who, connections }) {
+    if (channel !== presenceChannel) return;
+    if (method === "join") {
+      if (!present.has(who)) presenceTotal += 1;
+      present.set(who, connections);
+    } else if (present.delete(who) || presenceTotal > present.size) {
+      presenceTotal -= 1;
+    }
+    renderPresence();
+  }
+
+  // A notice over the page, e.g. the server ended a subscription; a click dismisses it.
+  function notice(text, channel) {
+    const line = el("p", { class: "notice", "data-channel": channel, title: "dismiss" }, text);
+    line.addEventListener("click", () => line.remove());
+    document.getElementById("notices").append(line);
+  }
+  function label(channel) {
+    if (channel === followingChannel) return "the people you follow";
+    const post = channel.startsWith("post:") ? posts.get(channel.slice(5)) : null;
+    return post ? `“${post.title}”` : channel;
+  }
+
+  // The server's pushes other than `pub`. `unsubscribed`: the server ended a subscription
+  // (an unfollow, a block); starling.js has dropped it already (it is not resubscribed).
+  function onPush(method, params) {
+    if (method === "join" || method === "leave") return onPresence(method, params);
+    if (method === "gap") {
+      return notice(`Live updates ${params.first}–${params.last} of ${label(params.channel)} were lost on the way.`,
+        params.channel);
+    }
+    if (method !== "unsubscribed") return;
+    const { channel, reason } = params;
+    notice(`No more live updates from ${label(channel)}: ${reason || "ended by the server"}.`, channel);
+    if (channel === presenceChannel) hidePresence();
+    if (channel === `post:${openPost}`) document.getElementById("post").dataset.unsubscribed = reason || "";
+    if (channel === followingChannel) {
+      followingChannel = null;
+      following.dataset.unsubscribed = reason || "";
+      followingNote(`Ended by the server (${reason || "no reason given"}).`);
+    }
+  }
+
+  // A resubscription after a reconnect: presence is read afresh (the joins and leaves while
+  // away are lost); the following column says when what it missed could not be recovered.
+  function onSubscribed(channel, result) {
+    if (channel === presenceChannel) loadPresence(channel);
+    if (channel === followingChannel && result.recovered === false) {
+      followingNote("Reconnected: some activity while you were away is not shown.");
+    }
+  }
+
   function onPub(p) {
+    if (p.data.type === "feed.stale") return showStale(p.data);
+    if (p.channel.startsWith("following:")) return p.channel === followingChannel ? showActivity(p) : undefined;
     if (p.channel.startsWith("post:") && p.channel !== `post:${openPost}`) return;
     const [parts, kind] = describe(p.data);
     const entry = el("div", { class: `event ${kind}`, "data-type": p.data.type || "" },
@@ -108,8 +244,17 @@
 
   async function connectAs(name) {
     if (session) session.close();
+    followingChannel = null;
+    hidePresence();
+    following.replaceChildren(el("p", { class: "muted", id: "no-following" },
+      `What the people ${person(name)} follows publish, recommend and comment, as it happens.`));
+    following.dataset.count = "0";
+    delete following.dataset.subscribed;
+    delete following.dataset.unsubscribed;
     session = Starling.connect(`/demo/token?user=${encodeURIComponent(name)}`, {
       onPub,
+      onPush,
+      onSubscribed,
       onState: (state, code) => {
         connection.textContent = state === "open" ? `live as ${name}` : `disconnected (${code})`;
         connection.className = `badge ${state === "open" ? "running" : "failed"}`;
@@ -117,10 +262,25 @@
     });
     await session.ready;
     await session.subscribe(`user:${name}`);
+    try {
+      const result = await session.subscribe(`following:${name}`);
+      followingChannel = `following:${name}`;
+      following.dataset.subscribed = String(result.offset);
+    } catch (error) {
+      followingNote(`Not live: ${error.message}.`);
+    }
+    if (openPost) await watchPost(openPost); // the post stays open for the new user
   }
 
   async function showFeed(name) {
     user = name;
+    stale.hidden = true;
+    stale.dataset.new = "0";
+    await loadFeed(name);
+    await connectAs(name);
+  }
+
+  async function loadFeed(name) {
     const feed = document.getElementById("feed");
     feed.textContent = "ranking…";
     document.getElementById("feed-title").textContent = `Ranked feed of ${person(name)}`;
@@ -139,12 +299,12 @@
     } catch (error) {
       feed.textContent = error.message;
     }
-    await connectAs(name);
   }
 
   async function openPostView(post) {
     if (openPost && session) await session.unsubscribe(`post:${openPost}`).catch(() => {});
     openPost = post;
+    hidePresence();
     const live = document.getElementById("live");
     live.replaceChildren();
     live.dataset.count = "0";
@@ -163,9 +323,38 @@
     } catch (error) {
       view.textContent = `${error.message}; live events on it still show below.`;
     }
-    if (session) {
-      const result = await session.subscribe(`post:${post}`);
-      view.dataset.subscribed = String(result.offset);
+    if (session) await watchPost(post);
+  }
+
+  // Subscribe to post:<post>, counted in its presence; without presence where the server
+  // refuses it (then no "Online now"). A post closed meanwhile is unsubscribed again.
+  async function watchPost(post) {
+    const channel = `post:${post}`;
+    const view = document.getElementById("post");
+    hidePresence();
+    delete view.dataset.unsubscribed;
+    let result;
+    let counted = true;
+    try {
+      try {
+        result = await session.subscribe(channel, undefined, { presence: true });
+      } catch (error) {
+        if (!error.rpc || ![-32602, -32001].includes(error.rpc.code)) throw error;
+        counted = false;
+        result = await session.subscribe(channel);
+      }
+    } catch (error) {
+      document.getElementById("live").prepend(el("p", { class: "muted" }, `Not live: ${error.message}.`));
+      return;
+    }
+    if (post !== openPost) {
+      await session.unsubscribe(channel).catch(() => {});
+      return;
+    }
+    view.dataset.subscribed = String(result.offset);
+    if (counted) {
+      presenceChannel = channel;
+      await loadPresence(channel);
     }
   }
 

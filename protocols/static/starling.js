@@ -53,10 +53,14 @@ const Starling = (() => {
   }
 
   // A WebSocket session: request() answers by id; onPub(params) gets each publication.
-  // Reconnects after a close and resubscribes with `since` (recovery).
-  function connect(tokenPath, { onPub, onState }) {
+  // onPush(method, params), if given, gets the server's other pushes: `gap`, `unsubscribed`
+  // (the subscription is dropped here first: never resubscribed), `join` and `leave`.
+  // Reconnects after a close and resubscribes with `since` (recovery), and with `presence`
+  // where it was asked; onSubscribed(channel, result), if given, hears of each resubscription
+  // (a refused one is reported to onPush as `unsubscribed` with the error's reason).
+  function connect(tokenPath, { onPub, onState, onPush = () => {}, onSubscribed = () => {} }) {
     const pending = new Map();
-    const channels = new Map(); // channel -> {offset, epoch}
+    const channels = new Map(); // channel -> {offset, epoch, presence}
     let socket = null;
     let closedByUs = false;
 
@@ -74,6 +78,11 @@ const Starling = (() => {
         const position = channels.get(p.channel);
         if (position) position.offset = p.offset;
         onPub(p);
+        return;
+      }
+      if (message.method) {
+        if (message.method === "unsubscribed") channels.delete(message.params.channel);
+        onPush(message.method, message.params);
         return;
       }
       const waiter = pending.get(message.id);
@@ -104,20 +113,34 @@ const Starling = (() => {
       onState("open");
       for (const [channel, position] of channels) {
         const since = position.epoch ? { offset: position.offset, epoch: position.epoch } : undefined;
-        const result = await send("subscribe", since ? { channel, since } : { channel });
+        let result;
+        try {
+          result = await send("subscribe", subscribeParams(channel, since, position.presence));
+        } catch (error) {
+          if (!error.rpc) throw error; // the connection dropped again: the next open() retries
+          channels.delete(channel);
+          onPush("unsubscribed", { channel, reason: error.rpc.data?.reason || error.message });
+          continue;
+        }
         position.epoch = result.epoch;
         for (const publication of result.publications || []) onPub({ channel, ...publication });
         position.offset = Math.max(position.offset, result.offset);
+        onSubscribed(channel, result);
       }
+    }
+
+    function subscribeParams(channel, since, presence) {
+      return { channel, ...(since ? { since } : {}), ...(presence ? { presence: true } : {}) };
     }
 
     const session = {
       ready: null,
       // `since` ({offset, epoch}, e.g. from a `history` reply): the publications after it
-      // come first, through onPub, then the live ones; none lost, none twice.
-      async subscribe(channel, since) {
-        const result = await send("subscribe", since ? { channel, since } : { channel });
-        channels.set(channel, { offset: result.offset, epoch: result.epoch });
+      // come first, through onPub, then the live ones; none lost, none twice. `presence`:
+      // count this connection among the channel's users and get its `join`/`leave` pushes.
+      async subscribe(channel, since, { presence = false } = {}) {
+        const result = await send("subscribe", subscribeParams(channel, since, presence));
+        channels.set(channel, { offset: result.offset, epoch: result.epoch, presence });
         for (const publication of result.publications || []) onPub({ channel, ...publication });
         return result;
       },
@@ -126,6 +149,8 @@ const Starling = (() => {
         return send("unsubscribe", { channel });
       },
       history(channel, limit) { return send("history", { channel, limit }); },
+      // {users: [{user, connections}], total}: who is on `channel` now.
+      presence(channel) { return send("presence", { channel }); },
       close() { closedByUs = true; if (socket) socket.close(1000); },
     };
     session.ready = open();
