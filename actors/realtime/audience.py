@@ -147,6 +147,16 @@ class AudienceStatistics:
     events: int
 
 
+class _Registering:
+    """One user's :meth:`Audience.listen` calls in flight: one at a time, and how many wait."""
+
+    __slots__ = ("callers", "lock")
+
+    def __init__(self) -> None:
+        self.lock = trio.Lock()
+        self.callers = 0
+
+
 class _Hello(msgspec.Struct, tag="hello", array_like=True):
     origin: str
 
@@ -204,7 +214,7 @@ class Audience:
         self._local: dict[str, float] = {}
         self._remote: dict[str, dict[str, float]] = {}
         self._blocked_by: dict[str, set[str]] = {}
-        self._registering: dict[str, trio.Lock] = {}
+        self._registering: dict[str, _Registering] = {}
         self._scope = trio.CancelScope()
         self._state = "new"
         self.checks = 0
@@ -268,19 +278,28 @@ class Audience:
         Called before a ``following:<user>`` subscription registers with the hub.
         Puts a break in the channel first when no lease was held (module docstring).
         """
-        lock = self._registering.setdefault(user, trio.Lock())
-        async with lock:
-            if user not in self.index:
-                await self._load([user])
-            lease = await self._cache.get(LEASE_PREFIX + user)
-            if lease is None:
-                await self._break(FOLLOWING_PREFIX + user)
-            await self._cache.set(LEASE_PREFIX + user, b"1", ttl=self.settings.grace)
-            if user not in self._local:
-                self._local[user] = trio.current_time()
-                await self._announce([user])
-        if not lock.statistics().tasks_waiting:
-            self._registering.pop(user, None)
+        # Held from the first await on: a heartbeat in between must not drop the user
+        # from the index (it keeps the users of _local).
+        new = user not in self._local
+        self._local[user] = trio.current_time()
+        registering = self._registering.get(user)
+        if registering is None:
+            registering = self._registering[user] = _Registering()
+        registering.callers += 1
+        try:
+            async with registering.lock:
+                if user not in self.index:
+                    await self._load([user])
+                lease = await self._cache.get(LEASE_PREFIX + user)
+                if lease is None:
+                    await self._break(FOLLOWING_PREFIX + user)
+                await self._cache.set(LEASE_PREFIX + user, b"1", ttl=self.settings.grace)
+                if new:
+                    await self._announce([user])
+        finally:
+            registering.callers -= 1
+            if not registering.callers:
+                del self._registering[user]
 
     async def _break(self, channel: str) -> None:
         """Consume one offset of ``channel`` with no publication: its history restarts.
