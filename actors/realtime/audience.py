@@ -90,8 +90,11 @@ MAX_USERS_PER_READ: Final = 200
 """Listeners whose followees one graph read loads."""
 
 FOLLOWEES = (
-    "UNWIND $users AS u MATCH (a:User {id: u})-[:FOLLOWS]->(b:User) RETURN u AS user, b.id AS id"
+    "MATCH (a:User)-[:FOLLOWS]->(b:User) WHERE a.id IN $users RETURN a.id AS user, b.id AS id"
 )
+"""Whom each of ``$users`` follows. ``IN`` rather than ``UNWIND``: on Ladybug the UNWIND form
+costs about 70 ms whatever the list (an index lookup per row is not planned), ``IN`` 4 ms for
+one user and 67 ms for 200 (the demo world)."""
 FOLLOWS = "MATCH (a:User {id: $user})-[:FOLLOWS]->(b:User {id: $author}) RETURN count(*) AS n"
 BLOCKS = "MATCH (a:User)-[:BLOCKS]->(b:User) RETURN a.id AS blocker, b.id AS blocked"
 AUTHOR = "MATCH (a:User)-[:WROTE]->(p:Post {id: $post}) RETURN a.id AS id"
