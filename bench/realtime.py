@@ -65,17 +65,20 @@ Scenarios (``--scenario``)::
     hot     10,000 subscribers on 10 channels, 10 events/s per channel
     idle    10,000 connections subscribe (256 handshakes at once) and stay idle
     storm   10,000 connections subscribe all at once, as after a restart
+    following  1,000 demo users read following:<me>; 2,000 comments/s by the
+            users they follow (:mod:`bench.following`; p99 <= 50 ms)
 
-``idle`` and ``storm`` need the native clients. They report how long the
-connections took to be subscribed (per client p50/p99, and the whole), the
-errors and retries, and the server's memory per connection: its VmRSS
-(/proc/<pid>/status) before the loadgen starts and while the connections are
-held, the difference over the connections held.
+``idle``, ``storm`` and ``following`` need the native clients. ``idle`` and
+``storm`` report how long the connections took to be subscribed (per client
+p50/p99, and the whole), the errors and retries, and the server's memory per
+connection: its VmRSS (/proc/<pid>/status) before the loadgen starts and while
+the connections are held, the difference over the connections held.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import math
 import multiprocessing
@@ -110,9 +113,12 @@ from trio_websocket import (
 )
 
 from auth.tokens import issue_token
+from bench import following
+from bench.following import FOLLOWING_COLUMNS, FollowLists, read_follow_lists
 from bench.realtime_native import Loadgen, LoadgenPlan, Workload, loadgen_binary, rss_bytes
 from bench.report import print_table, write_json
 from protocols.jsonrpc import MAX_BATCH
+from settings import DEFAULT_DATA_DIR, Settings
 
 Backend = Literal["memory", "redis"]
 Clients = Literal["native", "python"]
@@ -157,10 +163,18 @@ WORKLOADS: dict[Workload, tuple[int, int, int]] = {
     "hot": (10_000, 10, 100),
     "idle": (10_000, 200, 0),
     "storm": (10_000, 200, 0),
+    "following": (
+        following.FOLLOWING_SUBSCRIBERS,
+        following.FOLLOWING_POSTS,
+        following.FOLLOWING_RATE,
+    ),
 }
-"""Each ``--scenario``'s default (subscribers, channels, events/s); hot: 10 events/s per channel."""
+"""Each ``--scenario``'s default (subscribers, channels, events/s); hot: 10 events/s per
+channel; following: users, posts commented on, activities/s."""
 CONNECTION_WORKLOADS = frozenset({"idle", "storm"})
 """The scenarios without a producer: connections only."""
+NATIVE_WORKLOADS = CONNECTION_WORKLOADS | {"following"}
+"""The scenarios only the native clients run."""
 HOLD_SECONDS: dict[Workload, float] = {"idle": 5.0, "storm": 2.0}
 """How long idle and storm hold their connections before closing them."""
 NATIVE_READY_TIMEOUT = 900.0
@@ -189,6 +203,10 @@ class Scenario:
         publish_many: native, memory backend: ``realtime.publish_many`` calls.
         dial_concurrency: native: handshakes at once; ``None``: 256 (storm: all).
         bare_xadd: native, Redis: bare ``XADD`` instead of ``FCALL starling_publish``.
+        data_dir: following: the data directory holding the demo world (its graph
+            gives the follow lists, and the server runs on it); other scenarios:
+            ``None``, a temp dir.
+        seed: following: the draw of the users, the posts and the authors.
     """
 
     backend: Backend
@@ -206,10 +224,14 @@ class Scenario:
     publish_many: bool = False
     dial_concurrency: int | None = None
     bare_xadd: bool = False
+    data_dir: str | None = None
+    seed: int = following.SEED
 
     def __post_init__(self) -> None:
-        if self.clients == "python" and self.workload in CONNECTION_WORKLOADS:
+        if self.clients == "python" and self.workload in NATIVE_WORKLOADS:
             raise ValueError(f"the {self.workload} scenario needs the native clients")
+        if self.workload == "following" and self.data_dir is None:
+            raise ValueError("the following scenario needs the demo world's data directory")
         if self.subscribers < 1 or self.channels < 1:
             raise ValueError("subscribers and channels must be >= 1")
         if self.rate < 1 and self.workload not in CONNECTION_WORKLOADS:
@@ -461,17 +483,21 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(scenario: Scenario, redis_url: str) -> Iterator[Server]:
-    """``starling serve`` on a free port with a temp data dir, until the block ends.
+    """``starling serve`` on a free port, until the block ends.
+
+    Its data dir is ``scenario.data_dir`` (following: the demo world), else a
+    temp dir; its log goes to a temp dir.
 
     Raises:
-        RuntimeError: the server exited or did not answer ``/health`` in time
-            (the message ends with its log).
+        RuntimeError: the server did not answer ``/health`` in time, or exited
+            before the block ended (the message ends with its log).
     """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STARLING_")}
     env["STARLING_SECRET"] = SECRET
     with tempfile.TemporaryDirectory(prefix="starling-bench-realtime-") as directory:
-        command = [*starling_command(), "serve", "--port", str(port), "--data-dir", directory]
+        data_dir = scenario.data_dir or directory
+        command = [*starling_command(), "serve", "--port", str(port), "--data-dir", data_dir]
         command += ["--redis-url", redis_url, "--transformers", str(scenario.transformers)]
         connections = max(10_000, scenario.subscribers + MAX_CONNECTIONS_HEADROOM)
         command += ["--ws-max-connections", str(connections)]
@@ -487,6 +513,9 @@ def running_server(scenario: Scenario, redis_url: str) -> Iterator[Server]:
                     raise RuntimeError(f"starling serve did not start:\n{tail}")
                 time.sleep(0.1)
             yield Server(process.pid, url)
+            if process.poll() is not None:  # its figures would be the clients' alone
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"starling serve exited during the run:\n{tail}")
         finally:
             _stop(process)
 
@@ -991,6 +1020,8 @@ def run_once(
         return _run_python(scenario, redis_url)
     if scenario.workload in CONNECTION_WORKLOADS:
         return _run_connections(scenario, redis_url, log)
+    if scenario.workload == "following":
+        return _run_following(scenario, redis_url, log)
     return _run_native(scenario, redis_url, log)
 
 
@@ -1107,6 +1138,58 @@ def _loadgen_binary() -> Path:
 
 def _run_native(scenario: Scenario, redis_url: str | None, log: Log) -> dict[str, Any]:
     """One fanout/hot run with the Go loadgen: it subscribes, produces and checks; we sample CPU."""
+    document, cpu, stats = _loadgen_run(scenario, redis_url, log)
+    return _native_row(scenario, document, cpu, stats)
+
+
+def _run_following(scenario: Scenario, redis_url: str | None, log: Log) -> dict[str, Any]:
+    """One following run (:mod:`bench.following`): the follow lists read from the graph
+    before the server opens it, handed to the loadgen as a file in a temp dir."""
+    assert scenario.data_dir is not None  # Scenario checks it
+    settings = Settings.resolve(Path(scenario.data_dir), None, None)
+    lists: FollowLists = trio.run(
+        functools.partial(
+            read_follow_lists,
+            settings,
+            users=scenario.subscribers,
+            posts=scenario.channels,
+            seed=scenario.seed,
+        )
+    )
+    with tempfile.TemporaryDirectory(prefix="starling-bench-following-") as directory:
+        follows = Path(directory) / "follows.json"
+        lists.write(follows)
+        # memory://: realtime.publish_many, as a batch's calls would run concurrently
+        # and the loadgen would fall back to one activity per request (producer.go).
+        planned = replace(scenario, channels=len(lists.posts), publish_many=True)
+        document, cpu, stats = _loadgen_run(planned, redis_url, log, follows=follows)
+    identity = {
+        "scenario": scenario.workload,
+        "clients": "native",
+        "backend": scenario.backend,
+        "rate": scenario.rate,
+        "subscribers": scenario.subscribers,
+        "channels": len(lists.posts),
+    }
+    return following.following_row(
+        document,
+        lists,
+        duration=scenario.duration,
+        identity=identity,
+        cpu=_cpu_columns(cpu, scenario.duration, document["frames"]["messages_in_window"]),
+        server=_server_columns(stats),
+    )
+
+
+def _loadgen_run(
+    scenario: Scenario, redis_url: str | None, log: Log, *, follows: Path | None = None
+) -> tuple[dict[str, Any], dict[str, float | None], dict[str, Any]]:
+    """The services and the Go loadgen for one run with a producer.
+
+    Returns:
+        The loadgen's report, each party's CPU % over the window, the server's
+        ``system.stats`` realtime figures.
+    """
     binary = _loadgen_binary()
     with contextlib.ExitStack() as stack:
         server, store_url, redis_pid = _services(stack, scenario, redis_url)
@@ -1127,6 +1210,8 @@ def _run_native(scenario: Scenario, redis_url: str | None, log: Log) -> dict[str
             publish_many=scenario.publish_many,
             dial_concurrency=scenario.dial_concurrency,
             bare_xadd=scenario.bare_xadd,
+            follows=follows,
+            seed=scenario.seed if follows is not None else None,
         )
         loadgen = stack.enter_context(Loadgen(plan, binary=binary, on_line=log))
         loadgen.next_event("subscribed", NATIVE_READY_TIMEOUT)
@@ -1144,8 +1229,7 @@ def _run_native(scenario: Scenario, redis_url: str | None, log: Log) -> dict[str
         cpu_after = _cpu_sample(pids)
         document = loadgen.report(scenario.drain + READY_TIMEOUT)
         stats = realtime_stats(server.url)
-    cpu = _cpu_pct(cpu_before, cpu_after, pids, scenario.duration)
-    return _native_row(scenario, document, cpu, stats)
+    return document, _cpu_pct(cpu_before, cpu_after, pids, scenario.duration), stats
 
 
 HOLD_SAMPLE_SHARE = 0.8
@@ -1228,7 +1312,10 @@ def _mib(size: int | None) -> float | None:
 
 def passes(row: dict[str, Any]) -> bool:
     """A fanout/hot row is within the budget: p99 <= 25 ms, nothing lost, no
-    connection missing or dropped, >= 95% of the target rate entered."""
+    connection missing or dropped, >= 95% of the target rate entered (a
+    following row: :func:`bench.following.passes`)."""
+    if row.get("scenario") == "following":
+        return following.passes(row)
     return bool(
         row["p99_ms"] is not None
         and row["p99_ms"] <= BUDGET_P99_MS
@@ -1483,6 +1570,11 @@ def _described(scenario: Scenario) -> str:
             f"{scenario.workload} ({scenario.backend}): {scenario.subscribers:,} connections "
             f"on {scenario.channels:,} channels, native clients"
         )
+    if scenario.workload == "following":
+        return (
+            f"following ({scenario.backend}): {scenario.rate:,} activities/s by the followees "
+            f"of {scenario.subscribers:,} users of {scenario.data_dir}, native clients"
+        )
     return (
         f"{scenario.workload} ({scenario.backend}, {scenario.clients} clients): "
         f"{scenario.rate:,} events/s, {scenario.subscribers:,} subscribers "
@@ -1496,6 +1588,12 @@ def _outcome(row: dict[str, Any]) -> str:
             f"  → {row['connected']:,} subscribed in {row['subscribe_s']} s "
             f"(p99 {row['connect_p99_ms']} ms per client), server RSS "
             f"+{row['server_rss_per_connection_kb']} KiB per connection"
+        )
+    if row["scenario"] == "following":
+        return (
+            f"  → {row['events_per_s']:,.0f} activities/s, {row['deliveries_per_s']:,.0f} "
+            f"deliveries/s, p99 {row['p99_ms']} ms, lost {row['lost']}, "
+            f"server {row['server_cpu_us_per_activity']} µs/activity"
         )
     return (
         f"  → {row['events_per_s']:,.0f} events/s, p99 {row['p99_ms']} ms, "
@@ -1635,7 +1733,9 @@ def run(
     """Measure every backend at every rate (or search the knee); print and write the results.
 
     idle and storm have no rates: one measurement per backend. The JSON goes
-    to ``bench/results/realtime.json`` (fanout) or ``realtime-<scenario>.json``.
+    to ``bench/results/realtime.json`` (fanout) or ``realtime-<scenario>.json``;
+    following has its own columns (:data:`bench.following.FOLLOWING_COLUMNS`)
+    and budget.
 
     Returns:
         The JSON document's extra fields: ``budget``, ``settings``, ``summary``, ``knee``.
@@ -1660,20 +1760,32 @@ def run(
                 session.measure(_at(scenario, rate))
     out = Console(width=240)
     columns = CONNECTION_COLUMNS if connections else TABLE_COLUMNS
+    if base.workload == "following":
+        columns = FOLLOWING_COLUMNS
     title = "realtime delivery" if base.workload == "fanout" else f"realtime {base.workload}"
     print_table(f"{title}: runs", table_rows(session.runs, columns), out)
     if repeat > 1:
         print_table(f"{title}: medians of {repeat} runs", table_rows(session.summary, columns), out)
+    budget: dict[str, Any] = {
+        "rate": BUDGET_RATE,
+        "subscribers": BUDGET_SUBSCRIBERS,
+        "channels": BUDGET_CHANNELS,
+        "p99_ms": BUDGET_P99_MS,
+        "min_rate_share": MIN_RATE_SHARE,
+    }
+    if base.workload == "following":
+        budget = {
+            "rate": following.FOLLOWING_RATE,
+            "subscribers": following.FOLLOWING_SUBSCRIBERS,
+            "p99_ms": following.FOLLOWING_P99_MS,
+            "min_rate_share": following.MIN_RATE_SHARE,
+            "cpus": 2,
+        }
     if knees:
-        print_table(f"knee: highest rate with p99 <= {BUDGET_P99_MS:g} ms, 0 lost", knees, out)
+        p99 = budget["p99_ms"]
+        print_table(f"knee: highest rate with p99 <= {p99:g} ms, 0 lost", knees, out)
     extra = {
-        "budget": {
-            "rate": BUDGET_RATE,
-            "subscribers": BUDGET_SUBSCRIBERS,
-            "channels": BUDGET_CHANNELS,
-            "p99_ms": BUDGET_P99_MS,
-            "min_rate_share": MIN_RATE_SHARE,
-        },
+        "budget": budget,
         "settings": {**asdict(base), "backends": list(backends), "repeat": repeat},
         "summary": session.summary,
         "knee": knees,
@@ -1692,7 +1804,8 @@ def run(
     default="fanout",
     show_default=True,
     help="fanout: the budget; hot: 10,000 subscribers on 10 channels at 10 events/s each; "
-    "idle: 10,000 idle connections (memory per connection); storm: 10,000 connecting at once.",
+    "idle: 10,000 idle connections (memory per connection); storm: 10,000 connecting at once; "
+    "following: 1,000 demo users on following:<me>, 2,000 comments/s by their followees.",
 )
 @click.option(
     "--clients",
@@ -1708,13 +1821,16 @@ def run(
     help="The stream: in-process (memory://) or Redis.",
 )
 @click.option("--subscribers", type=int, help="[default: 1,000; hot, idle, storm: 10,000]")
-@click.option("--channels", type=int, help="[default: 200; hot: 10]")
+@click.option(
+    "--channels", type=int, help="[default: 200; hot: 10; following: the posts commented on]"
+)
 @click.option(
     "--rate",
     "rates",
     multiple=True,
     help=f"Events/s (repeatable or comma-separated, k suffix) [default: {BUDGET_RATE}; "
-    "hot: 10 per channel; with --knee: the ladder].",
+    f"hot: 10 per channel; following: {following.FOLLOWING_RATE} activities/s; "
+    "with --knee: the ladder].",
 )
 @click.option("--duration", default=10.0, show_default=True, help="Seconds measured per run.")
 @click.option("--warmup", default=2.0, show_default=True, help="Seconds of load before.")
@@ -1747,6 +1863,18 @@ def run(
 @click.option("--redis-url", help="An existing Redis [default: a private redis-server per run].")
 @click.option("--knee", is_flag=True, help="Search the highest rate within the budget.")
 @click.option("--transformers", default=1, show_default=True, help="Passed to starling serve.")
+@click.option(
+    "--data-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="following: the data directory of the demo world (starling load demo --data-dir DIR); "
+    f"the server runs on it [default: {DEFAULT_DATA_DIR}].",
+)
+@click.option(
+    "--seed",
+    default=following.SEED,
+    show_default=True,
+    help="following: the draw of the users, the posts and the authors.",
+)
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="JSON file.")
 def command(
     workload: Workload,
@@ -1767,6 +1895,8 @@ def command(
     redis_url: str | None,
     knee: bool,
     transformers: int,
+    data_dir: Path | None,
+    seed: int,
     output: Path | None,
 ) -> None:
     """Realtime delivery vs Disqus's budget: 20k events/s to 1,000 subscribers, p99 <= 25 ms.
@@ -1785,11 +1915,12 @@ def command(
       starling bench realtime --scenario hot --backend redis
       starling bench realtime --scenario idle --backend memory
       starling bench realtime --scenario storm --backend memory --repeat 3
+      starling bench realtime --scenario following --data-dir DEMO --backend redis
     """
     if clients is None:
         if loadgen_binary() is not None:
             clients = "native"
-        elif workload in CONNECTION_WORKLOADS:
+        elif workload in NATIVE_WORKLOADS:
             raise click.ClickException(f"--scenario {workload}: {NOT_BUILT}")
         else:
             clients = "python"
@@ -1822,6 +1953,8 @@ def command(
             publish_many=publish_many,
             dial_concurrency=dial_concurrency,
             bare_xadd=bare_xadd,
+            data_dir=str(data_dir or DEFAULT_DATA_DIR) if workload == "following" else None,
+            seed=seed,
         )
         if repeat < 1:
             raise ValueError("repeat must be >= 1")

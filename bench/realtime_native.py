@@ -39,7 +39,7 @@ LOADGEN = Path(__file__).resolve().parent / "loadgen" / "starling-loadgen"
 STDERR_TAIL = 40
 """Lines of the loadgen's stderr kept for an error message."""
 
-Workload = Literal["fanout", "hot", "idle", "storm"]
+Workload = Literal["fanout", "hot", "idle", "storm", "following"]
 Producer = Literal["redis", "http", "none"]
 
 
@@ -54,7 +54,8 @@ class LoadgenPlan:
 
     Attributes:
         workload: ``fanout`` / ``hot`` (a producer and subscribers), ``idle`` /
-            ``storm`` (connections only; storm dials them all at once).
+            ``storm`` (connections only; storm dials them all at once),
+            ``following`` (the users of ``follows`` read ``following:<user>``).
         server: the server's base URL, ``http://127.0.0.1:PORT``.
         secret: the server's ``STARLING_SECRET`` (passed in the environment).
         run: the run id stamped in every event.
@@ -67,6 +68,9 @@ class LoadgenPlan:
         publish_many: producer http: ``realtime.publish_many`` calls instead of batches.
         dial_concurrency: handshakes at once; ``None``: the workload's default
             (256; storm: all).
+        follows: following: the follow lists' file (:meth:`bench.following.FollowLists.write`);
+            ``subscribers`` and ``channels`` must be its users and posts.
+        seed: following: the seed of the authors' draw.
     """
 
     workload: Workload
@@ -85,6 +89,8 @@ class LoadgenPlan:
     publish_many: bool = False
     dial_concurrency: int | None = None
     bare_xadd: bool = False
+    follows: Path | None = None
+    seed: int | None = None
 
     def arguments(self) -> list[str]:
         """The command line after the binary."""
@@ -104,6 +110,10 @@ class LoadgenPlan:
             arguments += ["--hold", _go_seconds(self.hold)]
         if self.dial_concurrency is not None:
             arguments += ["--dial-concurrency", str(self.dial_concurrency)]
+        if self.follows is not None:
+            arguments += ["--follows", str(self.follows)]
+        if self.seed is not None:
+            arguments += ["--seed", str(self.seed)]
         return arguments
 
 

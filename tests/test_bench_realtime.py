@@ -15,6 +15,12 @@ are not namespaced).
 
 Both kinds of clients run: the Python processes, and the native Go load
 generator (``make bench-tools``; skipped when ``go`` is not on PATH).
+
+The ``following`` scenario runs on a small follow graph loaded by the CLI
+(:data:`FOLLOWING_EDGES`): the follow lists the benchmark reads are checked
+against that edge list, and the pubs the loadgen counted against the
+expectation computed in Python from the same follow lists and against the
+server's own count of deliveries.
 """
 
 from __future__ import annotations
@@ -27,10 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from click.testing import CliRunner
 
+from bench import following
+from bench.following import FollowLists, read_follow_lists
 from bench.realtime import TABLE_COLUMNS, command, medians, parse_rates
 from bench.realtime_native import LOADGEN, LoadgenPlan
+from cli import main
+from settings import Settings
 
 SUBSCRIBERS, CHANNELS, RATE = 20, 4, 200
 WARMUP, DURATION = 1, 2
@@ -261,3 +272,140 @@ def test_medians_keep_the_worst_loss_and_skip_lists() -> None:
     assert row["p99_ms"] == 4.0
     assert "events_per_channel" not in row
     assert row["passed"] is False
+
+
+# -- the following scenario -------------------------------------------------------------
+
+FOLLOWING_USERS = 120
+"""Users 1..120 of the small follow graph."""
+FOLLOWING_EDGES = sorted(
+    {
+        (i, (i * 13 + 7 * k * k) % FOLLOWING_USERS + 1)
+        for i in range(1, FOLLOWING_USERS + 1)
+        for k in range(1, i % 7 + 1)
+    }
+    | {(i, 1 + i % 3) for i in range(3, FOLLOWING_USERS + 1, 3)}
+)
+"""User ``i`` follows ``i % 7`` users spread around (none when ``i % 7 == 0``), and every
+third user also follows one of the popular users 1-3: a few authors with many followers."""
+FOLLOWING_SUBSCRIBERS, FOLLOWING_RATE = 50, 200
+
+
+def following_graph(directory: Path) -> Path:
+    """A data directory whose graph holds :data:`FOLLOWING_EDGES`, loaded by the CLI."""
+    edges = directory / "edges.txt"
+    edges.write_text("".join(f"{a} {b}\n" for a, b in FOLLOWING_EDGES if a != b))
+    data = directory / "data"
+    result = CliRunner().invoke(
+        main, ["load", "graph", str(edges), "--header", "no", "--data-dir", str(data)]
+    )
+    assert result.exit_code == 0, result.output
+    return data
+
+
+def test_follow_lists_are_the_graphs(tmp_path: Path) -> None:
+    """The benchmark draws users who follow someone, each with exactly their follows in the
+    graph, and synthetic posts when the graph has none."""
+    data = following_graph(tmp_path)
+    settings = Settings.resolve(data, None, None)
+    lists: FollowLists = trio.run(
+        functools.partial(read_follow_lists, settings, users=FOLLOWING_SUBSCRIBERS, posts=10)
+    )
+    followees: dict[str, set[str]] = {}
+    for a, b in FOLLOWING_EDGES:
+        if a != b:
+            followees.setdefault(str(a), set()).add(str(b))
+    assert len(lists.follows) == FOLLOWING_SUBSCRIBERS
+    assert {u: set(f) for u, f in lists.follows.items()} == {u: followees[u] for u in lists.follows}
+    assert lists.posts == tuple(f"bench-following-{k}" for k in range(10))
+    again = trio.run(
+        functools.partial(read_follow_lists, settings, users=FOLLOWING_SUBSCRIBERS, posts=10)
+    )
+    assert again == lists  # seeded
+
+
+def test_expected_deliveries_skip_the_authors_own_activities() -> None:
+    """Each subscriber expects every activity of each user they follow once, never their own."""
+    follows = {"a": ["b", "c", "a"], "b": ["c", "c"], "d": ["e"]}
+    assert following.expected_deliveries(follows, {"a": 5, "b": 3, "c": 2}) == 3 + 2 + 2
+
+
+def test_following_flags_reach_the_loadgen(tmp_path: Path) -> None:
+    """The following plan hands the loadgen its follows file and seed."""
+    plan = LoadgenPlan(
+        workload="following",
+        server="http://127.0.0.1:1",
+        secret="s",
+        run="r",
+        subscribers=50,
+        channels=10,
+        rate=200,
+        producer="http",
+        follows=tmp_path / "follows.json",
+        seed=7,
+    )
+    arguments = plan.arguments()
+    flags = dict(zip(arguments[::2], arguments[1::2], strict=True))
+    assert flags["--scenario"] == "following"
+    assert flags["--follows"] == str(tmp_path / "follows.json")
+    assert flags["--seed"] == "7"
+
+
+def following_smoke(backend: str, tmp_path: Path) -> dict[str, Any]:
+    """The small following run on ``backend``; its one row."""
+    data = following_graph(tmp_path)
+    output = tmp_path / "realtime-following.json"
+    arguments = ["--scenario", "following", "--clients", "native", "--backend", backend]
+    arguments += ["--data-dir", str(data), "--subscribers", str(FOLLOWING_SUBSCRIBERS)]
+    arguments += ["--channels", "10", "--rate", str(FOLLOWING_RATE)]
+    arguments += ["--duration", str(DURATION), "--warmup", str(WARMUP), "--drain", "5"]
+    arguments += ["--output", str(output)]
+    result = CliRunner().invoke(command, arguments, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    document: dict[str, Any] = json.loads(output.read_text())
+    assert document["benchmark"] == "realtime-following"
+    assert document["budget"]["p99_ms"] == 50.0
+    [row] = document["rows"]
+    return row
+
+
+def check_following(row: dict[str, Any], backend: str) -> None:
+    """Every activity reached each subscribed follower of its author but the author, once and
+    in order, on consecutive offsets, by three counts kept apart: the loadgen's, the one
+    computed in Python from the follow lists, the server's."""
+    assert row["scenario"] == "following"
+    assert row["backend"] == backend
+    assert row["connected"] == FOLLOWING_SUBSCRIBERS, row["connect_error"]
+    assert row["producer_errors"] == 0
+    assert 0 < row["events_total"] <= FOLLOWING_RATE * (WARMUP + DURATION)
+    assert row["deliveries_total"] > row["events_total"]  # popular authors: several recipients
+    assert row["deliveries_total"] == row["deliveries_expected"]
+    assert row["deliveries_total"] == row["deliveries_expected_python"]
+    assert row["server_delivered"] == row["deliveries_total"]
+    # The server published each activity once, and one publication per recipient.
+    assert row["server_published"] == row["events_total"] + row["deliveries_total"]
+    assert (row["lost"], row["duplicated"], row["unexpected"]) == (0, 0, 0)
+    assert (row["out_of_order"], row["offset_gaps"], row["offset_order_violations"]) == (0, 0, 0)
+    assert row["disconnects"] == 0
+    assert row["server_cpu_us_per_activity"] is not None
+    assert row["server_cpu_us_per_delivery"] is not None
+
+
+def test_native_following_delivers_each_activity_to_the_authors_followers(
+    tmp_path: Path,
+) -> None:
+    """On the memory backend, 50 users reading following:<me> get every comment of the users
+    they follow once, in order, and nothing else."""
+    built_loadgen()
+    check_following(following_smoke("memory", tmp_path), "memory")
+
+
+@pytest.mark.redis
+def test_native_following_on_redis_delivers_each_activity_to_the_authors_followers(
+    tmp_path: Path,
+) -> None:
+    """With the comments appended by FCALL to a private Redis, the same holds."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    built_loadgen()
+    check_following(following_smoke("redis", tmp_path), "redis")

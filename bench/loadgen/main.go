@@ -13,6 +13,9 @@
 //	hot     the same with 10,000 subscribers on 10 channels, 10 events/s each
 //	idle    N connections subscribe, hold a few seconds, report connect times
 //	storm   N connections subscribe all at once (as after a restart)
+//	following  the users of --follows subscribe to following:<user>; the
+//	           producer publishes comments on post:<P> at R activities/s by
+//	           authors they follow (following.go)
 //
 // Output: one JSON object on stdout at the end (report.go); progress and
 // errors on stderr. Lines on stderr starting with "@" are JSON events for the
@@ -65,6 +68,9 @@ type config struct {
 	pingEvery       time.Duration
 	tokenTTL        time.Duration
 	cpuProfile      string
+	followsFile     string       // following: the follow lists (following.go)
+	seed            int64        // following: the authors' draw
+	graph           *followGraph // following: loaded from followsFile
 }
 
 // scenarioDefaults are the numbers of each scenario; explicit flags override them.
@@ -76,13 +82,15 @@ var scenarioDefaults = map[string]struct {
 	"hot":    {10_000, 10, 100, 256, 0},
 	"idle":   {10_000, 200, 0, 256, 5 * time.Second},
 	"storm":  {10_000, 200, 0, 0, 2 * time.Second}, // dial concurrency 0: all at once
+	// following: the subscribers and channels (posts) are the --follows file's.
+	"following": {1_000, 200, 2_000, 256, 0},
 }
 
 func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("starling-loadgen", flag.ContinueOnError)
 	c := &config{}
 	var secretFlag string
-	fs.StringVar(&c.scenario, "scenario", "fanout", "fanout | hot | idle | storm")
+	fs.StringVar(&c.scenario, "scenario", "fanout", "fanout | hot | idle | storm | following")
 	fs.StringVar(&c.server, "server", "http://127.0.0.1:8080", "the server's base URL (GET /ws, POST /rpc)")
 	fs.StringVar(&secretFlag, "secret", "", "token secret (default: $STARLING_SECRET)")
 	fs.StringVar(&c.run, "run", "", "run id put in every event (default: <pid>-<unix ns>)")
@@ -108,6 +116,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.DurationVar(&c.pingEvery, "ping-every", 20*time.Second, "JSON-RPC ping per connection (the server closes after 60 s idle)")
 	fs.DurationVar(&c.tokenTTL, "token-ttl", time.Hour, "lifetime of the tokens signed")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
+	fs.StringVar(&c.followsFile, "follows", "", `following: a JSON file {"follows": {user: [followee, ...]}, "posts": [post id, ...]}`)
+	fs.Int64Var(&c.seed, "seed", 42, "following: seed of the authors' draw")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -116,7 +126,7 @@ func parseFlags(args []string) (*config, error) {
 	}
 	defaults, ok := scenarioDefaults[c.scenario]
 	if !ok {
-		return nil, fmt.Errorf("--scenario must be fanout, hot, idle or storm, not %q", c.scenario)
+		return nil, fmt.Errorf("--scenario must be fanout, hot, idle, storm or following, not %q", c.scenario)
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -137,6 +147,16 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if !set["dial-concurrency"] {
 		c.dialConcurrency = defaults.dialConcurrency
+	}
+	if c.scenario == "following" {
+		if err := c.loadFollows(set["subscribers"], set["channels"]); err != nil {
+			return nil, err
+		}
+		if !set["http-inflight"] {
+			c.httpInflight = 1 // one ordered sequence of activities (producer.go)
+		}
+	} else if c.followsFile != "" {
+		return nil, errors.New("--follows is for --scenario following")
 	}
 	if c.dialConcurrency <= 0 || c.dialConcurrency > c.subscribers {
 		c.dialConcurrency = c.subscribers
@@ -297,12 +317,12 @@ func run(cfg *config) (*report, error) {
 	window := <-cpuWindow
 	logf("produced %d events (%d errors); draining up to %s", produced.Events, produced.Errors, cfg.drain)
 	drainStart := time.Now()
-	drained := f.drain(produced.accepted, drainStart.Add(cfg.drain))
+	drained := f.drain(f.wanted(&produced), drainStart.Add(cfg.drain))
 	drainSeconds := time.Since(drainStart).Seconds()
 	f.closeAll()
 
 	rep.Producer = &produced
-	rep.Deliveries, rep.Latency, rep.Frames = f.deliveries(produced.accepted, cfg.duration)
+	rep.Deliveries, rep.Latency, rep.Frames = f.deliveries(&produced, cfg.duration)
 	rep.Deliveries.Drained = drained
 	rep.Deliveries.DrainSeconds = round(drainSeconds, 3)
 	rep.Window = &windowReport{StartNs: windowStart.UnixNano(), EndNs: windowEnd.UnixNano(), Seconds: cfg.duration.Seconds()}

@@ -17,6 +17,13 @@ package main
 // concurrently on the server, so a batch of realtime.publish carries at
 // most one event per channel (several batches follow each other when a
 // worker is behind); realtime.publish_many carries up to 1,000 in order.
+//
+// following (following.go): the events are activities, seq numbering them
+// across authors and posts, and the producer is one ordered sequence so
+// that every following:<f> channel should see them in seq order: redis as
+// above, http with one worker (--http-inflight 1 unless set) and, in a
+// batch of realtime.publish (whose calls run concurrently), one activity
+// per request.
 
 import (
 	"bytes"
@@ -24,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand"
 	"net/http"
 	"strconv"
 	"sync"
@@ -46,6 +54,7 @@ type event struct {
 	channel int
 	seq     int64
 	dueNs   int64 // the tick it was due at
+	author  int32 // following: the author's index in the follow graph
 }
 
 type producer struct {
@@ -57,9 +66,14 @@ type producer struct {
 	http        *http.Client
 	workers     []chan []event
 	fellBack    atomic.Bool
+	graph       *followGraph // following, else nil
+	draws       *rand.Rand   // following: the authors' draw
+	authorOf    []int32      // following: the author of each seq (written by run's loop)
 
 	mu         sync.Mutex
-	accepted   [][]uint64
+	accepted   [][]uint64 // per channel, its seqs (following: unused)
+	all        []uint64   // following: the seqs accepted
+	perAuthor  []int64    // following: activities accepted per author
 	counts     []int64
 	inWindow   int64
 	errors     int64
@@ -76,6 +90,12 @@ func newProducer(cfg *config) (*producer, error) {
 	}
 	for i := range p.names {
 		p.names[i] = []byte(cfg.channelPrefix + strconv.Itoa(i))
+	}
+	if g := cfg.graph; g != nil {
+		p.graph, p.draws, p.perAuthor = g, rand.New(rand.NewSource(cfg.seed)), make([]int64, len(g.authors))
+		for i, post := range g.posts {
+			p.names[i] = []byte("post:" + post)
+		}
 	}
 	switch cfg.producer {
 	case "redis":
@@ -160,6 +180,10 @@ func (p *producer) run(ctx context.Context, start, end time.Time) producerReport
 			seq := nextSeq[next]
 			nextSeq[next]++
 			events[k] = event{channel: next, seq: seq, dueNs: due.UnixNano()}
+			if p.graph != nil {
+				events[k].seq, events[k].author = int64(len(p.authorOf)), p.graph.draw(p.draws)
+				p.authorOf = append(p.authorOf, events[k].author)
+			}
 			next = (next + 1) % p.cfg.channels
 		}
 		if p.redis != nil {
@@ -201,7 +225,12 @@ func (p *producer) accept(events []event, ok []bool, sentNs int64, failure error
 			p.errors++
 			continue
 		}
-		setBit(&p.accepted[e.channel], e.seq)
+		if p.graph != nil {
+			setBit(&p.all, e.seq)
+			p.perAuthor[e.author]++
+		} else {
+			setBit(&p.accepted[e.channel], e.seq)
+		}
 		p.counts[e.channel]++
 		if p.windowStart <= sentNs && sentNs < p.windowEnd {
 			p.inWindow++
@@ -222,6 +251,10 @@ func (p *producer) report(end time.Time) producerReport {
 		MaxLagMs: round(float64(p.lag.Max())/1000, 3), P99LagMs: round(float64(p.lag.ValueAtQuantile(99))/1000, 3),
 		FellBack: p.fellBack.Load(), accepted: p.accepted,
 	}
+	if p.graph != nil {
+		rep.PerAuthor = p.graph.perAuthor(p.perAuthor)
+		rep.all, rep.authorOf, rep.perAuthor = p.all, p.authorOf, append([]int64(nil), p.perAuthor...)
+	}
 	for _, n := range p.counts {
 		rep.Events += n
 	}
@@ -231,8 +264,12 @@ func (p *producer) report(end time.Time) producerReport {
 	return rep
 }
 
-// appendData appends an event's data object: {"run":..,"seq":..,"sent_ns":..}.
+// appendData appends an event's data object: {"run":..,"seq":..,"sent_ns":..}
+// (following: an activity, followGraph.appendActivity).
 func (p *producer) appendData(buf []byte, e event, sentNs int64) []byte {
+	if p.graph != nil {
+		return p.graph.appendActivity(buf, p.cfg.run, e, sentNs)
+	}
 	buf = append(buf, `{"run":"`...)
 	buf = append(buf, p.cfg.run...)
 	buf = append(buf, `","seq":`...)
@@ -249,7 +286,7 @@ func (p *producer) xadd(ctx context.Context, events []event) {
 	pipe := p.redis.Pipeline()
 	sentNs := time.Now().UnixNano()
 	for _, e := range events {
-		data := p.appendData(make([]byte, 0, 96), e, sentNs)
+		data := p.appendData(make([]byte, 0, 160), e, sentNs)
 		pipe.XAdd(ctx, &redis.XAddArgs{Stream: p.cfg.stream, Values: []any{"channel", p.names[e.channel], "data", data}})
 	}
 	commands, err := pipe.Exec(ctx)
@@ -271,7 +308,7 @@ func (p *producer) fcall(ctx context.Context, events []event) {
 	args = append(args, "FCALL", "starling_publish", 3, p.cfg.stream, "starling:offsets",
 		"starling:generation", "", strconv.FormatInt(sentNs, 16))
 	for _, e := range events {
-		args = append(args, p.names[e.channel], p.appendData(make([]byte, 0, 96), e, sentNs))
+		args = append(args, p.names[e.channel], p.appendData(make([]byte, 0, 160), e, sentNs))
 	}
 	err := p.redis.Do(ctx, args...).Err()
 	ok := make([]bool, len(events))
@@ -333,6 +370,9 @@ func (p *producer) request(pending []event) int {
 	limit := min(len(pending), maxBatch)
 	if p.cfg.publishMany && !p.fellBack.Load() {
 		return limit
+	}
+	if p.graph != nil {
+		return min(limit, 1) // concurrent calls would reorder a follower's activities
 	}
 	seen := make(map[int]struct{}, limit)
 	for i := 0; i < limit; i++ {

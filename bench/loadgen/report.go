@@ -37,15 +37,29 @@ type settings struct {
 	Producer        string  `json:"producer"`
 	PublishMany     bool    `json:"publish_many"`
 	DialConcurrency int     `json:"dial_concurrency"`
+	HTTPInflight    int     `json:"http_inflight"`
+	Follows         string  `json:"follows,omitempty"` // following: the follow lists' file
+	Seed            int64   `json:"seed,omitempty"`
+	Authors         int     `json:"authors,omitempty"` // following: users some subscriber follows
+	FollowEdges     int     `json:"follow_edges,omitempty"`
+	PerActivity     float64 `json:"deliveries_per_activity,omitempty"` // following: mean recipients of the draw
 }
 
 func settingsOf(c *config) settings {
-	return settings{
+	s := settings{
 		Server: c.server, Subscribers: c.subscribers, Channels: c.channels, Rate: c.rate,
 		DurationSeconds: c.duration.Seconds(), WarmupSeconds: c.warmup.Seconds(),
 		DrainSeconds: c.drain.Seconds(), HoldSeconds: c.hold.Seconds(), Producer: c.producer,
-		PublishMany: c.publishMany, DialConcurrency: c.dialConcurrency,
+		PublishMany: c.publishMany, DialConcurrency: c.dialConcurrency, HTTPInflight: c.httpInflight,
 	}
+	if g := c.graph; g != nil {
+		s.Follows, s.Seed, s.Authors = c.followsFile, c.seed, len(g.authors)
+		for _, authors := range g.follows {
+			s.FollowEdges += len(authors)
+		}
+		s.PerActivity = round(g.deliveriesPerActivity(), 3)
+	}
+	return s
 }
 
 // connectReport: how the subscribers got in.
@@ -65,36 +79,44 @@ type connectReport struct {
 
 // producerReport: what entered the stream.
 type producerReport struct {
-	Mode       string  `json:"mode"` // redis | http-batch | http-publish-many
-	Events     int64   `json:"events"`
-	PerChannel []int64 `json:"per_channel"`
-	InWindow   int64   `json:"in_window"` // accepted events stamped inside the window
-	Errors     int64   `json:"errors"`    // events refused or lost on the way
-	Unsent     int64   `json:"unsent"`    // http: events still queued when the run ended, never sent
-	FirstError string  `json:"first_error"`
-	Requests   int64   `json:"requests"` // pipelines (redis) or POSTs (http)
-	MaxLagMs   float64 `json:"max_lag_ms"`
-	P99LagMs   float64 `json:"p99_lag_ms"` // send time - the tick the event was due, per request
-	EventsPerS float64 `json:"window_events_per_s"`
-	FellBack   bool    `json:"fell_back"` // publish_many answered -32601: batches of realtime.publish instead
+	Mode       string           `json:"mode"` // redis | http-batch | http-publish-many
+	Events     int64            `json:"events"`
+	PerChannel []int64          `json:"per_channel"`
+	InWindow   int64            `json:"in_window"` // accepted events stamped inside the window
+	Errors     int64            `json:"errors"`    // events refused or lost on the way
+	Unsent     int64            `json:"unsent"`    // http: events still queued when the run ended, never sent
+	FirstError string           `json:"first_error"`
+	Requests   int64            `json:"requests"` // pipelines (redis) or POSTs (http)
+	MaxLagMs   float64          `json:"max_lag_ms"`
+	P99LagMs   float64          `json:"p99_lag_ms"` // send time - the tick the event was due, per request
+	EventsPerS float64          `json:"window_events_per_s"`
+	FellBack   bool             `json:"fell_back"`            // publish_many answered -32601: batches of realtime.publish instead
+	PerAuthor  map[string]int64 `json:"per_author,omitempty"` // following: activities accepted per author
 	accepted   [][]uint64
+	all        []uint64 // following: the seqs accepted
+	authorOf   []int32  // following: the author of each seq
+	perAuthor  []int64  // following: per author index
 }
 
 // deliveriesReport: what the subscribers received, checked against the producer.
 type deliveriesReport struct {
-	Received         int64   `json:"received"` // distinct (subscriber, event) pairs of this run
-	Expected         int64   `json:"expected"` // sum over subscribers of their channel's accepted events
-	Lost             int64   `json:"lost"`     // accepted, subscribed, never received
-	Duplicated       int64   `json:"duplicated"`
-	OutOfOrder       int64   `json:"out_of_order"`            // seq below the highest seq already seen on that channel
-	OffsetViolations int64   `json:"offset_order_violations"` // offset not above the last offset seen on that channel
-	Unexpected       int64   `json:"unexpected"`              // this run's seqs the producer never saw accepted
-	Foreign          int64   `json:"foreign"`                 // pubs of another run or channel
-	Malformed        int64   `json:"malformed"`               // frames or pubs that did not parse
-	InWindow         int64   `json:"in_window"`               // deliveries of events sent inside the window
-	PerSecond        float64 `json:"window_per_s"`
-	Drained          bool    `json:"drained"`
-	DrainSeconds     float64 `json:"drain_s"`
+	Received          int64            `json:"received"` // distinct (subscriber, event) pairs of this run
+	Expected          int64            `json:"expected"` // sum over subscribers of their channel's accepted events
+	Lost              int64            `json:"lost"`     // accepted, subscribed, never received
+	Duplicated        int64            `json:"duplicated"`
+	OutOfOrder        int64            `json:"out_of_order"`            // seq below the highest seq already seen on that channel
+	OffsetViolations  int64            `json:"offset_order_violations"` // offset not above the last offset seen on that channel
+	OffsetGaps        int64            `json:"offset_gaps"`             // following: offset above the last + 1 (offsets skipped)
+	LostPairs         map[string]int64 `json:"lost_pairs,omitempty"`    // following: lost per "follower <- author", the first 20 pairs
+	LosingSubscribers int64            `json:"losing_subscribers"`      // following: subscribers that lost something
+	SilentSubscribers int64            `json:"silent_subscribers"`      // following: of them, those that got nothing they wanted
+	Unexpected        int64            `json:"unexpected"`              // this run's seqs the producer never saw accepted
+	Foreign           int64            `json:"foreign"`                 // pubs of another run or channel
+	Malformed         int64            `json:"malformed"`               // frames or pubs that did not parse
+	InWindow          int64            `json:"in_window"`               // deliveries of events sent inside the window
+	PerSecond         float64          `json:"window_per_s"`
+	Drained           bool             `json:"drained"`
+	DrainSeconds      float64          `json:"drain_s"`
 }
 
 type framesReport struct {
@@ -188,6 +210,12 @@ func setBit(set *[]uint64, seq int64) bool {
 	had := (*set)[word]&bit != 0
 	(*set)[word] |= bit
 	return had
+}
+
+// hasBit says whether seq is marked in set.
+func hasBit(set []uint64, seq int64) bool {
+	word := int(seq >> 6)
+	return word < len(set) && set[word]&(uint64(1)<<(uint(seq)&63)) != 0
 }
 
 // missing counts the bits of want that have is lacks; extra those of have that want lacks.

@@ -61,6 +61,7 @@ type subscriber struct {
 	index   int
 	channel int
 	name    []byte // its channel's name
+	user    string // its token's subject
 	conn    net.Conn
 	br      *bufio.Reader
 	writing sync.Mutex
@@ -75,6 +76,7 @@ type subscriber struct {
 	duplicated       int64
 	outOfOrder       int64
 	offsetViolations int64
+	offsetGaps       int64 // following
 	foreign          int64
 	malformed        int64
 	fragments        []byte
@@ -99,6 +101,7 @@ type shard struct {
 // fleet is every subscriber of the run.
 type fleet struct {
 	cfg         *config
+	graph       *followGraph // following, else nil
 	run         []byte
 	subs        []*subscriber
 	shards      [histogramShards]shard
@@ -116,7 +119,7 @@ type fleet struct {
 }
 
 func newFleet(cfg *config) *fleet {
-	f := &fleet{cfg: cfg, run: []byte(cfg.run), errorKinds: map[string]int{}, retryKinds: map[string]int{}}
+	f := &fleet{cfg: cfg, graph: cfg.graph, run: []byte(cfg.run), errorKinds: map[string]int{}, retryKinds: map[string]int{}}
 	f.windowStart.Store(math.MaxInt64)
 	f.windowEnd.Store(math.MaxInt64)
 	for i := range f.shards {
@@ -127,7 +130,11 @@ func newFleet(cfg *config) *fleet {
 		channel := j % cfg.channels
 		f.subs[j] = &subscriber{
 			index: j, channel: channel, name: []byte(cfg.channelPrefix + strconv.Itoa(channel)),
-			maxSeq: -1, lastOffset: -1,
+			user: cfg.userPrefix + strconv.Itoa(j), maxSeq: -1, lastOffset: -1,
+		}
+		if f.graph != nil {
+			f.subs[j].user = f.graph.users[j]
+			f.subs[j].name = []byte(followingPrefix + f.graph.users[j])
 		}
 	}
 	f.dialer = ws.Dialer{Timeout: cfg.dialTimeout, ReadBufferSize: readBufferBytes, WriteBufferSize: 1024}
@@ -239,7 +246,7 @@ func (f *fleet) connect(s *subscriber, slots chan struct{}, began time.Time) {
 
 // attempt dials, upgrades and subscribes once; on success s.conn and s.br are set.
 func (f *fleet) attempt(s *subscriber) error {
-	token, err := f.token(s.index)
+	token, err := f.token(s.user)
 	if err != nil {
 		return &errConnect{"token", false, err}
 	}
@@ -291,11 +298,11 @@ func (f *fleet) attempt(s *subscriber) error {
 	return nil
 }
 
-// token signs subscriber j's HS256 JWT: {"sub", "iat", "exp"} (protocols/tokens.py).
-func (f *fleet) token(j int) (string, error) {
+// token signs user's HS256 JWT: {"sub", "iat", "exp"} (protocols/tokens.py).
+func (f *fleet) token(user string) (string, error) {
 	now := time.Now().Unix()
 	claims := jwt.MapClaims{
-		"sub": f.cfg.userPrefix + strconv.Itoa(j),
+		"sub": user,
 		"iat": now,
 		"exp": now + int64(f.cfg.tokenTTL/time.Second),
 	}
@@ -438,6 +445,10 @@ func (f *fleet) pub(s *subscriber, item *fastjson.Value) (sentNs int64, ok bool)
 		if item.Exists("id") && item.GetInt("id") == subscribeID && s.subscribeReply == 0 {
 			if item.Exists("result") {
 				s.subscribeReply = 1
+				if f.graph != nil {
+					// following: offsets go on consecutively from the channel's offset now.
+					s.lastOffset = item.GetInt64("result", "offset")
+				}
 			} else {
 				s.subscribeReply = -1
 				s.subscribeError = string(item.MarshalTo(nil))
@@ -450,6 +461,9 @@ func (f *fleet) pub(s *subscriber, item *fastjson.Value) (sentNs int64, ok bool)
 	if data == nil || !params.Exists("offset") {
 		s.malformed++
 		return 0, false
+	}
+	if f.graph != nil {
+		return f.followingPub(s, params, data)
 	}
 	if !bytes.Equal(data.GetStringBytes("run"), f.run) || !bytes.Equal(params.GetStringBytes("channel"), s.name) {
 		s.foreign++
@@ -474,6 +488,45 @@ func (f *fleet) pub(s *subscriber, item *fastjson.Value) (sentNs int64, ok bool)
 		s.offsetViolations++
 	} else {
 		s.lastOffset = offset
+	}
+	return sent, true
+}
+
+// followingPub checks one pub on a following:<user> channel: the offsets
+// of every pub on it must be consecutive (another run's pubs take offsets
+// too), then this run's activities are counted as pub counts a fanout one.
+func (f *fleet) followingPub(s *subscriber, params, data *fastjson.Value) (sentNs int64, ok bool) {
+	if !bytes.Equal(params.GetStringBytes("channel"), s.name) {
+		s.foreign++
+		return 0, false
+	}
+	switch offset := params.GetInt64("offset"); {
+	case offset <= s.lastOffset:
+		s.offsetViolations++
+	case offset > s.lastOffset+1:
+		s.offsetGaps++
+		s.lastOffset = offset
+	default:
+		s.lastOffset = offset
+	}
+	seq, sent := data.GetInt64("seq"), data.GetInt64("sent_ns")
+	if !bytes.Equal(data.GetStringBytes("run"), f.run) {
+		s.foreign++
+		return 0, false
+	}
+	if seq < 0 || !data.Exists("seq") || !data.Exists("sent_ns") {
+		s.malformed++
+		return 0, false
+	}
+	if setBit(&s.seen, seq) {
+		s.duplicated++
+		return sent, true
+	}
+	s.unique.Add(1)
+	if seq < s.maxSeq {
+		s.outOfOrder++
+	} else {
+		s.maxSeq = seq
 	}
 	return sent, true
 }
@@ -511,17 +564,30 @@ func (f *fleet) startPings() (stop func()) {
 	return func() { close(done) }
 }
 
-// drain waits until every open subscriber has as many distinct events as
-// its channel accepted, or the deadline; whether all arrived.
-func (f *fleet) drain(accepted [][]uint64, deadline time.Time) bool {
-	want := make([]int64, len(accepted))
-	for i, set := range accepted {
-		want[i], _ = missing(set, nil)
+// wanted is, per subscriber, the distinct events it should receive: its
+// channel's accepted events (following: its followees' accepted activities).
+func (f *fleet) wanted(produced *producerReport) []int64 {
+	if f.graph != nil {
+		return f.graph.wanted(produced.perAuthor)
 	}
+	perChannel := make([]int64, len(produced.accepted))
+	for i, set := range produced.accepted {
+		perChannel[i], _ = missing(set, nil)
+	}
+	want := make([]int64, len(f.subs))
+	for j, s := range f.subs {
+		want[j] = perChannel[s.channel]
+	}
+	return want
+}
+
+// drain waits until every open subscriber has as many distinct events as
+// it wants (fleet.wanted), or the deadline; whether all arrived.
+func (f *fleet) drain(want []int64, deadline time.Time) bool {
 	for {
 		complete := true
-		for _, s := range f.subs {
-			if s.ready.Load() && !s.closed.Load() && s.unique.Load() < want[s.channel] {
+		for j, s := range f.subs {
+			if s.ready.Load() && !s.closed.Load() && s.unique.Load() < want[j] {
 				complete = false
 				break
 			}
@@ -575,21 +641,46 @@ func (f *fleet) disconnects() (map[string]int, int) {
 }
 
 // deliveries sums the subscribers' receipts against the producer's accepted seqs.
-func (f *fleet) deliveries(accepted [][]uint64, duration time.Duration) (*deliveriesReport, *latencyReport, *framesReport) {
+func (f *fleet) deliveries(produced *producerReport, duration time.Duration) (*deliveriesReport, *latencyReport, *framesReport) {
 	d := &deliveriesReport{}
-	for _, s := range f.subs {
+	var followingLost []int64
+	var want []int64
+	if f.graph != nil {
+		seen, subscribed := make([][]uint64, len(f.subs)), make([]bool, len(f.subs))
+		for j, s := range f.subs {
+			seen[j], subscribed[j] = s.seen, s.ready.Load()
+		}
+		followingLost, d.LostPairs = f.graph.lostPer(produced.all, produced.authorOf, seen, subscribed)
+		want = f.wanted(produced)
+	}
+	for j, s := range f.subs {
 		if !s.ready.Load() {
 			continue
 		}
-		lost, extra := missing(accepted[s.channel], s.seen)
-		want, _ := missing(accepted[s.channel], nil)
-		d.Expected += want
-		d.Lost += lost
-		d.Unexpected += extra
+		if f.graph != nil {
+			// What it received beyond what it wanted and got is unexpected.
+			d.Expected += want[j]
+			d.Lost += followingLost[j]
+			if followingLost[j] > 0 {
+				d.LosingSubscribers++
+				if followingLost[j] == want[j] {
+					d.SilentSubscribers++
+				}
+			}
+			d.Unexpected += s.unique.Load() - (want[j] - followingLost[j])
+		} else {
+			accepted := produced.accepted[s.channel]
+			lost, extra := missing(accepted, s.seen)
+			wanted, _ := missing(accepted, nil)
+			d.Expected += wanted
+			d.Lost += lost
+			d.Unexpected += extra
+		}
 		d.Received += s.unique.Load()
 		d.Duplicated += s.duplicated
 		d.OutOfOrder += s.outOfOrder
 		d.OffsetViolations += s.offsetViolations
+		d.OffsetGaps += s.offsetGaps
 		d.Foreign += s.foreign
 		d.Malformed += s.malformed
 	}

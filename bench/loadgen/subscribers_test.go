@@ -72,7 +72,7 @@ func TestOnlyEventsSentInTheWindowAreMeasured(t *testing.T) {
 	f.handle(s, []byte(pub("post:bench-0", 1, 0, "r1")))
 	f.setWindow(now+int64(time.Minute), now+2*int64(time.Minute))
 	f.handle(s, []byte(pub("post:bench-0", 2, 1, "r1")))
-	d, latency, frames := f.deliveries([][]uint64{{0b11}}, time.Second)
+	d, latency, frames := f.deliveries(&producerReport{accepted: [][]uint64{{0b11}}}, time.Second)
 	if d.InWindow != 1 || latency == nil || latency.Count != 1 || frames.Total != 2 {
 		t.Fatalf("in window %d, latency %+v, frames %+v; want 1 measured of 2 frames", d.InWindow, latency, frames)
 	}
