@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
@@ -28,6 +29,9 @@ import pytest
 import structlog
 import trio
 from click.testing import CliRunner
+
+from protocols.methods import build_dispatcher
+from tests.social_world import Expected, Rpc, Social, World, running_social, services_for
 
 # Plain one-line logs in tests: no colour, no rich tracebacks in captured output.
 structlog.configure(
@@ -144,3 +148,35 @@ def demo_graph(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
     trio.run(build)
     return directory
+
+
+# -- the social subtree over an empty graph (tests/social_world.py) ----------------------
+
+
+@pytest.fixture(params=["ladybug", pytest.param("neo4j", marks=pytest.mark.neo4j)])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> World:
+    """An empty graph on the backend under test, with ids unique to this test (a module with
+    a loaded world defines its own ``world``)."""
+    kind: str = request.param
+    prefix = uuid.uuid4().hex[:8]
+    if kind == "ladybug":
+        return World(kind, str(tmp_path / "graph"), prefix, [], Expected())
+    url: str = request.getfixturevalue("neo4j_url")
+    return World(kind, url, prefix, [], Expected())
+
+
+@pytest.fixture
+async def social(world: World) -> AsyncIterator[Social]:
+    """The social subtree running over the world's backend."""
+    store = await world.open()
+    try:
+        async with running_social(store) as running:
+            yield running
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+def rpc(social: Social) -> Rpc:
+    """The JSON-RPC dispatcher over the running subtree."""
+    return Rpc(build_dispatcher(services_for(social)), social)

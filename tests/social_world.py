@@ -269,3 +269,10 @@ class Rpc:
         assert "error" in reply, reply
         error: dict[str, Any] = reply["error"]
         return error
+
+
+async def new_users(social: Social, world: World, *names: str) -> list[str]:
+    """Create the users ``names`` (prefixed with the world's prefix); return their ids."""
+    ids = [world.id(name) for name in names]
+    await social.store.import_nodes("User", ids)
+    return ids

@@ -14,7 +14,6 @@ import contextlib
 import random
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,7 @@ from actors.social import (
 from actors.social import Social as SocialHandle
 from actors.social.messages import Direction
 from actors.social.reads import top_suggestions
-from tests.social_world import Social, World, load_world, running_social
+from tests.social_world import Social, World, load_world
 
 MOST_FOLLOWED = "398"  # 1,767 followers and 1,770 followings in the slice
 
@@ -73,17 +72,6 @@ def world(
     else:
         where = request.getfixturevalue("neo4j_url")
     return load_world(kind, where, uuid.uuid4().hex[:8], data_dir)
-
-
-@pytest.fixture
-async def social(world: World) -> AsyncIterator[Social]:
-    """The social subtree running over the world's backend."""
-    store = await world.open()
-    try:
-        async with running_social(store) as running:
-            yield running
-    finally:
-        await store.aclose()
 
 
 async def new_users(social: Social, world: World, *names: str) -> list[str]:

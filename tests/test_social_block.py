@@ -13,8 +13,6 @@ token.
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,45 +36,9 @@ from actors.social import (
     UsersPage,
 )
 from client import websocket_url
-from protocols.methods import build_dispatcher
 from stores.graph import Row
 from tests.in_process import invoke_in_thread, serving
-from tests.social_world import Expected, Rpc, Social, World, running_social, services_for
-
-
-@pytest.fixture(params=["ladybug", pytest.param("neo4j", marks=pytest.mark.neo4j)])
-def world(request: pytest.FixtureRequest, tmp_path: Path) -> World:
-    """An empty graph on the backend under test, with ids unique to this test."""
-    kind: str = request.param
-    prefix = uuid.uuid4().hex[:8]
-    if kind == "ladybug":
-        return World(kind, str(tmp_path / "graph"), prefix, [], Expected())
-    url: str = request.getfixturevalue("neo4j_url")
-    return World(kind, url, prefix, [], Expected())
-
-
-@pytest.fixture
-async def social(world: World) -> AsyncIterator[Social]:
-    """The social subtree running over the world's backend (neighbour pages split above 64)."""
-    store = await world.open()
-    try:
-        async with running_social(store) as running:
-            yield running
-    finally:
-        await store.aclose()
-
-
-@pytest.fixture
-def rpc(social: Social) -> Rpc:
-    """The JSON-RPC dispatcher over the running subtree."""
-    return Rpc(build_dispatcher(services_for(social)), social)
-
-
-async def new_users(social: Social, world: World, *names: str) -> list[str]:
-    """Create the users ``names`` (prefixed); return their ids."""
-    ids = [world.id(name) for name in names]
-    await social.store.import_nodes("User", ids)
-    return ids
+from tests.social_world import Rpc, Social, World, new_users
 
 
 async def query(social: Social, cypher: str, **params: Any) -> list[Row]:
