@@ -12,21 +12,23 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
 from click.testing import CliRunner, Result
+from trio_websocket import WebSocketConnection, open_websocket_url
 
 from auth.tokens import issue_token, load_secret
 from cli import main
+from client import websocket_url
 from server import serve
 from settings import ServeOptions, Settings
 from stores.backends import default_graph_url
 
-__all__ = ["Server", "invoke_in_thread", "serving"]
+__all__ = ["Server", "invoke_in_thread", "load_edges", "serving"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class Server:
     def token(self, user: str = "alice") -> str:
         """A user's token for this server, valid for an hour."""
         return issue_token(self.secret, user, ttl_seconds=3600)
+
+    def connect(self, user: str) -> AbstractAsyncContextManager[WebSocketConnection]:
+        """A WebSocket to this server's ``/ws``, authenticated as ``user`` (``?token=``)."""
+        return open_websocket_url(f"{websocket_url(self.url)}?token={self.token(user)}")
 
 
 @asynccontextmanager
@@ -73,3 +79,16 @@ async def invoke_in_thread(runner: CliRunner, args: list[str]) -> Result:
     return await trio.to_thread.run_sync(
         functools.partial(runner.invoke, main, args), abandon_on_cancel=True
     )
+
+
+async def load_edges(directory: Path, edges: str) -> Path:
+    """A data directory ``directory/data`` whose embedded graph holds the edge list ``edges``
+    (``"follower followee"`` lines), loaded by ``starling load graph``."""
+    path = directory / "edges.txt"
+    path.write_text(edges)
+    data = directory / "data"
+    loaded = await invoke_in_thread(
+        CliRunner(), ["load", "graph", str(path), "--data-dir", str(data)]
+    )
+    assert loaded.exit_code == 0, loaded.output
+    return data

@@ -22,7 +22,7 @@ import trio
 
 from tests.services import free_port
 
-__all__ = ["SECRET", "STARTUP", "Process", "server_process", "wait_healthy"]
+__all__ = ["SECRET", "STARTUP", "Process", "load_graph", "server_process", "wait_healthy"]
 
 SECRET = "scale-out-test-secret-0123456789abcdef"
 """The token secret every process of a test shares (``STARLING_SECRET``)."""
@@ -95,3 +95,25 @@ async def wait_healthy(url: str) -> None:
                 except httpx.TransportError:
                     pass  # not listening yet
                 await trio.sleep(0.2)
+
+
+async def load_graph(
+    directory: Path, edges: str, *, graph_url: str | None = None, data_dir: Path | None = None
+) -> None:
+    """``starling load graph`` of the edge list ``edges`` in a process of its own.
+
+    Args:
+        directory: where the edge list is written (``edges.txt``).
+        edges: ``"follower followee"`` lines (a header line is recognised).
+        graph_url: the shared graph to load (Neo4j); else the embedded one of ``data_dir``.
+        data_dir: the data directory (``directory/load`` when ``None``).
+    """
+    path = directory / "edges.txt"
+    path.write_text(edges)
+    command = [
+        sys.executable, "-c", "from cli import main; main()", "load", "graph", str(path),
+        "--data-dir", str(data_dir or directory / "load"),
+        *(["--graph-url", graph_url] if graph_url else []),
+    ]  # fmt: skip
+    env = os.environ | {"STARLING_SECRET": SECRET}
+    await trio.run_process(command, check=True, env=env, capture_stdout=True, capture_stderr=True)

@@ -7,8 +7,6 @@ the servers start in real time, so waits poll under a bound.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from auth.tokens import issue_token
-from tests.processes import SECRET, server_process, wait_healthy
+from tests.processes import SECRET, load_graph, server_process, wait_healthy
 
 pytestmark = pytest.mark.redis
 
@@ -56,14 +54,8 @@ async def test_a_user_on_two_processes_is_told_of_a_post_once(
     processes, stale: both sessions get the one feed.stale notice (one offset) and no second
     one from process B, which saw the post over Pub/Sub and lost the window's claim."""
     redis.Redis.from_url(redis_url).flushall()
-    edges = tmp_path / "edges.txt"
-    edges.write_text("reader writer\n")  # in process A's embedded graph
-    env = os.environ | {"STARLING_SECRET": SECRET}
-    await trio.run_process(
-        [sys.executable, "-c", "from cli import main; main()", "load", "graph", str(edges),
-         "--data-dir", str(tmp_path / "a")],
-        check=True, env=env, capture_stdout=True, capture_stderr=True,
-    )  # fmt: skip
+    # in process A's embedded graph
+    await load_graph(tmp_path, "reader writer\n", data_dir=tmp_path / "a")
     with (
         server_process(tmp_path, redis_url, "a") as a,
         server_process(tmp_path, redis_url, "b") as b,

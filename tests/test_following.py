@@ -8,73 +8,27 @@ Users 1..6 come from an edge list loaded by the CLI (1 follows 2 and 3). Activit
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
-from click.testing import CliRunner
-from trio_websocket import WebSocketConnection, open_websocket_url
 
 from actors.realtime.pipeline import RealtimeSettings
-from client import websocket_url
-from tests.in_process import Server, invoke_in_thread, serving
+from tests.in_process import Server, load_edges, serving
+from tests.ws_client import Client
 
 TIMEOUT = 30.0
 """Seconds any one test may take."""
-QUIET = 1.0
-"""Seconds a client waits to be sure nothing more arrives (the issue's 1 s budget)."""
 
 
 async def load_users(tmp_path: Path) -> Path:
     """A data directory whose graph holds users 1..6; 1 follows 2 and 3, 4 follows 5."""
-    edges = tmp_path / "edges.txt"
-    edges.write_text("1 2\n1 3\n4 5\n5 6\n")
-    directory = tmp_path / "data"
-    loaded = await invoke_in_thread(
-        CliRunner(), ["load", "graph", str(edges), "--data-dir", str(directory)]
-    )
-    assert loaded.exit_code == 0, loaded.output
-    return directory
-
-
-class Client:
-    """One user's WebSocket: requests with ids, pushes kept in arrival order."""
-
-    def __init__(self, ws: WebSocketConnection) -> None:
-        self.ws = ws
-        self.pushes: list[dict[str, Any]] = []
-        self._ids = 0
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self._ids += 1
-        await self.ws.send_message(
-            json.dumps({"jsonrpc": "2.0", "id": self._ids, "method": method, "params": params})
-        )
-        while True:
-            message = json.loads(await self.ws.get_message())
-            if message.get("id") == self._ids:
-                return dict(message)
-            self.pushes.append(message)
-
-    async def push(self) -> dict[str, Any]:
-        """The next push (pub, unsubscribed …), waiting for it."""
-        if self.pushes:
-            return self.pushes.pop(0)
-        return dict(json.loads(await self.ws.get_message()))
-
-    async def quiet(self) -> list[dict[str, Any]]:
-        """Every push that arrives within :data:`QUIET` seconds."""
-        with trio.move_on_after(QUIET):
-            while True:
-                self.pushes.append(json.loads(await self.ws.get_message()))
-        pushes, self.pushes = self.pushes, []
-        return pushes
+    return await load_edges(tmp_path, "1 2\n1 3\n4 5\n5 6\n")
 
 
 def connect(server: Server, user: str) -> Any:
-    return open_websocket_url(f"{websocket_url(server.url)}?token={server.token(user)}")
+    return server.connect(user)
 
 
 async def rpc(server: Server, method: str, **params: Any) -> Any:
@@ -263,14 +217,8 @@ async def test_a_user_following_thousands_and_an_author_with_many_followers_work
     """User big follows 3,000 users and author star has 50,000 followers, 2 of them
     listening: big receives the comment of its 3,000th followee, and star's comment goes to
     exactly its 2 listening followers (the rest cost nothing)."""
-    edges = tmp_path / "edges.txt"
     lines = [f"big f{n}" for n in range(3000)] + [f"fan{n} star" for n in range(50_000)]
-    edges.write_text("\n".join(lines) + "\n")
-    directory = tmp_path / "data"
-    loaded = await invoke_in_thread(
-        CliRunner(), ["load", "graph", str(edges), "--data-dir", str(directory)]
-    )
-    assert loaded.exit_code == 0, loaded.output
+    directory = await load_edges(tmp_path, "\n".join(lines) + "\n")
     with trio.fail_after(TIMEOUT * 2):
         async with (
             serving(directory) as server,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from auth.tokens import issue_token
-from tests.processes import SECRET, Process, server_process, wait_healthy
+from tests.processes import SECRET, Process, load_graph, server_process, wait_healthy
 
 pytestmark = [pytest.mark.redis, pytest.mark.neo4j]
 
@@ -63,14 +62,8 @@ async def two_processes(tmp_path: Path, redis_url: str, neo4j_url: str) -> Any:
     """Users <p>1..<p>4 in Neo4j (1 follows 2; 3 follows 2), two processes a and b."""
     redis.Redis.from_url(redis_url).flushall()
     prefix = f"fo{os.getpid()}x"
-    edges = tmp_path / "edges.txt"
-    edges.write_text(f"{prefix}1 {prefix}2\n{prefix}3 {prefix}2\n{prefix}4 {prefix}3\n")
-    env = os.environ | {"STARLING_SECRET": SECRET}
-    await trio.run_process(
-        [sys.executable, "-c", "from cli import main; main()", "load", "graph", str(edges),
-         "--graph-url", neo4j_url, "--data-dir", str(tmp_path / "load")],
-        check=True, env=env, capture_stdout=True, capture_stderr=True,
-    )  # fmt: skip
+    edges = f"{prefix}1 {prefix}2\n{prefix}3 {prefix}2\n{prefix}4 {prefix}3\n"
+    await load_graph(tmp_path, edges, graph_url=neo4j_url)
     with (
         server_process(tmp_path, redis_url, "a", neo4j_url) as a,
         server_process(tmp_path, redis_url, "b", neo4j_url) as b,

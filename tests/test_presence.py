@@ -13,11 +13,8 @@ from typing import Any
 
 import httpx
 import trio
-from click.testing import CliRunner
-from trio_websocket import open_websocket_url
 
-from client import websocket_url
-from tests.in_process import Server, invoke_in_thread, serving
+from tests.in_process import Server, load_edges, serving
 from tests.ws_client import Client
 
 TIMEOUT = 30.0
@@ -26,18 +23,11 @@ TIMEOUT = 30.0
 
 async def load_users(tmp_path: Path) -> Path:
     """A data directory whose graph holds users 1..4; 1 follows 2."""
-    edges = tmp_path / "edges.txt"
-    edges.write_text("1 2\n3 4\n")
-    directory = tmp_path / "data"
-    loaded = await invoke_in_thread(
-        CliRunner(), ["load", "graph", str(edges), "--data-dir", str(directory)]
-    )
-    assert loaded.exit_code == 0, loaded.output
-    return directory
+    return await load_edges(tmp_path, "1 2\n3 4\n")
 
 
 def connect(server: Server, user: str) -> Any:
-    return open_websocket_url(f"{websocket_url(server.url)}?token={server.token(user)}")
+    return server.connect(user)
 
 
 def change(method: str, channel: str, user: str, connections: int) -> dict[str, Any]:

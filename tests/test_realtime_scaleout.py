@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from trio_websocket import open_websocket_url
 
 from actors.realtime.streams import STREAM
 from auth.tokens import issue_token
-from tests.processes import SECRET, server_process, wait_healthy
+from tests.processes import SECRET, load_graph, server_process, wait_healthy
 
 pytestmark = pytest.mark.redis
 
@@ -117,14 +116,8 @@ async def test_two_processes_on_one_redis_and_one_neo4j(
     redis.Redis.from_url(redis_url).flushall()
     prefix = f"ops{os.getpid()}x"
     a, b, c = (f"{prefix}{name}" for name in "abc")
-    edges = tmp_path / "edges.txt"
-    edges.write_text(f"source target\n{a} {b}\n{b} {a}\n{c} {b}\n")  # a header line
-    env = os.environ | {"STARLING_SECRET": SECRET}
-    await trio.run_process(
-        [sys.executable, "-c", "from cli import main; main()", "load", "graph", str(edges),
-         "--graph-url", neo4j_url, "--data-dir", str(tmp_path / "load")],
-        check=True, env=env, capture_stdout=True, capture_stderr=True,
-    )  # fmt: skip
+    edges = f"source target\n{a} {b}\n{b} {a}\n{c} {b}\n"  # a header line
+    await load_graph(tmp_path, edges, graph_url=neo4j_url)
     with (
         server_process(tmp_path, redis_url, "a", neo4j_url) as process_a,
         server_process(tmp_path, redis_url, "b", neo4j_url) as process_b,

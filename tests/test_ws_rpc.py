@@ -10,12 +10,11 @@ from typing import Any
 
 import httpx
 import trio
-from click.testing import CliRunner
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from auth.tokens import issue_token
 from client import websocket_url
-from tests.in_process import Server, invoke_in_thread, serving
+from tests.in_process import Server, load_edges, serving
 
 TIMEOUT = 30.0
 """Seconds any one test may take."""
@@ -24,15 +23,8 @@ FOLLOWERS = 40
 
 async def load_users(tmp_path: Path) -> Path:
     """A data directory whose graph holds users 1..41 and 100 (an edge list loaded by the CLI)."""
-    edges = tmp_path / "edges.txt"
     lines = [f"{i} {i + 1}" for i in range(1, FOLLOWERS + 1)] + ["100 1"]
-    edges.write_text("\n".join(lines) + "\n")
-    directory = tmp_path / "data"
-    loaded = await invoke_in_thread(
-        CliRunner(), ["load", "graph", str(edges), "--data-dir", str(directory)]
-    )
-    assert loaded.exit_code == 0, loaded.output
-    return directory
+    return await load_edges(tmp_path, "\n".join(lines) + "\n")
 
 
 def request(id: int, method: str, params: dict[str, Any]) -> dict[str, Any]:

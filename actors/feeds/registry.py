@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import structlog
 import trio
 
@@ -52,8 +51,8 @@ from actors.social.events import (
     Unblocked,
     Unfollowed,
     Unmuted,
-    decode_event,
     encode_event,
+    remote_event,
 )
 from stores.cache import Cache
 from stores.errors import StoreError
@@ -275,12 +274,8 @@ class FeedEventRouter:
         async with pubsub.subscribe(SHARED_TOPIC) as messages:
             task_status.started()
             async for message in messages:
-                try:
-                    origin, event = decode_event(message.data)
-                except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as bad:
-                    log.warning("not a feed event; dropped", error=str(bad))
-                    continue
-                if origin != self._origin:
+                event = remote_event(message.data, self._origin)
+                if event is not None:
                     self.received += 1
                     await self._route(event)
 

@@ -69,7 +69,7 @@ from actors.social.events import (
     SocialEvent,
     Unblocked,
     Unfollowed,
-    decode_event,
+    remote_event,
 )
 from actors.social.pool import ReaderPool
 from stores.cache import Cache
@@ -462,16 +462,17 @@ class Audience:
         async with pubsub.subscribe(CONTROL_TOPIC, SHARED_TOPIC) as messages:
             task_status.started()
             async for message in messages:
+                if message.topic != CONTROL_TOPIC:
+                    event = remote_event(message.data, self._origin)
+                    if event is not None:
+                        await self.apply(event)
+                    continue
                 try:
-                    if message.topic == CONTROL_TOPIC:
-                        await self._control(_decode_control(message.data))
-                        continue
-                    origin, event = decode_event(message.data)
-                except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as bad:
+                    control = _decode_control(message.data)
+                except (msgspec.DecodeError, msgspec.ValidationError) as bad:
                     log.warning("not an audience message; dropped", error=str(bad))
                     continue
-                if origin != self._origin:
-                    await self.apply(event)
+                await self._control(control)
 
     def request_stop(self) -> None:
         """Stop following events (the index stays as it is)."""

@@ -66,7 +66,7 @@ from actors.social.events import (
     Published,
     Recommended,
     SocialEvent,
-    decode_event,
+    remote_event,
 )
 from stores.cache import Cache
 from stores.errors import StoreError
@@ -371,12 +371,8 @@ class StaleNotifier:
             async with pubsub.subscribe(SHARED_TOPIC) as messages:
                 task_status.started()
                 async for message in messages:
-                    try:
-                        origin, event = decode_event(message.data)
-                    except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as bad:
-                        log.warning("feed.stale: not a domain event; dropped", error=str(bad))
-                        continue
-                    if origin != self._origin and isinstance(event, kinds):
+                    event = remote_event(message.data, self._origin)
+                    if isinstance(event, kinds):
                         self.received += 1
                         await send.send(event)
 

@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, get_args
 
 import msgspec
+import structlog
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,3 +212,17 @@ def decode_event(data: bytes) -> tuple[str, SocialEvent]:
     origin, name, fields = msgspec.msgpack.decode(data, type=tuple[str, str, dict[str, Any]])
     event: SocialEvent = msgspec.convert(fields, type=_event_types()[name])
     return origin, event
+
+
+def remote_event(data: bytes, origin: str) -> SocialEvent | None:
+    """The event another process shared on :data:`SHARED_TOPIC`, or ``None``.
+
+    ``None`` for this process's own (``origin``: it saw it on its bus already) and
+    for a message that is not an event (logged and dropped: Pub/Sub is shared).
+    """
+    try:
+        sender, event = decode_event(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as bad:
+        log.warning("not a domain event; dropped", topic=SHARED_TOPIC, error=str(bad))
+        return None
+    return None if sender == origin else event
