@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import structlog
 import trio
+import trio.testing
 from click.testing import CliRunner
 
 from protocols.methods import build_dispatcher
@@ -180,3 +181,21 @@ async def social(world: World) -> AsyncIterator[Social]:
 def rpc(social: Social) -> Rpc:
     """The JSON-RPC dispatcher over the running subtree."""
     return Rpc(build_dispatcher(services_for(social)), social)
+
+
+# -- the key-value backends' contract tests (tests/test_contract_*.py) --------------------
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def redis_or_none(request: pytest.FixtureRequest) -> str | None:
+    """``None`` for the in-process backend, else the URL of the real Redis."""
+    if request.param == "memory":
+        return None
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+@pytest.fixture
+def clock(redis_or_none: str | None) -> trio.testing.MockClock | None:
+    """The autojump clock for the in-process backend; real time for Redis."""
+    return trio.testing.MockClock(autojump_threshold=0) if redis_or_none is None else None

@@ -42,21 +42,6 @@ class Backend:
     sequencer: Sequencer
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def redis_or_none(request: pytest.FixtureRequest) -> str | None:
-    """``None`` for the in-process backend, else the URL of the real Redis."""
-    if request.param == "memory":
-        return None
-    url: str = request.getfixturevalue("redis_url")
-    return url
-
-
-@pytest.fixture
-def clock(redis_or_none: str | None) -> trio.testing.MockClock | None:
-    """The autojump clock for the in-process backend; real time for Redis."""
-    return trio.testing.MockClock(autojump_threshold=0) if redis_or_none is None else None
-
-
 @pytest.fixture
 async def kv(redis_or_none: str | None) -> AsyncIterator[Backend]:
     """The adapters of the backend under test."""

@@ -469,14 +469,30 @@ func (f *fleet) pub(s *subscriber, item *fastjson.Value) (sentNs int64, ok bool)
 		s.foreign++
 		return 0, false
 	}
-	seq, offset, sent := data.GetInt64("seq"), params.GetInt64("offset"), data.GetInt64("sent_ns")
+	sent, ok, fresh := s.count(data)
+	if !fresh {
+		return sent, ok
+	}
+	if offset := params.GetInt64("offset"); offset <= s.lastOffset {
+		s.offsetViolations++
+	} else {
+		s.lastOffset = offset
+	}
+	return sent, true
+}
+
+// count checks one of this run's events by its seq: malformed (not ok),
+// duplicated (ok, not fresh), or new (fresh: counted in unique, out of order if
+// its seq is below the highest seen); sentNs is its producer's timestamp.
+func (s *subscriber) count(data *fastjson.Value) (sentNs int64, ok, fresh bool) {
+	seq, sent := data.GetInt64("seq"), data.GetInt64("sent_ns")
 	if seq < 0 || !data.Exists("seq") || !data.Exists("sent_ns") {
 		s.malformed++
-		return 0, false
+		return 0, false, false
 	}
 	if setBit(&s.seen, seq) {
 		s.duplicated++
-		return sent, true
+		return sent, true, false
 	}
 	s.unique.Add(1)
 	if seq < s.maxSeq {
@@ -484,12 +500,7 @@ func (f *fleet) pub(s *subscriber, item *fastjson.Value) (sentNs int64, ok bool)
 	} else {
 		s.maxSeq = seq
 	}
-	if offset <= s.lastOffset {
-		s.offsetViolations++
-	} else {
-		s.lastOffset = offset
-	}
-	return sent, true
+	return sent, true, true
 }
 
 // followingPub checks one pub on a following:<user> channel: the offsets
@@ -509,26 +520,12 @@ func (f *fleet) followingPub(s *subscriber, params, data *fastjson.Value) (sentN
 	default:
 		s.lastOffset = offset
 	}
-	seq, sent := data.GetInt64("seq"), data.GetInt64("sent_ns")
 	if !bytes.Equal(data.GetStringBytes("run"), f.run) {
 		s.foreign++
 		return 0, false
 	}
-	if seq < 0 || !data.Exists("seq") || !data.Exists("sent_ns") {
-		s.malformed++
-		return 0, false
-	}
-	if setBit(&s.seen, seq) {
-		s.duplicated++
-		return sent, true
-	}
-	s.unique.Add(1)
-	if seq < s.maxSeq {
-		s.outOfOrder++
-	} else {
-		s.maxSeq = seq
-	}
-	return sent, true
+	sent, ok, _ := s.count(data)
+	return sent, ok
 }
 
 // -- keepalive, drain, close -------------------------------------------------------
