@@ -7,13 +7,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 import trio
 
 from actors.bus import EventBus
 from actors.realtime.audience import FOLLOWEES, Audience, AudienceSettings
+from actors.realtime.channels import GraphUnavailable
 from actors.realtime.history import Histories
 from actors.realtime.publisher import Publisher
 from actors.realtime.transform import Rendered
+from actors.runtime import ActorCrashed
 from actors.social.events import SocialEvent
 from stores.memory import MemoryCache, MemorySequencer
 
@@ -107,3 +110,22 @@ async def test_a_listener_leaves_the_index_after_the_grace_without_subscribers(
         nursery.cancel_scope.cancel()
 
     assert (within, after) == (True, False)
+
+
+class CrashingGraph:
+    """Every read fails as a reader that crashed on it would."""
+
+    async def read(self, cypher: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        await trio.lowlevel.checkpoint()
+        raise ActorCrashed("graph_reader-0 crashed")
+
+
+async def test_a_reader_crash_during_a_check_is_graph_unavailable() -> None:
+    """A circle: check whose graph read crashes its reader raises GraphUnavailable (the
+    session answers -32001), never the crash itself (which would end the gateway's task)."""
+    publisher = Publisher(lambda channel, offset, data: data, Histories())
+    subject = audience(SlowGraph({}, delay=0.0), publisher)
+    subject._readers = CrashingGraph()  # type: ignore[assignment]  # after start-up reads
+
+    with pytest.raises(GraphUnavailable):
+        await subject.check("me", "circle:someone")

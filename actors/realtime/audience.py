@@ -61,7 +61,7 @@ from actors.realtime.following import FollowingIndex
 from actors.realtime.publisher import Publisher
 from actors.realtime.transform import Rendered
 from actors.realtime.transformer import Fanout
-from actors.runtime import ActorUnavailable, Rejection
+from actors.runtime import ActorError, Rejection
 from actors.social.events import (
     SHARED_TOPIC,
     Blocked,
@@ -249,7 +249,7 @@ class Audience:
         self.checks += 1
         try:
             reason = await self._check(user, channel)
-        except (Rejection, ActorUnavailable, StoreError) as failure:
+        except (Rejection, ActorError, StoreError) as failure:
             raise GraphUnavailable(str(failure)) from failure
         if reason is not None:
             self.refused += 1
@@ -379,7 +379,13 @@ class Audience:
         for user in message.users:
             self._remote.setdefault(user, {})[message.origin] = expiry
         if new:
-            await self._load(new)
+            try:
+                await self._load(new)
+            except (Rejection, ActorError, StoreError) as failure:
+                # Not held yet: the next announcement (a heartbeat away) tries again.
+                for user in new:
+                    self._remote.pop(user, None)
+                log.warning("listeners of another process not loaded", error=str(failure))
 
     # -- domain events -------------------------------------------------------------------
 
@@ -417,7 +423,7 @@ class Audience:
             return []
         try:
             rows = await self._readers.read(POSTS_BY, {"author": author, "posts": posts})
-        except (Rejection, ActorUnavailable, StoreError) as failure:
+        except (Rejection, ActorError, StoreError) as failure:
             log.warning("blocked user's post subscriptions not revoked", error=str(failure))
             return []
         return [POST_PREFIX + str(row["id"]) for row in rows]

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
+import structlog
 import trio
 from wsproto import ConnectionType
 from wsproto.events import AcceptConnection, CloseConnection, RejectConnection, Request
@@ -68,6 +69,8 @@ from protocols.websocket.session import (
     Presence,
     Session,
 )
+
+log = structlog.get_logger(__name__)
 
 SECONDS: Final = 1.0
 
@@ -237,6 +240,10 @@ class WebSocketGateway:
                 verdict = verdicts[index] = await self._gate.check(user, call.channel)
             except GraphUnavailable as outage:
                 verdicts[index] = outage
+                return
+            except Exception:  # a bug in the gate must not end the gateway's other connections
+                log.exception("subscription check failed", channel=call.channel)
+                verdicts[index] = GraphUnavailable("the subscription could not be checked")
                 return
             if verdict is not None:
                 return
