@@ -4,13 +4,17 @@
 #               default, replay the real Reddit threads live, print what to try (starling demo)
 #   make test   install everything (redis-server, the Neo4j test server, Python packages)
 #               and run lint, types and the whole test suite against real services
+#   make chaos  the fault tests' long versions (tests/reliability/test_faults*.py): a minute of
+#               traffic around each fault; figures in bench/results/reliability-*-long.json
+#   make fuzz   the fuzz suite's long run (tests/fuzz): 40 times the cases CI draws, random
 
 PYTHON ?= python3
+SOAK_MINUTES ?= 30
 VENV   ?= .venv
 DATA   ?= ../shared/data
 BIN     = $(VENV)/bin
 
-.PHONY: run test install install-test install-bench lint typecheck pytest bench-social bench-feeds bench-tools clean
+.PHONY: run test install install-test install-bench lint typecheck pytest bench-social bench-feeds bench-tools soak chaos fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +52,19 @@ pytest:
 
 test: install-test lint typecheck pytest
 
+# Two servers on one Redis under kill -9, a Redis restart, a Neo4j cut, injected actor crashes and a
+# 10 s network cut to Redis, at a steady rate; CI runs the short versions (a few seconds each).
+CHAOS_TESTS = tests/reliability/test_faults.py tests/reliability/test_faults_injected.py
+chaos: install-test
+	STARLING_CHAOS=long STARLING_CHAOS_RESULTS=bench/results \
+		$(BIN)/python -m pytest $(CHAOS_TESTS) -s -o timeout=1800
+
+# Garbage at every door (tests/fuzz; CI runs the "ci" profile, a fixed set of cases): STARLING_FUZZ=1
+# picks the hypothesis "fuzz" profile (tests/fuzz/budget.py), random cases, what fails kept in
+# .hypothesis/ and replayed first on the next run.
+fuzz: install-test
+	STARLING_FUZZ=1 $(BIN)/python -m pytest tests/fuzz -o timeout=3600
+
 bench-social: install-bench
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/starling load demo --source $(DATA) --if-empty
@@ -62,6 +79,13 @@ bench-tools:
 	@command -v go >/dev/null || { echo "bench-tools needs Go >= 1.22: apt-get install golang-go (or https://go.dev/dl/)"; exit 1; }
 	cd bench/loadgen && go build -o starling-loadgen ./...
 	cd bench/rpcload && go build -o starling-rpcload .
+
+# The soak: the demo world served by starling serve under a steady mixed load at half the
+# knee for SOAK_MINUTES (30); RSS, fds, trio tasks, p99 and losses over time, judged
+# (docs/benchmarks.md, "Soak"). Writes bench/results/soak.json and docs/images/soak.png.
+soak: install-bench bench-tools
+	$(BIN)/starling load demo --source $(DATA) --if-empty
+	$(BIN)/starling bench soak --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) starling-data tests/neo4j_server/target

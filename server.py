@@ -23,9 +23,12 @@ directory, in-process cache/stream/pubsub).
 
 from __future__ import annotations
 
+import functools
 import gc
 import secrets
 import signal
+import time
+from collections.abc import Awaitable
 
 import structlog
 import trio
@@ -40,11 +43,12 @@ from actors.feeds import (
 from actors.monitor import BackendMonitor
 from actors.realtime.pipeline import realtime_subtree
 from actors.social import GraphReader, GraphWriter, ReaderPool, Social, SocialEvent
-from auth.tokens import load_secret
+from auth.tokens import Keyring, load_keyring
 from observability.dashboard import DashboardReporter, Snapshots, Sources
 from protocols.app import AppConfig, create_app
 from protocols.http import HttpServer
 from protocols.methods import Services
+from protocols.ratelimit import RateLimiter
 from protocols.websocket import (
     WebSocketGateway,
     gap_frame,
@@ -58,7 +62,14 @@ from stores.backends import (
     redact,
 )
 from stores.graph import GraphStore
-from supervisor import Backoff, ChildSpec, Strategy, Supervisor, SupervisorStatistics
+from supervisor import (
+    Backoff,
+    ChildSpec,
+    FaultKind,
+    Strategy,
+    Supervisor,
+    SupervisorStatistics,
+)
 
 log = structlog.get_logger("starling")
 
@@ -76,12 +87,12 @@ def build_tree(
     options: ServeOptions,
     graph: GraphStore,
     key_value: KeyValueBackend,
-    secret: bytes,
+    secret: Keyring,
 ) -> Supervisor:
     """The supervision tree, with the HTTP server as its last child.
 
     Args:
-        secret: the WebSocket token secret (:func:`auth.tokens.load_secret`).
+        secret: the token secrets (:func:`auth.tokens.load_keyring`).
     """
     stores = Supervisor(
         "stores",
@@ -154,6 +165,9 @@ def build_tree(
     def tree() -> SupervisorStatistics:
         return root.statistics()
 
+    def inject_fault(path: str, kind: FaultKind) -> Awaitable[bool]:
+        return root.inject_fault(path, kind)
+
     services = Services(
         tree=tree,
         social=social_handle,
@@ -161,12 +175,15 @@ def build_tree(
         feeds=feeds_handle,
         realtime=realtime_handle,
         restart=lambda path: root.restart_path(path),
+        fault=inject_fault if options.fault_injection else None,
     )
     gateway = WebSocketGateway(
         realtime_handle.publisher,
         secret,
         limits=options.ws_limits,
         max_connections=options.ws_max_connections,
+        handshake_timeout=options.ws_handshake_timeout,
+        rate_limiter=RateLimiter(options.rate_limits),
     )
     if realtime_handle.audience is not None:
         gateway.attach_gate(realtime_handle.audience)
@@ -175,7 +192,13 @@ def build_tree(
         gateway.attach_presence(realtime_handle.presence)
     app = create_app(
         services,
-        AppConfig(api_key=settings.api_key, max_body_bytes=options.max_body_bytes),
+        AppConfig(
+            api_key=settings.api_key,
+            max_body_bytes=options.max_body_bytes,
+            body_timeout=options.body_timeout,
+            health_access=options.health_access,
+            metrics_access=options.metrics_access,
+        ),
         websocket=gateway,
         secret=secret,
     )
@@ -191,7 +214,14 @@ def build_tree(
             )
         ),
     )
-    http = HttpServer(app, host=options.host, port=options.port, websocket=gateway)
+    http = HttpServer(
+        app,
+        host=options.host,
+        port=options.port,
+        websocket=gateway,
+        first_bytes_timeout=options.first_bytes_timeout,
+        keep_alive_timeout=options.keep_alive_timeout,
+    )
     root = Supervisor(
         "root",
         [
@@ -208,6 +238,21 @@ def build_tree(
     return root
 
 
+def log_rotation(keyring: Keyring) -> None:
+    """Say whether the previous token secret still verifies, and until when (never the
+    secret itself)."""
+    if keyring.previous is None:
+        return
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(keyring.previous_until))
+    if keyring.previous_until > time.time():
+        log.info("the previous token secret verifies until its grace ends", until=until)
+    else:
+        log.warning(
+            "the previous token secret's grace is over: unset STARLING_PREVIOUS_SECRET",
+            ended=until,
+        )
+
+
 async def serve(
     settings: Settings,
     options: ServeOptions,
@@ -222,8 +267,13 @@ async def serve(
     graph = await settings.open_graph(max_connections=options.readers + 2)
     key_value = open_key_value(settings.redis_url, stream_max_length=options.stream_max_length)
     try:
-        secret = await trio.to_thread.run_sync(load_secret, settings.data_dir)
+        secret = await trio.to_thread.run_sync(
+            functools.partial(
+                load_keyring, settings.data_dir, previous_until=options.previous_secret_until
+            )
+        )
         root = build_tree(settings, options, graph, key_value, secret)
+        log_rotation(secret)
         if settings.api_key is None:
             log.warning("STARLING_API_KEY is not set: /rpc answers loopback clients only")
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

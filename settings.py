@@ -13,7 +13,10 @@ from pathlib import Path
 from actors.feeds import FeedSettings
 from actors.feeds.scorer import DEFAULT_REMOTE_TIMEOUT
 from actors.realtime.pipeline import RealtimeSettings
-from protocols.websocket.gateway import DEFAULT_MAX_CONNECTIONS
+from protocols.app import DEFAULT_BODY_TIMEOUT, RouteAccess
+from protocols.http import DEFAULT_FIRST_BYTES_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT
+from protocols.ratelimit import DEFAULT_RATE_LIMITS, RateLimits
+from protocols.websocket.gateway import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from protocols.websocket.session import Limits
 from stores.backends import DEFAULT_STREAM_MAX_LENGTH, default_graph_url, open_graph
 from stores.graph import GraphStore
@@ -32,14 +35,16 @@ class Settings:
         redis_url: ``memory://`` | ``redis://…``.
         neo4j_user, neo4j_password: Neo4j credentials.
         api_key: bearer key for ``/rpc``; ``None``: loopback only.
+
+    The password, the key and the URLs (which may hold a password) never show in a ``repr``.
     """
 
     data_dir: Path
-    graph_url: str
-    redis_url: str
+    graph_url: str = field(repr=False)
+    redis_url: str = field(repr=False)
     neo4j_user: str | None = None
-    neo4j_password: str | None = None
-    api_key: str | None = None
+    neo4j_password: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def resolve(
@@ -80,7 +85,21 @@ class Settings:
 
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
-    """``starling serve`` options."""
+    """``starling serve`` options.
+
+    Attributes:
+        fault_injection: answer ``system.fault`` (``--fault-injection``; off: -32003).
+        previous_secret_until: epoch seconds until which the previous token secret
+            (``STARLING_PREVIOUS_SECRET``) still verifies (:func:`auth.tokens.load_keyring`).
+        health_access, metrics_access: who may read ``/health`` and ``/metrics``.
+        first_bytes_timeout: seconds from the accept for a request's first bytes
+            (:class:`protocols.http.HttpServer`).
+        keep_alive_timeout: seconds for an HTTP request's head (the first from its first
+            bytes, later ones from the previous response: hypercorn's idle limit).
+        body_timeout: seconds for a ``/rpc`` body (:class:`protocols.app.AppConfig`).
+        ws_handshake_timeout: seconds for a ``/ws`` upgrade request, from the hand-over.
+        rate_limits: the rates per role (:mod:`protocols.ratelimit`).
+    """
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -95,3 +114,12 @@ class ServeOptions:
     ws_limits: Limits = field(default_factory=Limits)
     ws_max_connections: int = DEFAULT_MAX_CONNECTIONS
     stream_max_length: int = DEFAULT_STREAM_MAX_LENGTH
+    first_bytes_timeout: float = DEFAULT_FIRST_BYTES_TIMEOUT
+    keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    ws_handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    rate_limits: RateLimits = DEFAULT_RATE_LIMITS
+    fault_injection: bool = False
+    previous_secret_until: float | None = None
+    health_access: RouteAccess = RouteAccess.OPEN
+    metrics_access: RouteAccess = RouteAccess.OPEN

@@ -32,6 +32,11 @@ Graceful stop (:meth:`Actor.request_stop`) closes the mailbox: messages
 already queued are handled, then the actor exits. A supervisor bounds that
 with the child's shutdown timeout and then cancels ("graceful always precedes
 brutal").
+
+Fault injection (:meth:`Actor.inject_crash`, what ``system.fault`` ``handler``
+reaches through the supervisor): the actor raises the given error in the next
+message it handles, as a handler with a bug would (the call gets
+:class:`ActorCrashed`), or at once if it is waiting for a message.
 """
 
 from __future__ import annotations
@@ -189,6 +194,10 @@ class ActorRef(Generic[MessageT]):
         """Ask the actor to stop gracefully (see :meth:`Actor.request_stop`)."""
         self._actor.request_stop()
 
+    def inject_crash(self, error: Exception) -> None:
+        """Make the actor crash with ``error`` (see :meth:`Actor.inject_crash`)."""
+        self._actor.inject_crash(error)
+
     def __repr__(self) -> str:
         return f"<ActorRef {self.name}>"
 
@@ -256,6 +265,7 @@ class Actor(Generic[MessageT]):
         self._handled = 0
         self._peak = 0
         self._last_error: str | None = None
+        self._fault: Exception | None = None
 
     # -- hooks -------------------------------------------------------------
 
@@ -304,6 +314,7 @@ class Actor(Generic[MessageT]):
         """
         send, receive = trio.open_memory_channel[MessageT](self.mailbox_size)
         self._state = ActorState.STARTING
+        self._fault = None  # one injected into an earlier incarnation is gone with it
         try:
             await self.on_start()
             self._send, self._receive = send, receive
@@ -340,6 +351,7 @@ class Actor(Generic[MessageT]):
                     return []
                 finally:
                     self._idle_scope = None
+            self._raise_fault()
             self.request_stop()
 
     def _arm_idle_timer(self) -> None:
@@ -407,6 +419,7 @@ class Actor(Generic[MessageT]):
     async def _handle_calls(self, calls: list[Call[Any]]) -> None:
         """Answer ``calls`` with one :meth:`handle_batch`."""
         try:
+            self._raise_fault()
             outcomes = await self.handle_batch([call.request for call in calls])
             if len(outcomes) != len(calls):
                 raise RuntimeError(f"{len(outcomes)} outcomes for {len(calls)} calls")
@@ -435,12 +448,14 @@ class Actor(Generic[MessageT]):
         if isinstance(message, Call):
             await self._handle_call(message)
         else:
+            self._raise_fault()
             await self.handle(message)
         self._handled += 1
 
     async def _handle_call(self, call: Call[Any]) -> None:
         with call.reply_to:
             try:
+                self._raise_fault()
                 value = await self.handle(call.request)
             except Rejection as rejection:
                 _reply(call, _Reply(error=rejection))
@@ -464,6 +479,20 @@ class Actor(Generic[MessageT]):
                 return
             if isinstance(message, Call):
                 message.reply_to.close()
+
+    def inject_crash(self, error: Exception) -> None:
+        """Crash with ``error`` in the next message handled (its caller gets
+        :class:`ActorCrashed`), or at once if waiting for a message. For fault
+        injection (:class:`supervisor.FaultTarget`); a restart forgets a fault
+        that did not fire."""
+        self._fault = error
+        if self._idle_scope is not None:
+            self._idle_scope.cancel()  # waiting for a message: raise now
+
+    def _raise_fault(self) -> None:
+        fault, self._fault = self._fault, None
+        if fault is not None:
+            raise fault
 
     def request_stop(self) -> None:
         """Close the mailbox: queued messages are handled, then the actor exits.

@@ -36,7 +36,15 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group("bench", cls=LazyGroup, lazy={"realtime": "bench.realtime:command"})
+@click.group(
+    "bench",
+    cls=LazyGroup,
+    lazy={
+        "realtime": "bench.realtime:command",
+        "soak": "bench.soak:command",
+        "exhaustion": "bench.exhaustion:command",
+    },
+)
 def bench_group() -> None:
     """Benchmarks: print a table and write JSON under bench/results/.
 
@@ -45,6 +53,8 @@ def bench_group() -> None:
       starling bench social --runs 3
       starling bench feeds --source ../shared/data
       starling bench realtime --clients native --knee --repeat 3
+      starling bench soak --minutes 30
+      starling bench exhaustion --runs 3
     """
 
 

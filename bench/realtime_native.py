@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Protocol
 
 LOADGEN = Path(__file__).resolve().parent / "loadgen" / "starling-loadgen"
 """Where ``make bench-tools`` puts the binary."""
@@ -122,24 +122,38 @@ def _go_seconds(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-class Loadgen:
-    """A running ``starling-loadgen``: its driver events one at a time, then its report.
+class Plan(Protocol):
+    """What a native generator runs: its token secret and its command line after the binary
+    (:class:`LoadgenPlan`; ``bench.soak``'s plans of ``starling-rpcload``)."""
 
-    Use as a context manager; a loadgen still running when the block ends is
+    @property
+    def secret(self) -> str: ...
+
+    def arguments(self) -> list[str]: ...
+
+
+class Loadgen:
+    """A running native generator (``starling-loadgen``, or any that speaks the same: "@"
+    events on stderr, one JSON report on stdout): its driver events, then its report.
+
+    Use as a context manager; a generator still running when the block ends is
     killed. Two threads read its pipes (a pipe left unread would stall it).
 
     Args:
         plan: what to run.
         binary: the executable.
         on_line: called with each progress line of its stderr (from a thread).
+        on_event: called with each driver event as it arrives (from a thread), before
+            :meth:`next_event` sees it.
     """
 
     def __init__(
         self,
-        plan: LoadgenPlan,
+        plan: Plan,
         *,
         binary: Path = LOADGEN,
         on_line: Callable[[str], None] = lambda line: None,
+        on_event: Callable[[dict[str, Any]], None] = lambda event: None,
     ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STARLING_")}
         env["STARLING_SECRET"] = plan.secret
@@ -147,6 +161,7 @@ class Loadgen:
         self._tail: deque[str] = deque(maxlen=STDERR_TAIL)
         self._stdout: list[bytes] = []
         self._on_line = on_line
+        self._on_event = on_event
         self.process = subprocess.Popen(
             [str(binary), *plan.arguments()],
             stdin=subprocess.DEVNULL,
@@ -187,7 +202,9 @@ class Loadgen:
             line = raw.decode(errors="replace").rstrip("\n")
             if line.startswith("@"):
                 with contextlib.suppress(ValueError):
-                    self._events.put(json.loads(line[1:]))
+                    event = json.loads(line[1:])
+                    self._on_event(event)
+                    self._events.put(event)
                     continue
             self._tail.append(line)
             self._on_line(line)

@@ -34,6 +34,9 @@ are drained, so every request ends answered or counted as unanswered.
                     the window's seconds), us_per_call
     results         with record_results only: one entry per params line,
                     {line, params, calls, distinct: [result, …] (≤ 8, sorted), more}
+    methods         per method: {rate, completed, ok, errors, calls_per_s, latency_ms,
+                    unanswered, dropped} (one here; a mix of several with the binary's
+                    --mix, which :mod:`bench.soak` drives)
 """
 
 from __future__ import annotations

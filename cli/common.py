@@ -35,8 +35,11 @@ def configure_logging(debug: bool) -> None:
     # The Neo4j driver logs each retry of a transaction as a warning; the
     # final failure reaches us as an exception and is reported once.
     logging.getLogger("neo4j").setLevel(logging.DEBUG if debug else logging.ERROR)
+    # Tracebacks without the frames' local variables: they hold secrets, keys and tokens.
     renderer: Any = (
-        structlog.dev.ConsoleRenderer()
+        structlog.dev.ConsoleRenderer(
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
+        )
         if sys.stderr.isatty()
         else structlog.processors.JSONRenderer()
     )

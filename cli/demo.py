@@ -17,7 +17,7 @@ from actors.feeds.pipeline import DAY_SECONDS
 from auth.tokens import load_secret
 from cli.common import make_console, run_command, starling_invocation
 from cli.load import load_demo
-from cli.options import backend_options
+from cli.options import backend_options, previous_secret_until_option
 from server import serve
 from settings import ServeOptions, Settings
 from supervisor import Supervisor
@@ -33,6 +33,8 @@ COMMENTS_FILE = "reddit_comments_au_2025.csv"
 DEMO_HORIZON_DAYS = 100 * 365
 """The demo's feed horizon: its stories date from 2015 (Hacker News) to 2026 (Reddit), and
 ``serve``'s default of ten years (``--feed-horizon-days 3650``) drops the oldest of them."""
+RESUME_SECONDS = 1.0
+"""Pause before a replay resumes after the server dropped its request (a restart)."""
 
 
 @click.command("demo")
@@ -60,6 +62,7 @@ DEMO_HORIZON_DAYS = 100 * 365
     type=click.FloatRange(min=0),
     help="Longest pause between replayed comments, in seconds.",
 )
+@previous_secret_until_option
 def demo_command(
     settings: Settings,
     debug: bool,
@@ -68,6 +71,7 @@ def demo_command(
     port: int,
     speed: float,
     max_gap: float,
+    previous_secret_until: float | None,
 ) -> None:
     """Load the demo world (once), serve it, replay real comments live, print what to try.
 
@@ -85,7 +89,12 @@ def demo_command(
       starling demo --port 9000 --speed 3600
     """
     horizon = PipelineParams(horizon_seconds=DEMO_HORIZON_DAYS * DAY_SECONDS)
-    options = ServeOptions(host=host, port=port, feeds=FeedSettings(params=horizon))
+    options = ServeOptions(
+        host=host,
+        port=port,
+        feeds=FeedSettings(params=horizon),
+        previous_secret_until=previous_secret_until,
+    )
     run_command(
         debug,
         lambda: trio.run(
@@ -129,30 +138,57 @@ async def run_demo(
         post = await demo_post(url)
         print_next_steps(console, url, issue_token(secret, "0", ttl_seconds=86_400), post, thread)
 
+        played = 0  # the busiest threads' rounds played in full
+
         def looped(round: int, summary: ReplaySummary) -> None:
+            nonlocal played
+            played = round
             log.info("busiest threads replayed", threads=threads, round=round,
                      sent=summary.sent, failed=summary.failed)  # fmt: skip
 
-        # The server in this process goes away only when Ctrl-C stops it: a replay that finds
-        # it gone mid-request ends quietly, and the cancel in run_server follows.
-        async def replay_the_busiest() -> None:
+        # The server in this process stops only when Ctrl-C stops it (the cancel in run_server
+        # ends the replays then). A request it drops meanwhile (an operator restarted the api
+        # child, or the whole tree) is retried after a pause: the replays resume where they
+        # were, the busiest threads at their next round, the others at the first batch not
+        # acknowledged (which may then reach its channel twice).
+        async def replay_from(first: int) -> None:
+            """The busiest threads' rounds from round ``first`` on (fresh comment ids)."""
             live = functools.partial(loop_round, comments, threads)
-            try:
-                await replay_loop(live(1), live, url, speed=speed, max_gap=max_gap,
-                                  api_key=settings.api_key, on_round=looped)  # fmt: skip
-            except Unreachable:
-                log.info("busiest threads' replay stopped: the server is stopping")
+            await replay_loop(
+                live(first), lambda round: live(first + round - 1), url, speed=speed,
+                max_gap=max_gap, api_key=settings.api_key,
+                on_round=lambda round, summary: looped(first + round - 1, summary),
+            )  # fmt: skip
+
+        async def replay_the_busiest() -> None:
+            while True:
+                try:
+                    await replay_from(played + 1)
+                    return  # a round came out empty
+                except Unreachable as dropped:
+                    log.info("busiest threads' replay interrupted; resuming", error=str(dropped))
+                    await trio.sleep(RESUME_SECONDS)
 
         async def replay_the_rest() -> None:
             rest = [comment for comment in comments if comment.post not in threads]
-            try:
-                summary = await replay(
-                    rest, url, speed=speed, max_gap=max_gap, api_key=settings.api_key
-                )
-            except Unreachable:
-                log.info("other threads' replay stopped: the server is stopping")
-                return
-            log.info("other threads replayed once", sent=summary.sent, failed=summary.failed)
+            done = sent = failed = 0
+
+            def progress(now_sent: int, now_failed: int) -> None:
+                nonlocal sent, failed
+                sent, failed = now_sent, now_failed
+
+            while True:
+                sent = failed = 0
+                try:
+                    await replay(rest[done:], url, speed=speed, max_gap=max_gap,
+                                 api_key=settings.api_key, on_progress=progress)  # fmt: skip
+                except Unreachable as dropped:
+                    done += sent + failed
+                    log.info("other threads' replay interrupted; resuming", error=str(dropped))
+                    await trio.sleep(RESUME_SECONDS)
+                else:
+                    break
+            log.info("other threads replayed once", comments=len(rest))
 
         nursery.start_soon(replay_the_busiest)
         nursery.start_soon(replay_the_rest)

@@ -3,8 +3,9 @@
 Each variable is declared here once, as the ``envvar`` of its option: click
 resolves a value from the flag, then the variable, then the default, and
 ``--help`` shows the variable (``show_envvar``). Nothing else reads these
-variables (``STARLING_SECRET`` is read where the secret is loaded,
-:func:`auth.tokens.load_secret`).
+variables. The token secrets are read where they are loaded and have no flag
+(a flag shows in ``ps``): ``STARLING_SECRET`` by :func:`auth.tokens.load_secret`,
+``STARLING_PREVIOUS_SECRET`` by :func:`auth.tokens.load_keyring`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ REDIS_URL_ENV = "STARLING_REDIS_URL"
 NEO4J_USER_ENV = "STARLING_NEO4J_USER"
 NEO4J_PASSWORD_ENV = "STARLING_NEO4J_PASSWORD"
 API_KEY_ENV = "STARLING_API_KEY"
+PREVIOUS_SECRET_UNTIL_ENV = "STARLING_PREVIOUS_SECRET_UNTIL"
 
 data_dir_option = click.option(
     "--data-dir",
@@ -41,6 +43,15 @@ api_key_option = click.option(
     help="The bearer key of /rpc (serve: the key clients must send; none: loopback only).",
 )
 debug_option = click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+previous_secret_until_option = click.option(
+    "--previous-secret-until",
+    type=float,
+    envvar=PREVIOUS_SECRET_UNTIL_ENV,
+    show_envvar=True,
+    help="Epoch second until which tokens signed with the previous secret "
+    "(STARLING_PREVIOUS_SECRET, or <data-dir>/secret.previous) are still accepted; "
+    "needed when there is one.",
+)
 
 _BACKEND_OPTIONS = (
     data_dir_option,

@@ -15,7 +15,9 @@ from actors.feeds import (
 )
 from actors.realtime.pipeline import RealtimeSettings, default_consumer
 from cli.common import run_command
-from cli.options import backend_options
+from cli.guards import Guards, guard_options
+from cli.options import backend_options, previous_secret_until_option
+from protocols.app import AppConfig, RouteAccess
 from protocols.websocket import (
     Limits,
 )
@@ -112,6 +114,30 @@ log = structlog.get_logger("starling")
     show_envvar=True,
     help="This process's name in the stream's consumer group [default <hostname>-<pid>].",
 )
+@previous_secret_until_option
+@click.option(
+    "--health-access",
+    type=click.Choice([access.value for access in RouteAccess]),
+    default=RouteAccess.OPEN.value,
+    show_default=True,
+    help="Who may read /health: anyone, loopback clients (or the API key), the API key only.",
+)
+@click.option(
+    "--metrics-access",
+    type=click.Choice([access.value for access in RouteAccess]),
+    default=RouteAccess.OPEN.value,
+    show_default=True,
+    help="Who may read /metrics: anyone, loopback clients (or the API key), the API key only.",
+)
+@click.option(
+    "--fault-injection",
+    is_flag=True,
+    envvar="STARLING_FAULT_INJECTION",
+    show_envvar=True,
+    help="Answer system.fault: operators may crash a child, fail its next start or leak a "
+    "task into it (tests, drills; never in production).",
+)
+@guard_options
 def serve_command(
     settings: Settings,
     debug: bool,
@@ -134,6 +160,11 @@ def serve_command(
     ws_max_outbox_bytes: int,
     stream_max_length: int,
     consumer: str | None,
+    guards: Guards,
+    previous_secret_until: float | None,
+    health_access: str,
+    metrics_access: str,
+    fault_injection: bool,
 ) -> None:
     """Serve JSON-RPC, /health, /metrics and the WebSocket /ws until Ctrl-C.
 
@@ -160,6 +191,11 @@ def serve_command(
             consumer=consumer or default_consumer(),
         )
         limits = Limits(max_outbox_bytes=ws_max_outbox_bytes)
+        doors = AppConfig(  # checked here, before the backends open
+            api_key=settings.api_key,
+            health_access=RouteAccess(health_access),
+            metrics_access=RouteAccess(metrics_access),
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     options = ServeOptions(
@@ -174,5 +210,13 @@ def serve_command(
         ws_limits=limits,
         ws_max_connections=ws_max_connections,
         stream_max_length=stream_max_length,
+        fault_injection=fault_injection,
+        previous_secret_until=previous_secret_until,
+        health_access=doors.health_access,
+        metrics_access=doors.metrics_access,
     )
+    try:
+        options = guards.apply(options)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     run_command(debug, lambda: trio.run(functools.partial(serve, settings, options)))

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -403,7 +403,7 @@ def _hn(record: Record, notes: list[str]) -> Story:
     title = record["title"]
     kind = HN_KINDS.match(title)
     return Story(
-        id=f"hn:{number}",
+        id=_key(f"hn:{number}", "id"),
         author=_key("hn:" + record["author"].strip(), "author"),
         title=title,
         url=link or HN_ITEM_URL.format(id=number),
@@ -416,7 +416,10 @@ def _hn(record: Record, notes: list[str]) -> Story:
 
 def _medium(record: Record, notes: list[str]) -> Story:
     url = record["article_url"].strip()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "http://[::1/x": an IPv6 host not closed
+        raise _Reject(f"article_url must be the http(s) URL of a story, got {url!r}") from None
     host = _host(url)
     segments = [segment for segment in parts.path.split("/") if segment]
     if parts.scheme not in ("http", "https") or host is None or not segments:
@@ -464,13 +467,15 @@ def _reddit(record: Record, notes: list[str]) -> Story:
         score = int(record["score"].strip())
     except ValueError:
         raise _Reject(f"score must be an integer, got {record['score']!r}") from None
+    if not -_INT64 <= score < _INT64:  # the graph's INT64 (claps)
+        raise _Reject(f"score must fit in 64 bits, got {record['score']!r}")
     if score < 0:
         notes.append("negative score: claps 0")
     try:
         created = float(record["created_utc"])
     except ValueError:
         created = math.nan
-    if not math.isfinite(created):
+    if not (math.isfinite(created) and -_INT64 <= created < _INT64):
         raise _Reject(f"created_utc must be epoch seconds, got {record['created_utc']!r}")
     link = record["url"].strip()
     permalink = record["permalink"].strip()
@@ -489,6 +494,9 @@ def _reddit(record: Record, notes: list[str]) -> Story:
 
 
 # -- field rules ------------------------------------------------------------------
+
+_INT64: Final = 2**63
+"""Integers the graph stores (``INT64`` properties) are within ``-_INT64 .. _INT64 - 1``."""
 
 
 def _key(value: str, what: str) -> str:
@@ -557,7 +565,7 @@ def _host(url: str) -> str | None:
 def _literal_tags(value: str) -> tuple[str, ...]:
     try:
         tags = ast.literal_eval(value.strip() or "[]")
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: {[]}
         raise _Reject(f"tag_list must be a Python list of strings, got {value[:80]!r}") from None
     if not isinstance(tags, list | tuple) or not all(isinstance(tag, str) for tag in tags):
         raise _Reject(f"tag_list must be a Python list of strings, got {value[:80]!r}")

@@ -165,6 +165,30 @@ class RealtimeCollector(Collector):
             yield from (connections, refused_total)
 
 
+class RateLimitCollector(Collector):
+    """Reads the rate limiter's figures at each scrape (:mod:`protocols.ratelimit`).
+
+    Args:
+        figures: requests refused over a rate since start, and buckets kept now (per
+            token and per client address).
+    """
+
+    def __init__(self, figures: Callable[[], tuple[int, int]]) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterator[Metric]:
+        limited, buckets = self._figures()
+        refused = CounterMetricFamily(
+            "starling_rate_limited", "Requests refused over a rate limit (/ws and /rpc)."
+        )
+        refused.add_metric([], limited)
+        kept = GaugeMetricFamily(
+            "starling_rate_limit_buckets", "Per-token and per-address rate-limit buckets kept."
+        )
+        kept.add_metric([], buckets)
+        yield from (refused, kept)
+
+
 class Metrics:
     """A registry of Starling's metrics (one per app, so tests do not share state)."""
 

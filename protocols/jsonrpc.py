@@ -30,6 +30,8 @@ Error codes, every one Starling answers::
     -32006  unrecoverable position  data: the channel's current {offset, epoch}
     -32009  already exists          data: {kind, id}
     -32010  snapshot expired        data.snapshot
+    -32011  rate limited            over the caller's rate (:mod:`protocols.ratelimit`);
+                                    data.retry_after_ms; the connection stays open
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ TOO_MANY_SUBSCRIPTIONS: Final = -32005
 UNRECOVERABLE_POSITION: Final = -32006
 ALREADY_EXISTS: Final = -32009
 SNAPSHOT_EXPIRED: Final = -32010
+RATE_LIMITED: Final = -32011
 
 MAX_BATCH: Final = 100
 """Most requests in one batch, by default."""
@@ -137,6 +140,11 @@ def not_found(kind: str, id: str) -> JsonRpcError:
     return JsonRpcError(NOT_FOUND, f"{kind} not found", {"kind": kind, "id": id})
 
 
+def rate_limited(retry_after_ms: int) -> JsonRpcError:
+    """``-32011`` ``rate limited``: the caller may try again in ``retry_after_ms`` milliseconds."""
+    return JsonRpcError(RATE_LIMITED, "rate limited", {"retry_after_ms": retry_after_ms})
+
+
 def invalid_params(detail: str, **data: Any) -> JsonRpcError:
     """``-32602`` with ``data.detail`` (and any other ``data`` fields given)."""
     return JsonRpcError(INVALID_PARAMS, "Invalid params", {"detail": detail, **data})
@@ -184,8 +192,8 @@ def decode_payload(payload: bytes | str) -> Request | list[msgspec.Raw]:
         return _payloads.decode(payload)
     except msgspec.ValidationError as exc:
         raise Malformed(_invalid(payload, exc)) from None
-    except (msgspec.DecodeError, UnicodeEncodeError) as exc:
-        error = JsonRpcError(PARSE_ERROR, "Parse error", {"detail": str(exc)})
+    except (msgspec.DecodeError, UnicodeEncodeError, RecursionError) as exc:
+        error = JsonRpcError(PARSE_ERROR, "Parse error", {"detail": _detail(exc)})
         raise Malformed(error_reply(None, error)) from None
 
 
@@ -193,12 +201,16 @@ def decode_request(raw: msgspec.Raw) -> Request:
     """One member of a batch.
 
     Raises:
-        Malformed: not a request object (-32600).
+        Malformed: not a request object (-32600), or not JSON (-32700: a batch's members
+            are skipped over, not checked, until they are decoded one by one).
     """
     try:
         return _requests.decode(raw)
     except msgspec.ValidationError as exc:
         raise Malformed(_invalid(raw, exc)) from None
+    except (msgspec.DecodeError, RecursionError) as exc:  # the batch skipped it unchecked
+        error = JsonRpcError(PARSE_ERROR, "Parse error", {"detail": _detail(exc)})
+        raise Malformed(error_reply(None, error)) from None
 
 
 def check_request(request: Request) -> None:
@@ -218,7 +230,7 @@ def _invalid(raw: bytes | str | msgspec.Raw, error: msgspec.ValidationError) -> 
         detail = "id must be a string, an integer or null"
     try:
         message = _anything.decode(raw)
-    except (msgspec.DecodeError, UnicodeEncodeError):
+    except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):
         return invalid_request(None, detail)
     if not isinstance(message, dict):
         return invalid_request(None, "a request must be a JSON object")
@@ -227,8 +239,19 @@ def _invalid(raw: bytes | str | msgspec.Raw, error: msgspec.ValidationError) -> 
     return invalid_request(id if valid else None, detail)
 
 
+TOO_DEEP: Final = "JSON nested too deeply"
+"""The detail of a payload msgspec cannot decode without overflowing the stack (it raises
+:class:`RecursionError` at about a thousand levels of arrays or objects)."""
+
+
+def _detail(error: Exception) -> str:
+    """What was wrong with a payload msgspec refused."""
+    return TOO_DEEP if isinstance(error, RecursionError) else str(error)
+
+
 class Access(enum.Enum):
-    """Who may call a method over the WebSocket (``POST /rpc`` takes the API key instead).
+    """Who may call a method with a token (on ``/ws``, and on ``POST /rpc`` with a bearer
+    token; the API key, or a loopback client when no key is set, may call every method).
 
     OPERATORS: operator and service tokens only (``system.*``, publishing on any channel …).
     SELF: also a user's token, when the method's :attr:`Method.acting` param names that user
@@ -274,21 +297,29 @@ class Method(Generic[HandlerT]):
 
         Raises:
             JsonRpcError: ``-32600`` when params are neither an object nor an array,
-                ``-32602`` naming the offending field.
+                ``-32602`` naming the offending field (or nested too deeply, or a number
+                out of range), ``-32700`` for bytes that are not UTF-8.
         """
         first = bytes(memoryview(raw)[:1])
         if first == b"{":
             try:
                 return self._decoder.decode(raw)
-            except msgspec.ValidationError as exc:
-                raise invalid_params(str(exc)) from None
+            except (msgspec.ValidationError, RecursionError) as exc:
+                raise invalid_params(_detail(exc)) from None
+            except msgspec.DecodeError as exc:  # bad UTF-8: the envelope skipped params unchecked
+                raise JsonRpcError(PARSE_ERROR, "Parse error", {"detail": str(exc)}) from None
         if first != b"[":
             raise JsonRpcError(
                 INVALID_REQUEST,
                 "Invalid Request",
                 {"detail": "params must be an object or an array"},
             )
-        positional = _anything.decode(raw)
+        try:
+            positional = _anything.decode(raw)
+        except (msgspec.ValidationError, RecursionError) as exc:  # 1e400; nested too deeply
+            raise invalid_params(_detail(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise JsonRpcError(PARSE_ERROR, "Parse error", {"detail": str(exc)}) from None
         fields = self.params.__struct_fields__
         if len(positional) > len(fields):
             detail = f"expected at most {len(fields)} positional params, got {len(positional)}"
@@ -297,11 +328,11 @@ class Method(Generic[HandlerT]):
             return msgspec.convert(
                 dict(zip(fields, positional, strict=False)), self.params, strict=True
             )
-        except msgspec.ValidationError as exc:
-            raise invalid_params(str(exc)) from None
+        except (msgspec.ValidationError, RecursionError) as exc:
+            raise invalid_params(_detail(exc)) from None
 
     def permits(self, user: str, params: Any, *, privileged: bool) -> bool:
-        """Whether a WebSocket session of ``user`` may call it with ``params``.
+        """Whether a token of ``user`` may call it with ``params``.
 
         Args:
             privileged: the token is an operator's or a service's.
@@ -311,6 +342,31 @@ class Method(Generic[HandlerT]):
         if self.access is Access.SELF:
             return bool(getattr(params, self.acting or "", None) == user)
         return False
+
+    def refusal(self, user: str, params: Any, *, privileged: bool) -> JsonRpcError | None:
+        """``None`` if a token of ``user`` may call it with ``params`` (:meth:`permits`), else
+        the -32003 ``forbidden`` error whose ``data.reason`` says who may."""
+        if self.permits(user, params, privileged=privileged):
+            return None
+        reason = (
+            f"{self.name} is for operators and services"
+            if self.acting is None
+            else f"{self.name} acts for {self.acting} = the token's user only"
+        )
+        return JsonRpcError(FORBIDDEN, "forbidden", {"reason": reason})
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Whom a bearer token authenticated on ``POST /rpc`` (:meth:`Dispatcher.handle`).
+
+    Attributes:
+        user: the token's user (``sub``).
+        privileged: an operator's or a service's token: every method.
+    """
+
+    user: str
+    privileged: bool = False
 
 
 class MethodTable(Generic[HandlerT]):
@@ -390,10 +446,18 @@ class Dispatcher(MethodTable[Handler[ContextT]], Generic[ContextT]):
         self.max_batch = max_batch
         self.on_call: Callable[[str, float, str], None] | None = None
 
-    async def handle(self, payload: bytes, context: ContextT) -> bytes | None:
+    async def handle(
+        self, payload: bytes, context: ContextT, *, caller: Caller | None = None
+    ) -> bytes | None:
         """Answer one payload: a request, a notification or a batch (``POST /rpc``).
 
         The calls of a batch run concurrently; their replies keep the batch's order.
+
+        Args:
+            payload: the request body.
+            context: handed to every handler.
+            caller: a token's user: each method checks its :class:`Access` first
+                (-32003 ``forbidden``); ``None``: a trusted caller, every method.
 
         Returns:
             The encoded response, or ``None`` when nothing is to be sent back
@@ -404,7 +468,7 @@ class Dispatcher(MethodTable[Handler[ContextT]], Generic[ContextT]):
         except Malformed as malformed:
             return _encoder.encode(malformed.reply)
         if isinstance(message, Request):
-            reply = await self.answer(message, context)
+            reply = await self.answer(message, context, caller=caller)
             return None if reply is None else _encoder.encode(reply)
         if not message:
             return _encoder.encode(invalid_request(None, "empty batch"))
@@ -419,7 +483,7 @@ class Dispatcher(MethodTable[Handler[ContextT]], Generic[ContextT]):
             except Malformed as malformed:
                 replies[index] = malformed.reply
             else:
-                replies[index] = await self.answer(request, context)
+                replies[index] = await self.answer(request, context, caller=caller)
 
         async with trio.open_nursery() as nursery:
             for index, raw in enumerate(message):
@@ -427,12 +491,22 @@ class Dispatcher(MethodTable[Handler[ContextT]], Generic[ContextT]):
         answered = [reply for reply in replies if reply is not None]
         return _encoder.encode(answered) if answered else None
 
-    async def answer(self, request: Request, context: ContextT) -> dict[str, Any] | None:
-        """The reply to one decoded request; ``None`` for a notification (even on error)."""
+    async def answer(
+        self, request: Request, context: ContextT, *, caller: Caller | None = None
+    ) -> dict[str, Any] | None:
+        """The reply to one decoded request; ``None`` for a notification (even on error).
+
+        Args:
+            caller: as :meth:`handle`.
+        """
         try:
             check_request(request)
             method = self.lookup(request.method)
             params = method.decode(request.params)
+            if caller is not None:
+                refused = method.refusal(caller.user, params, privileged=caller.privileged)
+                if refused is not None:
+                    raise refused
         except Malformed as malformed:
             return malformed.reply
         except JsonRpcError as error:

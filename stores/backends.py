@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from stores.cache import Cache
 from stores.errors import ConfigError
@@ -26,14 +26,41 @@ NEO4J_SCHEMES = {"neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"}
 REDIS_SCHEMES = {"redis", "rediss", "unix"}
 
 
+SECRET_QUERY_KEYS = ("password", "passwd", "secret", "token")
+"""A query parameter whose name contains one of these holds a secret (redis-py reads
+``?password=``)."""
+
+
 def redact(url: str) -> str:
-    """``url`` without its password, for logs and health output."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """``url`` without its secrets, for logs, errors and health output.
+
+    The password of the user info becomes ``***`` (``redis://user:***@host:6379/0``), and so
+    does the value of every query parameter named like a secret (:data:`SECRET_QUERY_KEYS`);
+    the rest stays as written (host, port, IPv6 brackets). Never raises: a URL that does not
+    parse keeps its scheme only (``redis://***``).
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        scheme, separator, _ = url.partition("://")
+        return f"{scheme}://***" if separator else "***"
+    user_info, at, host = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in user_info:
+        netloc = f"{user_info.partition(':')[0]}:***@{host}"
+    query = "&".join(
+        f"{name}=***"
+        if any(key in unquote_plus(name).lower() for key in SECRET_QUERY_KEYS)
+        else item
+        for item in parts.query.split("&")
+        for name in (item.partition("=")[0],)
+    )
+    if netloc == parts.netloc and query == parts.query:
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    # Joined by hand: urlunsplit drops the empty authority of unix:///path.
+    head = f"{parts.scheme}://" if "://" in url else (f"{parts.scheme}:" if parts.scheme else "")
+    tail = (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+    return f"{head}{netloc}{parts.path}{tail}"
 
 
 def default_graph_url(data_dir: Path) -> str:

@@ -21,7 +21,9 @@ Threading rules for redis-py (DESIGN.md, "Backends"):
   of :attr:`RedisBackend.subscription_slots`: subscribers never starve the
   commands of the shared pool.
 - Replies have redis-py's RESP2 shapes (``protocol=2``) with ``bytes``
-  values; stream field names and values are decoded as UTF-8 here.
+  values; stream field names and values are decoded as UTF-8 here, bytes that
+  are not UTF-8 as lone surrogates (``surrogateescape``: the entry reaches its
+  reader, which refuses it, instead of failing the read of its batch).
 - Driver errors are translated: connection errors and timeouts become
   :class:`~stores.errors.BackendUnavailable`, rejected commands (``NOGROUP``,
   a bad id) :class:`~stores.errors.QueryError`.
@@ -266,15 +268,20 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _field(value: bytes | str) -> str:
+    """A stream field's name or value; bytes that are not UTF-8 as lone surrogates."""
+    return value.decode(errors="surrogateescape") if isinstance(value, bytes) else value
+
+
 def _flat_entry(entry_id: bytes, fields: list[bytes]) -> StreamEntry:
     """A stream entry from a raw RESP reply: its id and ``[name, value, name, value, …]``."""
     values = iter(fields)
-    decoded = {name.decode(): value.decode() for name, value in zip(values, values, strict=True)}
+    decoded = {_field(name): _field(value) for name, value in zip(values, values, strict=True)}
     return StreamEntry(entry_id.decode(), decoded, 1)
 
 
 def _entry(entry_id: bytes, fields: Mapping[bytes, bytes], deliveries: int = 1) -> StreamEntry:
-    decoded = {_text(name): _text(value) for name, value in fields.items()}
+    decoded = {_field(name): _field(value) for name, value in fields.items()}
     return StreamEntry(_text(entry_id), decoded, deliveries)
 
 

@@ -90,9 +90,18 @@ def pack(commands: Sequence[Command]) -> bytes:
     return b"".join(parts)
 
 
+UNAVAILABLE_REPLIES: Final = ("LOADING ", "MASTERDOWN ")
+"""Error replies of a server that cannot answer yet (it is loading its data after a restart,
+or a replica lost its primary): :class:`~stores.errors.BackendUnavailable`, as redis-py's
+``BusyLoadingError`` is, not a refused command."""
+
+
 def check(reply: Any) -> Any:
-    """``reply``, unless it is an error reply: then :class:`~stores.errors.QueryError`."""
+    """``reply``, unless it is an error reply: then :class:`~stores.errors.QueryError`, or
+    :class:`~stores.errors.BackendUnavailable` for :data:`UNAVAILABLE_REPLIES`."""
     if isinstance(reply, RespError):
+        if str(reply).startswith(UNAVAILABLE_REPLIES):
+            raise BackendUnavailable(str(reply))
         raise QueryError(str(reply))
     return reply
 

@@ -1,9 +1,11 @@
-"""OTP supervision over trio: child specs, strategies, restart intensity, dynamic children.
+"""OTP supervision over trio: child specs, strategies, restart intensity, dynamic children,
+fault injection.
 
 Imports nothing of Starling's: a generic layer over trio.
 """
 
 from supervisor.backoff import Backoff
+from supervisor.faults import FaultKind, FaultTarget, InjectedFault, leaked_tasks
 from supervisor.spec import ChildKind, ChildSpec, RestartType, Stoppable, Strategy
 from supervisor.statistics import ChildStatistics, SupervisorStatistics
 from supervisor.supervisor import (
@@ -19,6 +21,9 @@ __all__ = [
     "ChildSpec",
     "ChildStartError",
     "ChildStatistics",
+    "FaultKind",
+    "FaultTarget",
+    "InjectedFault",
     "RestartType",
     "Stoppable",
     "Strategy",
@@ -26,4 +31,5 @@ __all__ = [
     "SupervisorError",
     "SupervisorStatistics",
     "TooManyRestarts",
+    "leaked_tasks",
 ]

@@ -51,7 +51,12 @@ class ChildKind(enum.Enum):
 
 
 class Stoppable(Protocol):
-    """A child handle that can be asked to stop gracefully."""
+    """A child handle that can be asked to stop gracefully.
+
+    A handle may also have ``request_restart()``: the supervisor calls it instead
+    of ``request_stop()`` when the child is stopped to be started again (a
+    listener keeps its socket, tells its clients to come back).
+    """
 
     def request_stop(self) -> None:
         """Begin a graceful stop; the child's task should return soon after."""
@@ -65,7 +70,9 @@ class ChildSpec:
         id: unique among the supervisor's children.
         start: ``async def start(*, task_status)``; ``task_status.started(handle)``
             reports the child ready. The handle may have ``request_stop()``
-            (graceful stop) and ``statistics()`` (shown in the health tree).
+            (graceful stop), ``request_restart()`` (graceful stop before a
+            restart), ``inject_crash(error)`` (:class:`~supervisor.faults.FaultTarget`)
+            and ``statistics()`` (shown in the health tree).
         restart: :class:`RestartType`.
         shutdown: seconds the child gets to stop after ``request_stop()``
             before it is cancelled; 0 cancels at once ("brutal_kill");

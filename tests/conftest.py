@@ -18,6 +18,8 @@ from these, never from another test module.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import sys
 import uuid
@@ -116,6 +118,46 @@ def runner() -> Iterator[CliRunner]:
     saved = structlog.get_config()
     yield CliRunner()
     structlog.configure(**saved)
+
+
+CLIENT_LOGGERS = frozenset({"trio-websocket", "httpx", "httpcore", "hpack"})
+"""The test's own client libraries: they log what the test sends (a ``?token=`` URL), not
+what the server writes."""
+
+
+@pytest.fixture
+def server_logs(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[], str]]:
+    """The server's log output so far, as ``starling serve`` writes it off a terminal: the
+    structlog JSON lines at debug level (:func:`cli.common.configure_logging`'s processors,
+    tracebacks included, into a buffer of the test's; CLI commands the test runs keep it)
+    and the standard library's records, but for the test's client libraries."""
+    import cli.common
+    from cli.common import configure_logging
+
+    saved = structlog.get_config()
+    neo4j = logging.getLogger("neo4j")
+    neo4j_level = neo4j.level
+    caplog.set_level(logging.DEBUG)
+    configure_logging(debug=True)
+    written = io.StringIO()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(written))
+    monkeypatch.setattr(cli.common, "configure_logging", lambda debug: None)
+
+    def text() -> str:
+        records = [
+            caplog.handler.format(record)
+            for record in caplog.records
+            if record.name.partition(".")[0] not in CLIENT_LOGGERS
+        ]
+        return written.getvalue() + "\n".join(records)
+
+    try:
+        yield text
+    finally:
+        structlog.configure(**saved)
+        neo4j.setLevel(neo4j_level)
 
 
 @pytest.fixture(scope="session")

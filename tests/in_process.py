@@ -49,19 +49,24 @@ class Server:
 
 @asynccontextmanager
 async def serving(
-    directory: Path, *, api_key: str | None = None, **options: Any
+    directory: Path,
+    *,
+    api_key: str | None = None,
+    redis_url: str = "memory://",
+    **options: Any,
 ) -> AsyncIterator[Server]:
     """Run ``serve`` on 127.0.0.1:0 with its data in ``directory``; stop it on exit.
 
     Args:
         directory: the data directory (graph, token secret).
         api_key: the key ``/rpc`` and the token routes ask for; ``None``: none.
+        redis_url: the cache, stream and Pub/Sub (``memory://``: in process).
         options: further :class:`ServeOptions` fields (``ws_limits=…``).
     """
     settings = Settings(
         data_dir=directory,
         graph_url=default_graph_url(directory),
-        redis_url="memory://",
+        redis_url=redis_url,
         api_key=api_key,
     )
     async with trio.open_nursery() as nursery:

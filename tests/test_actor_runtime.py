@@ -418,3 +418,60 @@ def test_batching_is_for_one_at_a_time_actors() -> None:
         Actor("x", max_batch=0)
     with pytest.raises(ValueError, match="max_batch"):
         Actor("x", max_batch=4, concurrency=2)
+
+
+async def test_an_injected_crash_fails_the_call_being_handled_next() -> None:
+    """``inject_crash`` on a busy actor makes the next message it handles raise: that call
+    gets ActorCrashed caused by the injected error, and the actor fails with it."""
+    actor = Counter()
+    release = trio.Event()
+    crashes: list[ActorCrashed] = []
+
+    async def add() -> None:
+        try:
+            await ref.call(Add(1))
+        except ActorCrashed as crashed:
+            crashes.append(crashed)
+
+    with pytest.RaisesGroup(pytest.RaisesExc(LookupError, match="injected")):
+        async with trio.open_nursery() as nursery:
+            ref: ActorRef[Any] = await nursery.start(actor.run)
+            nursery.start_soon(ref.call, Wait(release))
+            await trio.testing.wait_all_tasks_blocked()
+            ref.inject_crash(LookupError("injected"))
+            nursery.start_soon(add)
+            await trio.testing.wait_all_tasks_blocked()
+            assert actor.statistics().state == "running"  # busy: the fault waits its turn
+            release.set()
+    (crashed,) = crashes
+    assert isinstance(crashed.__cause__, LookupError)
+    assert actor.statistics().last_error == "LookupError: injected"
+
+
+async def test_a_restart_forgets_an_injected_crash_that_did_not_fire() -> None:
+    """A fault injected into an actor that stops before handling another message is gone
+    with that incarnation: the next one answers."""
+    actor = Counter()
+    release = trio.Event()
+    async with trio.open_nursery() as nursery:
+        ref: ActorRef[Any] = await nursery.start(actor.run)
+        nursery.start_soon(ref.call, Wait(release))
+        await trio.testing.wait_all_tasks_blocked()
+        ref.inject_crash(LookupError("never"))
+        ref.request_stop()
+        release.set()
+    assert actor.statistics().state == "stopped"
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actor.run)
+        assert await ref.call(Add(2)) == 2
+        ref.request_stop()
+
+
+async def test_an_idle_actor_crashes_at_once_on_an_injected_crash() -> None:
+    """An actor waiting for a message raises the injected error at once, in its receive loop."""
+    actor = Counter()
+    with pytest.RaisesGroup(pytest.RaisesExc(LookupError, match="idle")):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(actor.run)
+            actor.inject_crash(LookupError("idle"))
+    assert actor.statistics().state == "failed"

@@ -624,3 +624,25 @@ return lastOne && replied.has(lastOne.id) ? subscribes.map((m) => m.params.chann
 """
 """The channels the page subscribed to on the socket opened after ``before`` sockets, once the
 subscription to ``last`` was answered (``null`` until then)."""
+
+
+async def test_the_listeners_restart_button_keeps_the_dashboard_live(
+    server: tuple[str, httpx.AsyncClient], browser: Any
+) -> None:
+    """Clicking ↻ on ``api`` restarts the listener that serves the page itself: the call is
+    answered (no alert), the node shows the restart, and the page's WebSocket, closed 1012,
+    reconnects by itself and goes live again on the same address."""
+    url, _ = server
+    await blocking(lambda: browser.get(f"{url}/dashboard"))
+    await blocking(lambda: wait_for(browser, lambda d: text(d, "#connection") == "live"))
+    await blocking(lambda: wait_for(browser, lambda d: text(d, '[data-path="api"]')))
+    await blocking(
+        lambda: browser.execute_script(
+            "document.querySelector('[data-path=\"api\"] > button.restart').click();"
+        )
+    )
+    await blocking(
+        lambda: wait_for(browser, lambda d: "restarts 1" in text(d, '[data-path="api"]'), 30)
+    )
+    await blocking(lambda: wait_for(browser, lambda d: text(d, "#connection") == "live", 30))
+    await wait_for_next_snapshot(browser)  # fed again over the new WebSocket

@@ -96,3 +96,61 @@ def test_the_demo_prints_commands_that_work_when_pasted(tmp_path: Path, data_dir
             raise
         stderr.close()
     assert code == 0
+
+
+def test_the_demo_survives_restarts_of_the_listener_and_the_whole_tree(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """``system.restart`` of ``api``, then of the root, is answered; the demo process keeps
+    serving on its port, its replay keeps publishing (the printed tail reads comments after
+    the restarts), and SIGINT still stops it cleanly."""
+    port = free_port()
+    stderr = (tmp_path / "demo.err").open("w+")
+    demo = subprocess.Popen(
+        [sys.executable, "-c", "from cli import main; main()", "demo",
+         "--data-dir", str(tmp_path / "data"), "--source", str(data_dir), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP
+        text = ""
+        while " tail post:" not in text:
+            assert demo.poll() is None, f"the demo exited: {text[-2000:]}"
+            assert time.monotonic() < deadline, f"the demo did not start: {text[-2000:]}"
+            time.sleep(0.5)
+            text = (tmp_path / "demo.err").read_text()
+        for restarts, path in enumerate(("api", "root"), 1):  # each restarts api once
+            body = {"jsonrpc": "2.0", "id": 1, "method": "system.restart", "params": {"path": path}}
+            reply = httpx.post(f"{url}/rpc", json=body, timeout=30).json()
+            assert reply["result"]["scheduled"] is True, reply
+            deadline = time.monotonic() + 60
+            while True:  # the restart begins after the reply: wait for it to be over
+                assert demo.poll() is None, (tmp_path / "demo.err").read_text()[-2000:]
+                assert time.monotonic() < deadline, "the server did not come back"
+                time.sleep(0.2)
+                try:
+                    health = httpx.get(f"{url}/health", timeout=5)
+                except httpx.TransportError:
+                    continue
+                restarted = json.loads(health.text)
+                api = next(child for child in restarted["children"] if child["id"] == "api")
+                if health.status_code == 200 and api["restarts_total"] == restarts:
+                    break
+        (tail,) = [line.strip() for line in text.splitlines() if " tail post:" in line]
+        done = subprocess.run(
+            f"{tail} --limit 2 --data-dir {tmp_path / 'data'}",
+            shell=True, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        published = [json.loads(line) for line in done.stdout.splitlines()]
+        assert [p["data"]["type"] for p in published] == ["comment", "comment"]
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            code = demo.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            raise
+        stderr.close()
+    assert code == 0

@@ -32,7 +32,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 from actors.bus import EventBus
 from actors.realtime import Publisher
-from actors.realtime.freshness import FreshnessCoalescer, Notice
+from actors.realtime.freshness import MAX_HELD_ITEMS, FreshnessCoalescer, Notice
 from actors.realtime.pipeline import RealtimeSettings
 from actors.realtime.stale import (
     PUBLICATION_FOLLOWERS,
@@ -93,6 +93,18 @@ def test_a_post_the_last_notice_counted_is_not_counted_again_in_its_window() -> 
     assert coalescer.note("a", "p1", ["followed_publication"], now=1.0) is None
     assert coalescer.next_deadline() is None
     assert coalescer.note("a", "p1", ["friends_recommended"], now=5.0) is not None
+
+
+def test_what_is_held_for_one_user_is_bounded_whatever_the_event_rate() -> None:
+    """100,000 posts within one window hold at most ``MAX_HELD_ITEMS`` items for the user;
+    the notice at the window's end counts those."""
+    coalescer = FreshnessCoalescer(WINDOW)
+    assert coalescer.note("a", "p0", ["followed_author"], now=0.0) is not None
+    for n in range(1, 100_001):
+        assert coalescer.note("a", f"p{n}", ["followed_author"], now=1.0) is None
+    (notice,) = coalescer.due(WINDOW)
+    assert notice.new == MAX_HELD_ITEMS
+    assert notice.posts[:2] == ("p1", "p2")
 
 
 def test_the_window_restarts_at_each_notice() -> None:

@@ -670,7 +670,7 @@ async def test_system_restart_restarts_a_child_and_the_pipeline_keeps_delivering
         ):
             await request(ws, "subscribe", {"channel": "post:r"})
             result = await server.rpc("system.restart", {"path": "realtime/transformer-0"})
-            assert result == {"path": "realtime/transformer-0", "restarts": 1}
+            assert result == {"path": "realtime/transformer-0", "restarts": 1, "scheduled": False}
             actors = (await server.rpc("system.stats", {}))["actors"]
             assert actors["realtime/nozzle"]["restarts"] == 1  # after it: restarted too
             assert actors["realtime/publisher"]["restarts"] == 0  # before it: untouched

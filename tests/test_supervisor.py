@@ -14,10 +14,12 @@ from supervisor import (
     Backoff,
     ChildSpec,
     ChildStartError,
+    FaultKind,
     RestartType,
     Strategy,
     Supervisor,
     TooManyRestarts,
+    leaked_tasks,
 )
 
 
@@ -460,4 +462,230 @@ async def test_an_operator_restart_follows_the_strategy(
             await root.restart_path("inner/zed")
         with pytest.raises(KeyError):
             await root.restart_path("inner/a/deeper")
+        root.request_stop()
+
+
+class Host:
+    """A child that runs given functions as tasks inside its own (as a server runs its
+    requests), logs its starts and stops, and has ``request_restart`` besides
+    ``request_stop``."""
+
+    def __init__(self, log: list[tuple[str, str]]) -> None:
+        self.log = log
+        self._stop = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[Host] = trio.TASK_STATUS_IGNORED) -> None:
+        self.log.append(("start", "host"))
+        self._stop = trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started(self)
+                await self._stop.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.log.append(("stop", "host"))
+
+    def serve(self, request: Any) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(request)
+
+    def request_stop(self) -> None:
+        self.log.append(("request_stop", "host"))
+        self._stop.set()
+
+    def request_restart(self) -> None:
+        self.log.append(("request_restart", "host"))
+        self._stop.set()
+
+
+async def test_an_operator_restart_from_inside_the_child_waits_for_the_caller_to_end(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A restart asked by a task inside the child it restarts returns at once (scheduled),
+    and the child is stopped (with ``request_restart``) only once that task has ended, so
+    it can answer first; then the child starts again."""
+    log: list[tuple[str, str]] = []
+    host = Host(log)
+    root = Supervisor("root", [ChildSpec("host", host.run)])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+
+        async def request() -> None:
+            scheduled = await root.restart_path("host")
+            log.append(("answered", f"scheduled={scheduled}"))
+            await trio.sleep(1)  # still replying
+            log.append(("replied", "request"))
+
+        host.serve(request)
+        await settle()
+        await trio.sleep(10)
+        assert log == [
+            ("start", "host"),
+            ("answered", "scheduled=True"),
+            ("replied", "request"),
+            ("request_restart", "host"),
+            ("stop", "host"),
+            ("start", "host"),
+        ]
+        assert root.statistics().children[0].restarts == 1
+        root.request_stop()
+    assert log[-2:] == [("request_stop", "host"), ("stop", "host")]
+
+
+async def test_an_operator_restart_survives_its_callers_cancellation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The supervisor's own task restarts the child: a caller that gives up half way (here
+    while the child takes its shutdown time to stop) leaves it restarting, not stopped."""
+    log: list[tuple[str, str]] = []
+    slow = Worker("slow", log, ignore_stop=True)
+    root = Supervisor("root", [slow.spec(shutdown=5)])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        with trio.move_on_after(1) as gave_up:
+            await root.restart_path("slow")
+        assert gave_up.cancelled_caught
+        await trio.sleep(10)
+        (child,) = root.statistics().children
+        assert (child.state, child.restarts) == ("running", 1)
+        assert log == [("start", "slow"), ("stop", "slow"), ("start", "slow")]
+        root.request_stop()
+
+
+@ALL_STRATEGIES
+async def test_restarting_a_supervisor_in_place_restarts_every_child_in_order(
+    strategy: Strategy,
+) -> None:
+    """``restart_path("")`` (the root's restart: ``system.restart {path: "root"}``) stops
+    every child in reverse order and starts them again in order, whatever the strategy,
+    without ending the supervisor."""
+    log: list[tuple[str, str]] = []
+    a, b, c = workers(log, "a", "b", "c")
+    root = Supervisor("root", [a.spec(), b.spec(), c.spec()], strategy=strategy)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        log.clear()
+        assert await root.restart_path("") is False
+        assert log == [*stops("c", "b", "a"), *starts("a", "b", "c")]
+        stats = root.statistics()
+        assert stats.state == "running"
+        assert [child.restarts for child in stats.children] == [1, 1, 1]
+        root.request_stop()
+
+
+async def test_a_start_fault_sends_an_operator_restart_through_the_restart_loop(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A ``start`` fault fails the next start once: the operator's restart that meets it is
+    taken over by the restart loop (backoff, one restart counted), the child runs again,
+    and its last error is the injected fault."""
+    log: list[tuple[str, str]] = []
+    worker = Worker("w", log)
+    root = Supervisor("root", [worker.spec()], intensity=3, backoff=Backoff(initial=1))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        assert await root.inject_fault("w", FaultKind.START) is False
+        assert log == starts("w")  # armed: nothing happens until the next start
+        assert await root.restart_path("w") is False
+        stats = root.statistics()
+        (child,) = stats.children
+        assert (child.state, child.restarts, stats.restarts_in_window) == ("running", 2, 1)
+        assert child.last_error == "InjectedFault: start fault injected into w"
+        # The failed start ran nothing of the worker's: one stop, then one start.
+        assert log == [*starts("w"), *stops("w"), *starts("w")]
+        root.request_stop()
+
+
+async def test_a_handler_fault_crashes_a_child_where_it_waits() -> None:
+    """A ``handler`` fault in a child that cannot take it itself (no ``inject_crash``) ends
+    its task as a crash with InjectedFault; its supervisor restarts it and counts it."""
+    log: list[tuple[str, str]] = []
+    worker = Worker("w", log)
+    root = Supervisor("root", [worker.spec()], intensity=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        assert await root.inject_fault("w", FaultKind.HANDLER) is False
+        await settle()
+        stats = root.statistics()
+        (child,) = stats.children
+        assert (child.state, child.restarts, stats.restarts_in_window) == ("running", 1, 1)
+        assert child.last_error == "InjectedFault: handler fault injected into w"
+        assert stats.last_error == "w: InjectedFault: handler fault injected into w"
+        root.request_stop()
+
+
+async def test_a_handler_fault_goes_to_a_handle_that_takes_it() -> None:
+    """A handle with ``inject_crash`` (an actor's ref) is given the fault to raise itself."""
+    received: list[Exception] = []
+
+    class Target:
+        def inject_crash(self, error: Exception) -> None:
+            received.append(error)
+
+    async def start(*, task_status: trio.TaskStatus[Target]) -> None:
+        task_status.started(Target())
+        await trio.sleep_forever()
+
+    root = Supervisor("root", [ChildSpec("t", start, shutdown=0)])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        await root.inject_fault("t", FaultKind.HANDLER)
+        assert [str(error) for error in received] == ["handler fault injected into t"]
+        assert root.statistics().children[0].restarts == 0
+        root.request_stop()
+
+
+async def test_a_leaked_task_ends_with_the_incarnation_of_its_child() -> None:
+    """A ``leak`` fault starts a task that never ends inside the child; the child's restart
+    cancels it, and so does its final stop: no task is left behind."""
+    log: list[tuple[str, str]] = []
+    inner = Supervisor("inner", [Worker("w", log).spec()])
+    root = Supervisor("root", [ChildSpec.supervisor("inner", inner.run)])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        await root.inject_fault("inner/w", FaultKind.LEAK)
+        await root.inject_fault("inner", FaultKind.LEAK)
+        assert leaked_tasks() == 2
+        await root.restart_path("inner/w")
+        assert leaked_tasks() == 1
+        await root.restart_path("inner")
+        assert leaked_tasks() == 0
+        await root.inject_fault("inner/w", FaultKind.LEAK)
+        assert leaked_tasks() == 1
+        root.request_stop()
+    assert leaked_tasks() == 0
+
+
+async def test_a_fault_needs_a_running_child_below_the_root() -> None:
+    """An unknown path, or the root itself (``""``), is a KeyError; a child that does not
+    run refuses a fault with ChildStartError."""
+    log: list[tuple[str, str]] = []
+    root = Supervisor("root", [Worker("w", log).spec()])
+    with pytest.raises(ChildStartError):
+        await root.inject_fault("w", FaultKind.HANDLER)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        for path in ("", "nothing", "w/deeper"):
+            with pytest.raises(KeyError):
+                await root.inject_fault(path, FaultKind.HANDLER)
+        root.request_stop()
+
+
+async def test_a_crash_inside_a_childs_own_nursery_is_reported_as_itself() -> None:
+    """The error of a child that crashes inside nurseries of its own is recorded unwrapped
+    (``RuntimeError: …``), not as the exception groups around it."""
+
+    async def start(*, task_status: trio.TaskStatus[None]) -> None:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            nursery.start_soon(trio.sleep_forever)
+            raise RuntimeError("deep")
+
+    root = Supervisor("root", [ChildSpec("deep", start, restart=RestartType.TEMPORARY)])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        await settle()
+        assert root.statistics().last_error == "deep: RuntimeError: deep"
         root.request_stop()

@@ -14,10 +14,12 @@ import pytest
 from auth.tokens import (
     SECRET_BYTES,
     Claims,
+    Keyring,
     TokenError,
     TokenExpired,
     TokenInvalid,
     issue_token,
+    load_keyring,
     load_secret,
     verify_token,
 )
@@ -207,3 +209,97 @@ def test_the_token_command_mints_service_tokens(tmp_path: Path) -> None:
     both = runner.invoke(main, ["token", "x", "--service", "--operator"])
     assert both.exit_code == 2
     assert "one role" in both.output
+
+
+# -- rotation: the previous secret, until its grace ends ------------------------------
+
+UNTIL = NOW + 600
+"""When the previous secret's grace ends in the rotation tests."""
+
+
+def test_the_previous_secret_verifies_until_its_grace_ends_and_never_after() -> None:
+    """A token signed with the previous secret verifies before ``previous_until`` (expiring
+    then at the latest) and is invalid from ``previous_until`` on, while tokens of the
+    current secret verify throughout."""
+    keyring = Keyring(SECRET, OTHER_SECRET, UNTIL)
+    old = issue_token(OTHER_SECRET, "alice", ttl_seconds=3600, now=NOW)
+    short = issue_token(OTHER_SECRET, "bob", ttl_seconds=60, now=NOW)
+    new = issue_token(keyring, "alice", ttl_seconds=3600, now=NOW)
+
+    assert verify_token(keyring, old, now=UNTIL - 1) == Claims("alice", UNTIL)
+    assert verify_token(keyring, short, now=NOW) == Claims("bob", NOW + 60)
+    with pytest.raises(TokenExpired):
+        verify_token(keyring, short, now=NOW + 60)
+    for later in (UNTIL, UNTIL + 1):
+        with pytest.raises(TokenInvalid):
+            verify_token(keyring, old, now=later)
+        assert verify_token(keyring, new, now=later) == Claims("alice", NOW + 3600)
+
+
+def test_tokens_are_issued_with_the_current_secret_only() -> None:
+    """Issuing with a keyring signs with its current secret: the previous one alone does not
+    verify the token."""
+    keyring = Keyring(SECRET, OTHER_SECRET, UNTIL)
+    token = issue_token(keyring, "alice", now=NOW)
+
+    assert verify_token(SECRET, token, now=NOW).user == "alice"
+    with pytest.raises(TokenInvalid):
+        verify_token(OTHER_SECRET, token, now=NOW)
+
+
+def test_the_previous_secret_checks_the_same_claims() -> None:
+    """During the grace, a token of the previous secret with ``alg: none``, another algorithm
+    or a missing claim is as invalid as one of the current secret."""
+    keyring = Keyring(SECRET, OTHER_SECRET, UNTIL)
+    claims = {"sub": "alice", "exp": NOW + 60}
+    for token in (
+        _forge({"alg": "none", "typ": "JWT"}, claims),
+        jwt.encode(claims, OTHER_SECRET + OTHER_SECRET, algorithm="HS512"),
+        jwt.encode({"sub": "alice"}, OTHER_SECRET, algorithm="HS256"),
+        jwt.encode({"exp": NOW + 60}, OTHER_SECRET, algorithm="HS256"),
+    ):
+        with pytest.raises(TokenInvalid):
+            verify_token(keyring, token, now=NOW)
+
+
+def test_a_keyring_hides_its_secrets_and_refuses_a_rotation_to_itself() -> None:
+    """A keyring's ``repr`` shows neither secret; a previous secret equal to the current one,
+    or an empty one, is a ValueError."""
+    assert "s" * 8 not in repr(Keyring(SECRET, OTHER_SECRET, UNTIL))
+    assert "o" * 8 not in repr(Keyring(SECRET, OTHER_SECRET, UNTIL))
+    with pytest.raises(ValueError, match="previous secret is the current one"):
+        Keyring(SECRET, SECRET, UNTIL)
+    with pytest.raises(ValueError, match="empty"):
+        Keyring(SECRET, b"", UNTIL)
+
+
+def test_load_keyring_reads_the_previous_secret_from_the_environment_then_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The previous secret is ``$STARLING_PREVIOUS_SECRET``, else ``<data_dir>/secret.previous``,
+    else none (and then a ``previous_until`` is ignored)."""
+    monkeypatch.setenv("STARLING_SECRET", "current-secret")
+    monkeypatch.delenv("STARLING_PREVIOUS_SECRET", raising=False)
+
+    assert load_keyring(tmp_path, previous_until=UNTIL).keys(NOW) == (b"current-secret",)
+    (tmp_path / "secret.previous").write_bytes(b"from-the-file")
+    keyring = load_keyring(tmp_path, previous_until=UNTIL)
+    assert keyring.keys(NOW) == (b"current-secret", b"from-the-file")
+    assert keyring.keys(UNTIL) == (b"current-secret",)
+    monkeypatch.setenv("STARLING_PREVIOUS_SECRET", "from-the-environment")
+    assert load_keyring(tmp_path, previous_until=UNTIL).previous == b"from-the-environment"
+
+
+def test_a_previous_secret_without_the_end_of_its_grace_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A previous secret with no ``previous_until`` is a ValueError naming the flag, so a grace
+    never lasts for ever by mistake; an empty one is a ValueError too."""
+    monkeypatch.setenv("STARLING_SECRET", "current-secret")
+    monkeypatch.setenv("STARLING_PREVIOUS_SECRET", "old-secret")
+
+    with pytest.raises(ValueError, match="--previous-secret-until"):
+        load_keyring(tmp_path)
+    monkeypatch.setenv("STARLING_PREVIOUS_SECRET", "")
+    with pytest.raises(ValueError, match="STARLING_PREVIOUS_SECRET"):
+        load_keyring(tmp_path, previous_until=UNTIL)

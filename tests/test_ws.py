@@ -575,9 +575,10 @@ async def test_ten_thousand_connections_leave_no_task_or_file_descriptor_behind(
             tasks, descriptors = _tasks(), len(os.listdir("/proc/self/fd"))
             ping = client_frame(b'{"jsonrpc":"2.0","id":1,"method":"ping"}')
             answer = b'{"jsonrpc":"2.0","result":{},"id":1}'
+            users = itertools.count()  # one user each: one user's 10,000 pings are rate limited
 
             async def one(streams: list[trio.SocketStream]) -> None:
-                stream, rest = await raw_connect(f"{url}?token={token()}")
+                stream, rest = await raw_connect(f"{url}?token={token(f'u{next(users)}')}")
                 await stream.send_all(ping)
                 assert (
                     await read_exactly(stream, 2 + len(answer), rest)

@@ -46,6 +46,10 @@ FRIENDS_RECOMMENDED: Final = "friends_recommended"
 
 Item = tuple[str, str]
 """``(post, reason)``."""
+MAX_HELD_ITEMS: Final = 1_000
+"""Most ``(post, reason)`` items held for one user until their window ends; later ones
+are not counted (the notice says "at least this many"): a user who follows a firehose
+costs a bounded set, whatever the event rate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +100,7 @@ class FreshnessCoalescer:
     """At most one notice per user per ``window`` seconds (see the module docstring).
 
     Memory: one entry per user told in the last window, plus the posts held
-    for users with a notice due.
+    for users with a notice due (at most :data:`MAX_HELD_ITEMS` items each).
 
     Args:
         window: seconds, > 0.
@@ -138,7 +142,8 @@ class FreshnessCoalescer:
             return None
         if held is None:
             held = self._hold(user, told.at + self.window, [])
-        held.items.update(dict.fromkeys(items))
+        if len(held.items) < MAX_HELD_ITEMS:
+            held.items.update(dict.fromkeys(items))
         return None
 
     def due(self, now: float) -> list[Notice]:
@@ -185,7 +190,7 @@ class FreshnessCoalescer:
         if earlier is not None:
             rest += earlier.items
         if rest:
-            self._hold(user, now + self.window, rest)
+            self._hold(user, now + self.window, rest[:MAX_HELD_ITEMS])
 
     def forget(self, user: str) -> None:
         """Drop what is held for ``user`` and when they were last told (they left)."""

@@ -50,7 +50,8 @@ def transformer_index(channel: str | None, transformers: int) -> int:
     """
     if channel is None or transformers == 1:
         return 0
-    return zlib.crc32(channel.encode()) % transformers
+    # surrogatepass: a name that was not UTF-8 (poison) still goes to one of them.
+    return zlib.crc32(channel.encode(errors="surrogatepass")) % transformers
 
 
 @dataclass(frozen=True, slots=True)

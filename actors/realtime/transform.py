@@ -24,6 +24,7 @@ process delivered the batch locally already).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -115,12 +116,15 @@ def parse_entry(entry: str, fields: Mapping[str, str]) -> Parsed:
     if channel is None or data is None:
         raise PoisonEvent("an event needs the fields 'channel' and 'data'")
     check_event(channel)
-    raw = data.encode()
+    try:
+        raw = data.encode()
+    except UnicodeEncodeError:  # bytes that were not UTF-8, as the stream port decodes them
+        raise PoisonEvent("data is not UTF-8") from None
     if len(raw) > MAX_DATA_BYTES:
         raise PoisonEvent(f"data is {len(raw)} bytes; at most {MAX_DATA_BYTES}")
     try:
         decoded = _decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # 1e400 too; or nested too deeply
         raise PoisonEvent(f"data is not JSON: {exc}") from None
     if not isinstance(decoded, dict):
         raise PoisonEvent("data must be a JSON object")
@@ -128,9 +132,18 @@ def parse_entry(entry: str, fields: Mapping[str, str]) -> Parsed:
     if offset is None:
         return Parsed(entry, channel, decoded, raw)
     generation = fields.get("gen")
-    if not (offset.isdigit() and int(offset) > 0 and generation):
+    if not (_OFFSET.fullmatch(offset) and int(offset) > 0 and generation):
         raise PoisonEvent("offset must be a positive integer, with its generation 'gen'")
-    return Parsed(entry, channel, decoded, raw, int(offset), _epoch(generation, channel))
+    try:
+        epoch = _epoch(generation, channel)
+    except UnicodeEncodeError:
+        raise PoisonEvent("gen is not UTF-8") from None
+    return Parsed(entry, channel, decoded, raw, int(offset), epoch)
+
+
+_OFFSET = re.compile(r"[0-9]{1,18}")
+"""An offset as the sequencer writes it: ASCII digits, at most 18 of them (below 2**63, what
+msgpack and the stores hold); ``str.isdigit`` also takes "²", which ``int`` refuses."""
 
 
 _epochs: dict[tuple[str, str], str] = {}

@@ -22,13 +22,17 @@ For each :class:`~actors.realtime.nozzle.Batch` from the nozzle:
    share Redis) and then acknowledges its entries (one ``XACK`` for every
    batch waiting), so the next batch is transformed while Redis answers.
    At least once: a crash before the ``XACK`` leaves the entries pending, and
-   the nozzle reclaims them.
+   the nozzle reclaims them. What was delivered here but not yet announced
+   (Redis went away in between, or a restart stopped the shipping task) stays
+   with the transformer object and is announced first when it runs again: the
+   other processes' reorder buffers get those offsets as soon as Redis answers,
+   instead of skipping them and dropping the reclaimed entries 30 s later.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,7 +63,8 @@ log = structlog.get_logger(__name__)
 PROFILE_TTL = 60.0
 """Seconds a user's display fields are reused before they are read again."""
 SHIPPING_QUEUE = 16
-"""Delivered batches waiting to be announced and acknowledged (then the transformer waits)."""
+"""Delivered batches waiting to be announced and acknowledged (then the transformer waits;
+batches left over from an earlier run may add to them once)."""
 
 _Shipment = tuple[list[Rendered], list[str]]
 """A delivered batch (empty: only poison entries) and the stream entries to acknowledge."""
@@ -176,36 +181,40 @@ class Transformer(Actor[Any]):
         self.events = 0
         self.poison = 0
         self.batches = 0
-        self._shipping: trio.MemorySendChannel[_Shipment] | None = None
+        # Delivered, not yet announced and acknowledged; kept across runs (module docstring).
+        self._unshipped: deque[_Shipment] = deque()
+        self._shipped = trio.lowlevel.ParkingLot()  # what waits for _unshipped to change
+        self._closing = False
 
     async def run(
         self, *, task_status: trio.TaskStatus[ActorRef[Any]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Run the actor and its shipping task (module docstring, step 6)."""
-        send, receive = trio.open_memory_channel[_Shipment](SHIPPING_QUEUE)
-        self._shipping = send
+        self._closing = False
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._ship, receive)
+            nursery.start_soon(self._ship)
             await super().run(task_status=task_status)
-            send.close()  # stopped normally: the shipper finishes what waits, then ends
+            self._closing = True  # stopped normally: the shipper finishes what waits, then ends
+            self._shipped.unpark_all()
 
-    async def _ship(self, receive: trio.MemoryReceiveChannel[_Shipment]) -> None:
-        """Announce and acknowledge what the transformer delivered, in order, in bulk."""
-        with receive:
-            while True:
-                try:
-                    waiting = [await receive.receive()]
-                except trio.EndOfChannel:
+    async def _ship(self) -> None:
+        """Announce and acknowledge what the transformer delivered, in order, in bulk; a
+        shipment leaves :attr:`_unshipped` only once Redis took both."""
+        unshipped = self._unshipped
+        while True:
+            if not unshipped:
+                if self._closing:
                     return
-                while True:
-                    try:
-                        waiting.append(receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                batches = [batch for batch, _ in waiting if batch]
-                if batches:
-                    await self._fanout.announce(batches)
-                await self._stream.ack(STREAM, GROUP, [i for _, ids in waiting for i in ids])
+                await self._shipped.park()
+                continue
+            waiting = list(unshipped)
+            batches = [batch for batch, _ in waiting if batch]
+            if batches:
+                await self._fanout.announce(batches)
+            await self._stream.ack(STREAM, GROUP, [i for _, ids in waiting for i in ids])
+            for _ in waiting:
+                unshipped.popleft()
+            self._shipped.unpark_all()
 
     async def handle(self, message: Any) -> Any:
         match message:
@@ -239,8 +248,10 @@ class Transformer(Actor[Any]):
             await self._fanout.deliver(batch)
         else:
             batch = []
-        assert self._shipping is not None  # set by run
-        await self._shipping.send((batch, [entry_id for entry_id, _ in entries]))
+        while len(self._unshipped) >= SHIPPING_QUEUE:
+            await self._shipped.park()  # backpressure: the shipper is behind
+        self._unshipped.append((batch, [entry_id for entry_id, _ in entries]))
+        self._shipped.unpark_all()
         self.events += len(parsed)
         self.batches += 1
 

@@ -16,6 +16,9 @@
 //	following  the users of --follows subscribe to following:<user>; the
 //	           producer publishes comments on post:<P> at R activities/s by
 //	           authors they follow (following.go)
+//	churn   K subscribers on C channels come and go (each lives ~--lifetime,
+//	        reconnects and subscribes with since) while a producer publishes
+//	        comments at R events/s; "@" interval events (churn.go, bench/soak.py)
 //
 // Output: one JSON object on stdout at the end (report.go); progress and
 // errors on stderr. Lines on stderr starting with "@" are JSON events for the
@@ -68,9 +71,13 @@ type config struct {
 	pingEvery       time.Duration
 	tokenTTL        time.Duration
 	cpuProfile      string
-	followsFile     string       // following: the follow lists (following.go)
-	seed            int64        // following: the authors' draw
-	graph           *followGraph // following: loaded from followsFile
+	followsFile     string        // following: the follow lists (following.go)
+	seed            int64         // following: the authors' draw
+	graph           *followGraph  // following: loaded from followsFile
+	lifetime        time.Duration // churn: a connection's mean lifetime
+	reconnectDelay  time.Duration // churn: the mean pause before a reconnect
+	interval        time.Duration // churn: an "@" interval event this often (0: none)
+	tokenRole       string        // the subscribers' tokens: user | service | operator
 }
 
 // scenarioDefaults are the numbers of each scenario; explicit flags override them.
@@ -84,13 +91,14 @@ var scenarioDefaults = map[string]struct {
 	"storm":  {10_000, 200, 0, 0, 2 * time.Second}, // dial concurrency 0: all at once
 	// following: the subscribers and channels (posts) are the --follows file's.
 	"following": {1_000, 200, 2_000, 256, 0},
+	"churn":     {1_000, 200, 2_800, 256, 0},
 }
 
 func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("starling-loadgen", flag.ContinueOnError)
 	c := &config{}
 	var secretFlag string
-	fs.StringVar(&c.scenario, "scenario", "fanout", "fanout | hot | idle | storm | following")
+	fs.StringVar(&c.scenario, "scenario", "fanout", "fanout | hot | idle | storm | following | churn")
 	fs.StringVar(&c.server, "server", "http://127.0.0.1:8080", "the server's base URL (GET /ws, POST /rpc)")
 	fs.StringVar(&secretFlag, "secret", "", "token secret (default: $STARLING_SECRET)")
 	fs.StringVar(&c.run, "run", "", "run id put in every event (default: <pid>-<unix ns>)")
@@ -118,6 +126,10 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	fs.StringVar(&c.followsFile, "follows", "", `following: a JSON file {"follows": {user: [followee, ...]}, "posts": [post id, ...]}`)
 	fs.Int64Var(&c.seed, "seed", 42, "following: seed of the authors' draw")
+	fs.DurationVar(&c.lifetime, "lifetime", 20*time.Second, "churn: a connection's mean lifetime (each uniform in [0.5, 1.5] x this)")
+	fs.DurationVar(&c.reconnectDelay, "reconnect-delay", 500*time.Millisecond, "churn: the mean pause before a reconnect (uniform in [0, 2] x this)")
+	fs.DurationVar(&c.interval, "interval", 0, `churn: print an "@" interval event on stderr this often (0: none)`)
+	fs.StringVar(&c.tokenRole, "token-role", "user", `the subscribers' tokens: user, service ("role": "service") or operator`)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -126,7 +138,7 @@ func parseFlags(args []string) (*config, error) {
 	}
 	defaults, ok := scenarioDefaults[c.scenario]
 	if !ok {
-		return nil, fmt.Errorf("--scenario must be fanout, hot, idle, storm or following, not %q", c.scenario)
+		return nil, fmt.Errorf("--scenario must be fanout, hot, idle, storm, following or churn, not %q", c.scenario)
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -193,6 +205,18 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("--duration and --drain must be > 0, --warmup >= 0")
 	case c.httpInflight < 1 || c.dialRetries < 0 || c.pingEvery <= 0:
 		return nil, errors.New("--http-inflight >= 1, --dial-retries >= 0, --ping-every > 0")
+	case c.tokenRole != "user" && c.tokenRole != "service" && c.tokenRole != "operator":
+		return nil, fmt.Errorf("--token-role must be user, service or operator, not %q", c.tokenRole)
+	case c.interval < 0:
+		return nil, errors.New("--interval must be >= 0")
+	}
+	if c.scenario == "churn" {
+		if c.lifetime <= 0 || c.reconnectDelay < 0 {
+			return nil, errors.New("churn: --lifetime must be > 0, --reconnect-delay >= 0")
+		}
+		if c.producer == "none" {
+			return nil, errors.New("churn needs a producer: --producer http or redis")
+		}
 	}
 	return c, nil
 }
@@ -219,7 +243,7 @@ func logf(format string, args ...any) {
 }
 
 // announce writes one driver event on stderr: "@" and a JSON object.
-func announce(event map[string]any) {
+func announce(event any) {
 	line, _ := json.Marshal(event)
 	fmt.Fprintf(os.Stderr, "@%s\n", line)
 }
@@ -254,7 +278,11 @@ func main() {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	report, err := run(cfg)
+	runScenario := run
+	if cfg.scenario == "churn" {
+		runScenario = runChurn
+	}
+	report, err := runScenario(cfg)
 	if err != nil {
 		logf("%v", err)
 		os.Exit(1)

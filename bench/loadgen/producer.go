@@ -34,6 +34,7 @@ import (
 	"math/rand"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,15 +82,28 @@ type producer struct {
 	firstError string
 	requests   int64
 	lag        *hdrhistogram.Histogram // µs
+
+	// round trips of the requests (µs): of those sent in the window, and since
+	// the last churn interval event (churn.go), with the events and errors since
+	callWindow     *hdrhistogram.Histogram
+	callInterval   *hdrhistogram.Histogram
+	intervalEvents int64
+	intervalErrors int64
+	comments       [][]byte // churn: per channel, `{"type":"comment","post":"<id>","text":"soak",`
 }
 
 func newProducer(cfg *config) (*producer, error) {
 	p := &producer{
 		cfg: cfg, names: make([][]byte, cfg.channels), accepted: make([][]uint64, cfg.channels),
 		counts: make([]int64, cfg.channels), lag: newHistogram(),
+		callWindow: newHistogram(), callInterval: newHistogram(),
 	}
 	for i := range p.names {
 		p.names[i] = []byte(cfg.channelPrefix + strconv.Itoa(i))
+		if cfg.scenario == "churn" {
+			post := jsonString(strings.TrimPrefix(string(p.names[i]), "post:"))
+			p.comments = append(p.comments, []byte(`{"type":"comment","post":`+string(post)+`,"text":"soak",`))
+		}
 	}
 	if g := cfg.graph; g != nil {
 		p.graph, p.draws, p.perAuthor = g, rand.New(rand.NewSource(cfg.seed)), make([]int64, len(g.authors))
@@ -216,15 +230,22 @@ func (p *producer) run(ctx context.Context, start, end time.Time) producerReport
 
 // accept books the outcome of one request's events.
 func (p *producer) accept(events []event, ok []bool, sentNs int64, failure error) {
+	roundTrip := (time.Now().UnixNano() - sentNs) / 1000
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.requests++
+	record(p.callInterval, roundTrip)
+	if p.windowStart <= sentNs && sentNs < p.windowEnd {
+		record(p.callWindow, roundTrip)
+	}
 	record(p.lag, (sentNs-events[0].dueNs)/1000)
 	for i, e := range events {
 		if !ok[i] {
 			p.errors++
+			p.intervalErrors++
 			continue
 		}
+		p.intervalEvents++
 		if p.graph != nil {
 			setBit(&p.all, e.seq)
 			p.perAuthor[e.author]++
@@ -249,7 +270,7 @@ func (p *producer) report(end time.Time) producerReport {
 		Mode: p.mode(), PerChannel: append([]int64(nil), p.counts...), InWindow: p.inWindow,
 		Errors: p.errors, Unsent: p.unsent, FirstError: p.firstError, Requests: p.requests,
 		MaxLagMs: round(float64(p.lag.Max())/1000, 3), P99LagMs: round(float64(p.lag.ValueAtQuantile(99))/1000, 3),
-		FellBack: p.fellBack.Load(), accepted: p.accepted,
+		FellBack: p.fellBack.Load(), accepted: p.accepted, PublishMs: latencyOf(p.callWindow),
 	}
 	if p.graph != nil {
 		rep.PerAuthor = p.graph.perAuthor(p.perAuthor)
@@ -270,7 +291,14 @@ func (p *producer) appendData(buf []byte, e event, sentNs int64) []byte {
 	if p.graph != nil {
 		return p.graph.appendActivity(buf, p.cfg.run, e, sentNs)
 	}
-	buf = append(buf, `{"run":"`...)
+	if p.comments != nil { // churn: a comment by one of 100 authors
+		buf = append(buf, p.comments[e.channel]...)
+		buf = append(buf, `"user":"soak-author-`...)
+		buf = strconv.AppendInt(buf, e.seq%100, 10)
+		buf = append(buf, `","run":"`...)
+	} else {
+		buf = append(buf, `{"run":"`...)
+	}
 	buf = append(buf, p.cfg.run...)
 	buf = append(buf, `","seq":`...)
 	buf = strconv.AppendInt(buf, e.seq, 10)

@@ -23,6 +23,7 @@ type report struct {
 	Disconnected int               `json:"disconnected"`
 	CPU          cpuUsage          `json:"cpu"`
 	Window       *windowReport     `json:"window"`
+	Churn        *churnReport      `json:"churn,omitempty"` // churn: reconnects and recoveries
 }
 
 type settings struct {
@@ -91,6 +92,7 @@ type producerReport struct {
 	P99LagMs   float64          `json:"p99_lag_ms"` // send time - the tick the event was due, per request
 	EventsPerS float64          `json:"window_events_per_s"`
 	FellBack   bool             `json:"fell_back"`            // publish_many answered -32601: batches of realtime.publish instead
+	PublishMs  *latencyReport   `json:"publish_ms,omitempty"` // http: request round trips sent inside the window, ms
 	PerAuthor  map[string]int64 `json:"per_author,omitempty"` // following: activities accepted per author
 	accepted   [][]uint64
 	all        []uint64 // following: the seqs accepted

@@ -87,11 +87,18 @@ type subscriber struct {
 	connected        bool
 	connectTime      time.Duration
 	readyAt          time.Duration
+	epoch            string // churn: the channel's epoch, from the last subscribe reply
+	recovered        int64  // churn: pubs recovered by a subscribe with since
+	recoveryFailures int64  // churn: subscribes with since answered recovered: false
+	gen              int    // churn: the connection's number, under writing (churn.go)
+	left             bool   // churn: this side closed connection gen, under writing
 }
 
 type shard struct {
 	sync.Mutex
 	latency          *hdrhistogram.Histogram
+	interval         *hdrhistogram.Histogram // churn: every live pub's latency since the last interval event
+	intervalPubs     int64
 	frames           int64
 	framesInWindow   int64
 	messagesInWindow int64
@@ -110,6 +117,8 @@ type fleet struct {
 	stopping    atomic.Bool
 	readers     sync.WaitGroup
 	dialer      ws.Dialer
+	reader      func(*subscriber) // runs a subscribed connection: read, or churn's live
+	churn       *churn            // churn, else nil
 
 	mu         sync.Mutex
 	errorKinds map[string]int
@@ -124,6 +133,7 @@ func newFleet(cfg *config) *fleet {
 	f.windowEnd.Store(math.MaxInt64)
 	for i := range f.shards {
 		f.shards[i].latency = newHistogram()
+		f.shards[i].interval = newHistogram()
 	}
 	f.subs = make([]*subscriber, cfg.subscribers)
 	for j := range f.subs {
@@ -138,6 +148,11 @@ func newFleet(cfg *config) *fleet {
 		}
 	}
 	f.dialer = ws.Dialer{Timeout: cfg.dialTimeout, ReadBufferSize: readBufferBytes, WriteBufferSize: 1024}
+	f.reader = f.read
+	if cfg.scenario == "churn" {
+		f.churn = newChurn(f)
+		f.reader = f.churn.live
+	}
 	return f
 }
 
@@ -220,7 +235,7 @@ func (f *fleet) connect(s *subscriber, slots chan struct{}, began time.Time) {
 			s.connected = true
 			s.ready.Store(true)
 			f.readers.Add(1)
-			go f.read(s)
+			go f.reader(s)
 			return
 		}
 		var failure *errConnect
@@ -270,6 +285,10 @@ func (f *fleet) attempt(s *subscriber) error {
 	s.subscribeReply, s.closeCode, s.fragments = 0, 0, nil
 	_ = conn.SetDeadline(deadline)
 	request := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"subscribe","params":{"channel":%q}}`, subscribeID, s.name)
+	if s.epoch != "" { // churn: a resubscribe recovers what it missed
+		request = fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"subscribe","params":{"channel":%q,"since":{"offset":%d,"epoch":%q}}}`,
+			subscribeID, s.name, s.lastOffset, s.epoch)
+	}
 	if _, err := conn.Write(clientFrame(ws.OpText, []byte(request))); err != nil {
 		conn.Close()
 		return &errConnect{"subscribe write", true, err}
@@ -298,13 +317,17 @@ func (f *fleet) attempt(s *subscriber) error {
 	return nil
 }
 
-// token signs user's HS256 JWT: {"sub", "iat", "exp"} (protocols/tokens.py).
+// token signs user's HS256 JWT: {"sub", "iat", "exp"}, and "role" unless
+// --token-role is user (auth/tokens.py issue_token).
 func (f *fleet) token(user string) (string, error) {
 	now := time.Now().Unix()
 	claims := jwt.MapClaims{
 		"sub": user,
 		"iat": now,
 		"exp": now + int64(f.cfg.tokenTTL/time.Second),
+	}
+	if f.cfg.tokenRole != "user" {
+		claims["role"] = f.cfg.tokenRole
 	}
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(f.cfg.secret)
 }
@@ -408,8 +431,8 @@ func (f *fleet) handle(s *subscriber, message []byte) {
 	}
 	windowStart, windowEnd := f.windowStart.Load(), f.windowEnd.Load()
 	inWindow := windowStart <= now && now < windowEnd
-	var latencies [64]int64
-	measured := latencies[:0]
+	var latencies, lives [64]int64
+	measured, live := latencies[:0], lives[:0]
 	var pubs int64
 	items := []*fastjson.Value{value}
 	if value.Type() == fastjson.TypeArray {
@@ -424,6 +447,9 @@ func (f *fleet) handle(s *subscriber, message []byte) {
 		if windowStart <= sent && sent < windowEnd {
 			measured = append(measured, (now-sent)/1000)
 		}
+		if f.churn != nil {
+			live = append(live, (now-sent)/1000)
+		}
 	}
 	sh := &f.shards[s.index%histogramShards]
 	sh.Lock()
@@ -435,6 +461,12 @@ func (f *fleet) handle(s *subscriber, message []byte) {
 	sh.measured += int64(len(measured))
 	for _, micros := range measured {
 		record(sh.latency, micros)
+	}
+	if f.churn != nil {
+		sh.intervalPubs += int64(len(live))
+		for _, micros := range live {
+			record(sh.interval, micros)
+		}
 	}
 	sh.Unlock()
 }
@@ -448,6 +480,9 @@ func (f *fleet) pub(s *subscriber, item *fastjson.Value) (sentNs int64, ok bool)
 				if f.graph != nil {
 					// following: offsets go on consecutively from the channel's offset now.
 					s.lastOffset = item.GetInt64("result", "offset")
+				}
+				if f.churn != nil {
+					f.churn.subscribed(s, item.Get("result"))
 				}
 			} else {
 				s.subscribeReply = -1
@@ -468,6 +503,9 @@ func (f *fleet) pub(s *subscriber, item *fastjson.Value) (sentNs int64, ok bool)
 	if !bytes.Equal(data.GetStringBytes("run"), f.run) || !bytes.Equal(params.GetStringBytes("channel"), s.name) {
 		s.foreign++
 		return 0, false
+	}
+	if f.churn != nil {
+		return f.churn.pub(s, params.GetInt64("offset"), data)
 	}
 	sent, ok, fresh := s.count(data)
 	if !fresh {

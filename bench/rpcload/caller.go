@@ -34,23 +34,40 @@ const (
 
 // plan is what every caller of a run shares: the requests, the depth, the window.
 type plan struct {
-	params   [][]byte // compact JSON objects
-	requests [][]byte // per params line: the request up to its id, `{"jsonrpc":"2.0","method":M,"params":P,"id":`
-	depth    int
-	record   bool
-	next     atomic.Uint64 // the next params line, round-robin over every connection
-	window   window
-	stopping atomic.Bool // the run is closing the connections
+	params    [][]byte // compact JSON objects
+	requests  [][]byte // per params line: the request up to its id, `{"jsonrpc":"2.0","method":M,"params":P,"id":`
+	methods   []*methodInfo
+	methodOf  []int32 // per params line: its method's index in methods
+	depth     int
+	record    bool
+	next      atomic.Uint64 // the next params line, round-robin over every connection
+	window    window
+	stopping  atomic.Bool // the run is closing the connections
+	intervals *intervals  // --interval, else nil
+	mix       bool        // --mix: each method at its rate (mix.go), else a closed loop
 }
 
 func newPlan(method string, params [][]byte, depth int, record bool) *plan {
-	name, _ := json.Marshal(method)
-	p := &plan{params: params, depth: depth, record: record}
-	for _, object := range params {
-		request := append([]byte(`{"jsonrpc":"2.0","method":`), name...)
-		request = append(request, `,"params":`...)
-		request = append(request, object...)
-		p.requests = append(p.requests, append(request, `,"id":`...))
+	return newMixPlan([]mixEntry{{method: method, params: params}}, depth, record)
+}
+
+// newMixPlan is the plan of the methods of mix, their lines one method after the
+// other; it paces them (plan.mix) if they have rates.
+func newMixPlan(mix []mixEntry, depth int, record bool) *plan {
+	p := &plan{depth: depth, record: record, mix: mix[0].rate > 0}
+	for m, entry := range mix {
+		name, _ := json.Marshal(entry.method)
+		p.methods = append(p.methods, &methodInfo{
+			name: entry.method, first: int32(len(p.params)), lines: len(entry.params), rate: entry.rate,
+		})
+		for _, object := range entry.params {
+			request := append([]byte(`{"jsonrpc":"2.0","method":`), name...)
+			request = append(request, `,"params":`...)
+			request = append(request, object...)
+			p.requests = append(p.requests, append(request, `,"id":`...))
+			p.params = append(p.params, object)
+			p.methodOf = append(p.methodOf, int32(m))
+		}
 	}
 	p.window.set(math.MaxInt64, math.MaxInt64)
 	return p
@@ -116,7 +133,7 @@ func (w *window) contains(ns int64) bool {
 
 // call is a request written and not yet answered.
 type call struct {
-	sentNs int64 // unix ns, just before the write of its burst
+	sentNs int64 // unix ns, just before the write of its burst (--mix: when it was due)
 	line   int32 // its params line
 }
 
@@ -156,6 +173,17 @@ func (l *ledger) inFlight() int {
 	return len(l.pending)
 }
 
+// inFlightLines is the params line of every call in flight.
+func (l *ledger) inFlightLines() []int32 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lines := make([]int32, 0, len(l.pending))
+	for _, c := range l.pending {
+		lines = append(lines, c.line)
+	}
+	return lines
+}
+
 func (l *ledger) counts() (sent, inFlight int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -178,6 +206,15 @@ type tally struct {
 	latency       *hdrhistogram.Histogram // µs, of the replies inside the window
 	results       []resultSet             // per params line (--record-results)
 	firstError    string                  // the first error reply or unmatched reply, as received
+	perMethod     []methodTally           // per method of the plan, inside the window
+}
+
+// methodTally is what one method's replies inside the window came to.
+type methodTally struct {
+	completed int64
+	ok        int64
+	errors    map[int64]int64
+	latency   *hdrhistogram.Histogram // µs
 }
 
 // resultSet is the distinct results of one params line, with how many calls gave each.
@@ -190,6 +227,9 @@ func newTally(p *plan) tally {
 	t := tally{errors: map[int64]int64{}, windowErrors: map[int64]int64{}, latency: newHistogram()}
 	if p.record {
 		t.results = make([]resultSet, len(p.params))
+	}
+	for range p.methods {
+		t.perMethod = append(t.perMethod, methodTally{errors: map[int64]int64{}, latency: newHistogram()})
 	}
 	return t
 }
@@ -356,17 +396,23 @@ func (c *caller) reply(item *fastjson.Value, nowNs int64) {
 	c.free <- struct{}{} // never blocks: only a settled call gives its room back
 	t.replies++
 	inWindow := c.plan.window.contains(nowNs)
-	if failure := item.Get("error"); failure != nil {
+	m := c.plan.methodOf[sent.line]
+	per := &t.perMethod[m]
+	micros := (nowNs - sent.sentNs) / 1000
+	failure := item.Get("error")
+	if failure != nil {
 		code := failure.GetInt64("code")
 		t.errors[code]++
 		if inWindow {
 			t.windowErrors[code]++
+			per.errors[code]++
 		}
 		c.noteError(item)
 	} else if result := item.Get("result"); result != nil {
 		t.ok++
 		if inWindow {
 			t.windowOK++
+			per.ok++
 		}
 		if t.results != nil {
 			t.results[sent.line].add(string(result.MarshalTo(nil)), 1)
@@ -376,7 +422,12 @@ func (c *caller) reply(item *fastjson.Value, nowNs int64) {
 	}
 	if inWindow {
 		t.completed++
-		record(t.latency, (nowNs-sent.sentNs)/1000)
+		record(t.latency, micros)
+		per.completed++
+		record(per.latency, micros)
+	}
+	if c.plan.intervals != nil {
+		c.plan.intervals.record(m, micros, failure != nil)
 	}
 }
 

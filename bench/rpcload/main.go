@@ -19,10 +19,17 @@
 // flight are drained (at most --drain), so that every request sent is either
 // answered or reported unanswered.
 //
+// With --mix (mix.go) the calls are a mix of methods instead, each at its own
+// rate (open loop: a pacer issues the calls due, latency counts from when a call
+// was due); with --interval, each method's figures of every interval are
+// printed on stderr as "@" events while the run goes on (bench/soak.py).
+//
 // Output: one JSON object on stdout (report.go); progress and errors on stderr.
 //
 //	starling-rpcload --server http://127.0.0.1:8080 --params users.jsonl \
 //	    --connections 8 --depth 64 --duration 10s --warmup 2s
+//	starling-rpcload --server http://127.0.0.1:8080 --mix mix.jsonl --interval 5s \
+//	    --connections 4 --duration 25m --warmup 5m
 package main
 
 import (
@@ -62,6 +69,9 @@ type config struct {
 	dialTimeout   time.Duration
 	user          string // the token's sub
 	recordResults bool
+	mixFile       string
+	mix           []mixEntry    // --mix: the methods, each at its rate (open loop)
+	interval      time.Duration // --interval: figures every interval on stderr; 0: none
 }
 
 func parseFlags(args []string) (*config, error) {
@@ -81,6 +91,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", 10*time.Second, "longest connect + handshake of one connection")
 	fs.StringVar(&c.user, "user", "bench-rpc", "the service token's subject (sub)")
 	fs.BoolVar(&c.recordResults, "record-results", false, "report the distinct results of each params line (results)")
+	fs.StringVar(&c.mixFile, "mix", "", `a file of JSON objects, one per line, {"method", "rate" (calls/s), "params": [object, ...]}: each method at its rate, open loop (instead of --method and --params)`)
+	fs.DurationVar(&c.interval, "interval", 0, `print "@" interval events on stderr this often (0: none)`)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -116,6 +128,24 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("--duration, --drain and --dial-timeout must be > 0, --warmup >= 0")
 	case c.method == "":
 		return nil, errors.New("--method must not be empty")
+	}
+	if c.interval < 0 {
+		return nil, errors.New("--interval must be >= 0")
+	}
+	if c.mixFile != "" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if set["method"] || set["params"] {
+			return nil, errors.New("--mix names the methods and their params: not with --method or --params")
+		}
+		text, err := os.ReadFile(c.mixFile)
+		if err != nil {
+			return nil, fmt.Errorf("--mix: %w", err)
+		}
+		if c.mix, err = parseMix(text); err != nil {
+			return nil, fmt.Errorf("--mix %s: %w", c.mixFile, err)
+		}
+		return c, nil
 	}
 	c.params = [][]byte{[]byte("{}")}
 	if c.paramsFile != "" {
@@ -199,6 +229,12 @@ func main() {
 func run(cfg *config) (*report, error) {
 	began := cpuNow()
 	p := newPlan(cfg.method, cfg.params, cfg.depth, cfg.recordResults)
+	if cfg.mix != nil {
+		p = newMixPlan(cfg.mix, cfg.depth, cfg.recordResults)
+	}
+	if cfg.interval > 0 {
+		p.intervals = newIntervals(len(p.methods))
+	}
 	// The token outlives the run: dials, warm-up, window, drain, and a margin.
 	ttl := max(time.Hour, cfg.dialTimeout+cfg.warmup+cfg.duration+cfg.drain+time.Minute)
 	token, err := serviceToken(cfg.secret, cfg.user, ttl, time.Now())
@@ -224,22 +260,42 @@ func run(cfg *config) (*report, error) {
 	windowEnd := windowStart.Add(cfg.duration)
 	p.window.set(windowStart.UnixNano(), windowEnd.UnixNano())
 	stop := make(chan struct{})
+	tickets := make(chan ticket, ticketBacklog)
+	if p.mix {
+		go p.pace(start, stop, tickets)
+	}
 	for _, c := range callers {
 		writers.Add(1)
 		go func(c *caller) {
 			defer writers.Done()
-			if err := c.write(stop); err != nil && !p.stopping.Load() {
+			write := func() error { return c.write(stop) }
+			if p.mix {
+				write = func() error { return c.writePaced(stop, tickets) }
+			}
+			if err := write(); err != nil && !p.stopping.Load() {
 				logf("connection %d: write: %v", c.index, err)
 			}
 		}(c)
 	}
-	logf("%s, %d params, %d calls in flight per connection: %s warm-up, %s measured",
-		cfg.method, len(cfg.params), cfg.depth, cfg.warmup, cfg.duration)
+	var reporting sync.WaitGroup
+	if p.intervals != nil {
+		p.intervals.began = start
+		reporting.Add(1)
+		go reportIntervals(p, callers, cfg.interval, stop, &reporting)
+	}
+	if p.mix {
+		logf("a mix of %d methods, %.1f calls/s, %d calls in flight per connection at most: %s warm-up, %s measured",
+			len(p.methods), p.totalRate(), cfg.depth, cfg.warmup, cfg.duration)
+	} else {
+		logf("%s, %d params, %d calls in flight per connection: %s warm-up, %s measured",
+			cfg.method, len(cfg.params), cfg.depth, cfg.warmup, cfg.duration)
+	}
 	sleepUntil(windowStart)
 	cpuFrom := cpuNow()
 	sleepUntil(windowEnd)
 	cpuTo := cpuNow()
 	close(stop)
+	reporting.Wait()
 
 	drainStart := time.Now()
 	drained := drain(callers, drainStart.Add(cfg.drain))
@@ -249,6 +305,7 @@ func run(cfg *config) (*report, error) {
 	readers.Wait()
 
 	rep := summarize(cfg, p, callers)
+	rep.Totals.Unsent = int64(len(tickets))
 	rep.Window = windowReport{StartNs: windowStart.UnixNano(), EndNs: windowEnd.UnixNano(), Seconds: cfg.duration.Seconds()}
 	rep.Totals.Drained = drained
 	rep.Totals.DrainSeconds = round(drainSeconds, 3)

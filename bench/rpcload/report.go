@@ -6,6 +6,8 @@ import (
 	"starling/bench/loadkit"
 	"strconv"
 	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // The JSON document printed on stdout at the end of a run. Times are in the
@@ -13,18 +15,31 @@ import (
 // arrived inside it); totals are of the whole run, warm-up and drain included,
 // and hold sent = replies + unanswered.
 type report struct {
-	Method         string           `json:"method"`
-	Settings       settings         `json:"settings"`
-	Window         windowReport     `json:"window"`
-	Completed      int64            `json:"completed"` // calls answered inside the window: ok + errors (+ malformed replies)
+	Method         string                   `json:"method"`
+	Settings       settings                 `json:"settings"`
+	Window         windowReport             `json:"window"`
+	Completed      int64                    `json:"completed"` // calls answered inside the window: ok + errors (+ malformed replies)
+	OK             int64                    `json:"ok"`
+	Errors         map[string]int64         `json:"errors"` // error.code -> calls answered with it inside the window
+	CallsPerSecond float64                  `json:"calls_per_s"`
+	Latency        *latencyReport           `json:"latency_ms"` // reply arrival - request write, replies inside the window
+	Totals         totals                   `json:"totals"`
+	Connections    connections              `json:"connections"`
+	CPU            cpuUsage                 `json:"cpu"`
+	Results        []lineResults            `json:"results,omitempty"` // --record-results
+	Methods        map[string]*methodReport `json:"methods"`           // per method (one without --mix)
+}
+
+// methodReport is one method's figures: the window's (as the top level's) and the run's.
+type methodReport struct {
+	Rate           float64          `json:"rate"` // --mix: the calls/s aimed at; 0 in a closed loop
+	Completed      int64            `json:"completed"`
 	OK             int64            `json:"ok"`
-	Errors         map[string]int64 `json:"errors"` // error.code -> calls answered with it inside the window
+	Errors         map[string]int64 `json:"errors"`
 	CallsPerSecond float64          `json:"calls_per_s"`
-	Latency        *latencyReport   `json:"latency_ms"` // reply arrival - request write, replies inside the window
-	Totals         totals           `json:"totals"`
-	Connections    connections      `json:"connections"`
-	CPU            cpuUsage         `json:"cpu"`
-	Results        []lineResults    `json:"results,omitempty"` // --record-results
+	Latency        *latencyReport   `json:"latency_ms"`
+	Unanswered     int64            `json:"unanswered"` // the whole run: written, no reply by the end of the drain
+	Dropped        int64            `json:"dropped"`    // the whole run, --mix: due, but no room in the queue of due calls
 }
 
 type settings struct {
@@ -51,6 +66,7 @@ type totals struct {
 	OK            int64            `json:"ok"`         // ... with a result
 	Errors        map[string]int64 `json:"errors"`     // ... with an error, by error.code
 	Unanswered    int64            `json:"unanswered"` // written, no reply by the end of the drain
+	Unsent        int64            `json:"unsent"`     // --mix: due calls still queued when the run stopped writing
 	Unmatched     int64            `json:"unmatched"`  // replies whose id is no request in flight
 	Malformed     int64            `json:"malformed"`  // frames not JSON, replies with neither result nor error
 	Notifications int64            `json:"notifications"`
@@ -83,12 +99,21 @@ func summarize(cfg *config, p *plan, callers []*caller) *report {
 		Method: cfg.method,
 		Settings: settings{
 			Server: cfg.server, User: cfg.user, Connections: cfg.connections, Depth: cfg.depth,
-			Params: len(cfg.params), DurationSeconds: cfg.duration.Seconds(),
+			Params: len(p.params), DurationSeconds: cfg.duration.Seconds(),
 			WarmupSeconds: cfg.warmup.Seconds(), DrainSeconds: cfg.drain.Seconds(),
 		},
 		Errors:      map[string]int64{},
 		Totals:      totals{Errors: map[string]int64{}},
 		Connections: connections{Opened: len(callers), CloseCodes: map[string]int{}},
+		Methods:     map[string]*methodReport{},
+	}
+	perMethod := make([]*hdrhistogram.Histogram, len(p.methods))
+	for m, method := range p.methods {
+		perMethod[m] = newHistogram()
+		rep.Methods[method.name] = &methodReport{Rate: method.rate, Errors: map[string]int64{}, Dropped: method.dropped.Load()}
+	}
+	if p.mix {
+		rep.Method = "mix"
 	}
 	latency := newHistogram()
 	var results []resultSet
@@ -110,6 +135,16 @@ func summarize(cfg *config, p *plan, callers []*caller) *report {
 		rep.Completed += t.completed
 		rep.OK += t.windowOK
 		latency.Merge(t.latency)
+		for m, per := range t.perMethod {
+			figures := rep.Methods[p.methods[m].name]
+			figures.Completed += per.completed
+			figures.OK += per.ok
+			addCodes(figures.Errors, per.errors)
+			perMethod[m].Merge(per.latency)
+		}
+		for _, line := range c.ledger.inFlightLines() {
+			rep.Methods[p.methods[p.methodOf[line]].name].Unanswered++
+		}
 		if rep.Totals.FirstError == "" {
 			rep.Totals.FirstError = t.firstError
 		}
@@ -126,6 +161,11 @@ func summarize(cfg *config, p *plan, callers []*caller) *report {
 		}
 	}
 	rep.CallsPerSecond = round(float64(rep.Completed)/cfg.duration.Seconds(), 1)
+	for m, method := range p.methods {
+		figures := rep.Methods[method.name]
+		figures.CallsPerSecond = round(float64(figures.Completed)/cfg.duration.Seconds(), 1)
+		figures.Latency = latencyOf(perMethod[m])
+	}
 	rep.Latency = latencyOf(latency)
 	for line, set := range results {
 		rep.Results = append(rep.Results, set.report(line, p.params[line]))

@@ -36,7 +36,7 @@ from protocols.jsonrpc import (
     invalid_params,
     not_found,
 )
-from supervisor import SupervisorStatistics
+from supervisor import FaultKind, SupervisorStatistics
 
 Id = Annotated[str, msgspec.Meta(pattern=f"^{ID.pattern}$")]
 """A user, post, topic or publication id: the one id rule (:mod:`actors.ids`)."""
@@ -67,7 +67,10 @@ class Services:
         feeds: the feeds subtree's handle (``None``: feed methods answer -32001).
         realtime: the realtime subtree's handle (``None``: realtime methods answer -32001).
         restart: restarts the child at a tree path (``Supervisor.restart_path`` of the
-            root), for ``system.restart``; ``None``: -32001.
+            root; ``""``: every child of the root) and says whether it only scheduled
+            it (it stops the caller), for ``system.restart``; ``None``: -32001.
+        fault: injects a fault into the child at a tree path (``Supervisor.inject_fault``
+            of the root), for ``system.fault``; ``None``: fault injection is off (-32003).
         call_timeout: seconds a method may wait for its actor's reply.
         started_at: when the server started, epoch seconds.
     """
@@ -77,7 +80,8 @@ class Services:
     bus: Callable[[], BusStatistics] | None = None
     feeds: Feeds | None = None
     realtime: Realtime | None = None
-    restart: Callable[[str], Awaitable[None]] | None = None
+    restart: Callable[[str], Awaitable[bool]] | None = None
+    fault: Callable[[str, FaultKind], Awaitable[bool]] | None = None
     call_timeout: float = 10.0
     started_at: float = field(default_factory=time.time)
 

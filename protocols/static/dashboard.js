@@ -100,7 +100,10 @@
     draw();
   }
 
+  // The root's ↻ restarts every child of the root in place, the listener among them: the
+  // call is answered first, then this page's WebSocket closes 1012 and reconnects.
   async function restart(path, button) {
+    if (path === "root" && !confirm("Restart the whole tree (every child of the root)?")) return;
     button.disabled = true;
     try {
       await Starling.rpc("system.restart", { path });
@@ -124,11 +127,9 @@
     if (child.last_error) {
       item.append(el("span", { class: "node-error" }, `${child.last_error.type}: ${child.last_error.message}`));
     }
-    if (path !== null) {
-      const button = el("button", { class: "restart", title: `restart ${id}` }, "↻");
-      button.addEventListener("click", () => restart(id, button));
-      item.append(button);
-    }
+    const button = el("button", { class: "restart", title: `restart ${id}` }, "↻");
+    button.addEventListener("click", () => restart(id, button));
+    item.append(button);
     if (child.children && child.children.length) {
       const list = el("ul");
       for (const grandchild of child.children) list.append(node(grandchild, id === "root" ? "" : id));

@@ -27,8 +27,10 @@ connection is one reader task blocked in ``wait_readable`` plus its session.
 
 Client frames are bounded: a message over ``max_frame_bytes`` characters
 closes 1009 before it is assembled (the session checks the exact UTF-8 size
-too); a malformed frame (unmasked, a reserved opcode, bad UTF-8 …) closes 1002
-(RFC 6455 section 7.4.1). Binary messages close 1003 (the session's rule).
+too); a malformed frame (unmasked, a reserved opcode, a control frame over 125
+bytes …) closes 1002, a text or close reason that is not UTF-8 1007 (RFC 6455
+section 7.4.1: wsproto's parser answers both, as the client's close). Binary
+messages close 1003 (the session's rule).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
-from protocols.websocket.codes import CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG
+from protocols.websocket.codes import CLOSE_PROTOCOL_ERROR, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG
 from protocols.websocket.session import PendingCalls, Session
 
 KiB: Final = 1024
@@ -165,7 +167,7 @@ class Connection:
                         session.receive_bytes(b"", now)
                 elif isinstance(event, Ping):
                     session.touch(now)
-                    session.queue_control(self._parser.send(event.response()))
+                    self._pong(event)
                 elif isinstance(event, Pong):
                     session.touch(now)
                 elif isinstance(event, CloseConnection):
@@ -197,6 +199,18 @@ class Connection:
             self._message.clear()
             self._message_size = 0
             session.receive_text(text, now)
+
+    def _pong(self, ping: Ping) -> None:
+        """Answer ``ping``; none once our close frame is out (RFC 6455 section 5.5.1: wsproto
+        refuses it). Pongs count against the outbox like replies: a client that pings
+        without reading its pongs is a slow consumer (4008), not a buffer without bound."""
+        session = self.session
+        if self._close_sent:
+            return
+        if session.pending_bytes > session.limits.max_outbox_bytes:
+            session.fail(CLOSE_SLOW_CONSUMER, "slow consumer")
+            return
+        session.queue_control(self._parser.send(ping.response()))
 
     def _peer_closed(self, event: CloseConnection) -> None:
         """The client sent its close frame: answer it (unless ours crossed it) and end."""

@@ -30,8 +30,9 @@ connection would cost what the edge saves) and TLS terminates at a proxy in
 front (docs/operations.md): the edge speaks plain ``ws://``.
 
 Stopping: :meth:`WebSocketGateway.going_away` closes every connection with
-1001 "server shutting down"; when :meth:`run` ends, connections still open
-are ended.
+1001 "server shutting down" (1012 "service restart" when the listener is
+restarted), after what each has queued; when :meth:`run` ends, connections
+still open are ended.
 """
 
 from __future__ import annotations
@@ -55,8 +56,10 @@ from wsproto.utilities import RemoteProtocolError
 
 from actors.realtime.channels import GraphUnavailable
 from actors.realtime.presence import PresenceUnavailable
+from auth.tokens import Keyring
 from protocols.jsonrpc import Dispatcher
-from protocols.websocket.codes import CLOSE_TRY_AGAIN_LATER
+from protocols.ratelimit import RateLimiter
+from protocols.websocket.codes import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER
 from protocols.websocket.edge import RECEIVE_BYTES, Connection
 from protocols.websocket.session import (
     DEFAULT_LIMITS,
@@ -115,11 +118,16 @@ class WebSocketGateway:
 
     Args:
         hub: the publisher (:class:`actors.realtime.Publisher`), called synchronously.
-        secret: the token secret (:func:`auth.tokens.load_secret`).
+        secret: the token secret (:func:`auth.tokens.load_secret`), or the secrets of a
+            rotation (:func:`auth.tokens.load_keyring`).
         limits: the sessions' knobs (the frame size, the outbox, the timeouts).
         max_connections: most connections served at once; more are closed with 1013.
         close_timeout: seconds the client has to answer the server's close frame.
-        handshake_timeout: seconds a client has to complete its upgrade request.
+        handshake_timeout: seconds a client has to complete its upgrade request, from when
+            the listener hands the connection over (its first bytes read).
+        rate_limiter: the buckets every session's requests take from
+            (:mod:`protocols.ratelimit`), shared with ``POST /rpc``; ``None``: one of its
+            own with the default rates.
 
     Raises:
         ValueError: ``max_connections`` < 1, or a timeout not positive.
@@ -128,12 +136,13 @@ class WebSocketGateway:
     def __init__(
         self,
         hub: Hub,
-        secret: bytes,
+        secret: bytes | Keyring,
         *,
         limits: Limits = DEFAULT_LIMITS,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
@@ -147,6 +156,7 @@ class WebSocketGateway:
         self.max_connections = max_connections
         self.close_timeout = close_timeout
         self.handshake_timeout = handshake_timeout
+        self.rate_limiter = RateLimiter() if rate_limiter is None else rate_limiter
         self._secret = secret
         self._connections: set[Connection] = set()
         self._dirty: list[Connection] = []
@@ -366,22 +376,23 @@ class WebSocketGateway:
 
     # -- connections ------------------------------------------------------------------
 
-    async def serve(self, sock: socket.socket) -> None:
+    async def serve(self, sock: socket.socket, head: bytes = b"") -> None:
         """Serve one connection whose first request is ``GET /ws …``, until it ends.
 
         Args:
             sock: the accepted connection, non-blocking; the edge owns it from
                 now on and always closes it.
+            head: what the listener already read of it (the request's first bytes).
         """
         try:
-            await self._serve(sock)
+            await self._serve(sock, head)
         finally:
             trio.lowlevel.notify_closing(sock)
             sock.close()
 
-    async def _serve(self, sock: socket.socket) -> None:
+    async def _serve(self, sock: socket.socket, head: bytes) -> None:
         handshake = H11Handshake(ConnectionType.SERVER)
-        request = await self._receive_request(sock, handshake)
+        request = await self._receive_request(sock, handshake, head)
         if request is None:
             self._handshake_failures += 1
             return
@@ -409,6 +420,7 @@ class WebSocketGateway:
             rpc=self._rpc,
             gate=self._gate,
             presence=self._presence,
+            rate_limiter=self.rate_limiter,
         )
         self._connections.add(connection)
         self._accepted += 1
@@ -421,14 +433,14 @@ class WebSocketGateway:
             connection.session.close()
 
     async def _receive_request(
-        self, sock: socket.socket, handshake: H11Handshake
+        self, sock: socket.socket, handshake: H11Handshake, head: bytes = b""
     ) -> Request | None:
         """The upgrade request, or ``None`` after answering a bad one (or timing out).
 
-        The request is usually all there already (the listener peeked at it):
-        then no timeout scope is set up.
+        The request is usually all in ``head`` already (the listener read it): then no
+        timeout scope is set up. Otherwise the rest must come within ``handshake_timeout``.
         """
-        outcome = await self._feed(sock, handshake)
+        outcome = await self._feed(sock, handshake, head or None)
         if not isinstance(outcome, _More):
             return outcome
         with trio.move_on_after(self.handshake_timeout):
@@ -437,15 +449,19 @@ class WebSocketGateway:
             return outcome
         return None
 
-    async def _feed(self, sock: socket.socket, handshake: H11Handshake) -> Request | _More | None:
-        """Read what is there into ``handshake``: the request, ``None`` (refused, or the client
-        left), or :data:`_MORE` (incomplete: wait for the socket)."""
-        try:
-            data = sock.recv(RECEIVE_BYTES)
-        except BlockingIOError:
-            return _MORE
-        except OSError:
-            return None
+    async def _feed(
+        self, sock: socket.socket, handshake: H11Handshake, data: bytes | None = None
+    ) -> Request | _More | None:
+        """Read what is there (or take ``data``, read already) into ``handshake``: the request,
+        ``None`` (refused, or the client left), or :data:`_MORE` (incomplete: wait for the
+        socket)."""
+        if data is None:
+            try:
+                data = sock.recv(RECEIVE_BYTES)
+            except BlockingIOError:
+                return _MORE
+            except OSError:
+                return None
         try:
             handshake.receive_data(data or None)
             for event in handshake.events():
@@ -458,11 +474,20 @@ class WebSocketGateway:
             return None
         return _MORE if data else None
 
-    def going_away(self) -> None:
-        """Close every connection with 1001 "server shutting down" (call it when the server
-        stops, so clients read a close instead of a dropped connection)."""
+    def going_away(
+        self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down"
+    ) -> None:
+        """Close every connection with ``code`` (1001 "server shutting down" by default;
+        1012 "service restart" when the listener restarts), so clients read a close
+        instead of a dropped connection.
+
+        What each connection has queued is written first, as far as its socket takes it
+        without waiting (the reply to the call that stopped the server, say); the rest is
+        dropped. One non-blocking write per connection.
+        """
         for connection in list(self._connections):
-            connection.session.going_away()
+            connection.flush()
+            connection.session.going_away(code, reason)
 
     def statistics(self) -> GatewayStatistics:
         """A snapshot of the gateway's figures."""

@@ -105,12 +105,16 @@ Error replies (``error.code``; ``data`` is always an object)::
     -32005  too many subscriptions  data.limit
     -32006  unrecoverable position  history since a position the channel no longer
                                     holds; data = the channel's current {offset, epoch}
+    -32011  rate limited            over the connection's or the token's rate
+                                    (:mod:`protocols.ratelimit`); data.retry_after_ms;
+                                    a notification over it is not run
 
 Close codes (RFC 6455 section 7.4; 4000-4999 are ours)::
 
     1000  closed                    :meth:`Session.close` (the connection ended)
     1001  idle                      nothing heard for more than idle_timeout
     1001  server shutting down      :meth:`Session.going_away` (the server stops)
+    1012  service restart           :meth:`Session.going_away` (the listener restarts)
     1003  binary frames not accepted
     1009  message too big           a text frame over max_frame_bytes
     4001  authentication timeout    no successful auth within auth_timeout
@@ -157,7 +161,7 @@ import msgspec
 
 from actors.realtime import Position, Publication, Recovery, parse_channel
 from actors.realtime.channels import Access, subscribe_access
-from auth.tokens import Claims, TokenExpired, TokenInvalid, verify_token
+from auth.tokens import Claims, Keyring, TokenExpired, TokenInvalid, verify_token
 from protocols.jsonrpc import (
     FORBIDDEN,
     MAX_BATCH,
@@ -179,8 +183,10 @@ from protocols.jsonrpc import (
     error_reply,
     invalid_params,
     invalid_request,
+    rate_limited,
     result_reply,
 )
+from protocols.ratelimit import RateLimiter, TokenBucket, retry_after_ms
 from protocols.websocket.codes import (
     CLOSE_IDLE,
     CLOSE_NORMAL,
@@ -455,7 +461,8 @@ class Session:
 
     Args:
         hub: the publisher side (:class:`Hub`), called synchronously.
-        secret: the token secret (:func:`auth.tokens.load_secret`).
+        secret: the token secret (:func:`auth.tokens.load_secret`), or the secrets of a
+            rotation (:func:`auth.tokens.load_keyring`).
         now: the connection time, epoch seconds; starts the auth and idle clocks.
         token: the ``?token=`` of the upgrade request, if any. Expired: the
             session starts closed with 4003; invalid: 4001.
@@ -466,11 +473,15 @@ class Session:
             edge marks the connection for its next flush).
         rpc: the shared dispatcher's methods, served on this connection too.
         gate: the graph's say on graph-ruled channels (:class:`Gate`).
+        rate_limiter: the server's buckets (:class:`protocols.ratelimit.RateLimiter`): every
+            request takes a token from this connection's bucket and, once authenticated,
+            from its user's; over either, -32011. ``None``: no limit.
         presence: who is on a channel (:class:`Presence`); without it, ``presence: true``
             and the presence methods answer -32001.
     """
 
     __slots__ = (
+        "_bucket",
         "_calls",
         "_close",
         "_entering",
@@ -479,6 +490,7 @@ class Session:
         "_gate",
         "_hub",
         "_last_seen",
+        "_limiter",
         "_limits",
         "_on_ready",
         "_opened_at",
@@ -500,7 +512,7 @@ class Session:
     def __init__(
         self,
         hub: Hub,
-        secret: bytes,
+        secret: bytes | Keyring,
         now: float,
         *,
         token: str | None = None,
@@ -509,8 +521,13 @@ class Session:
         rpc: MethodTable[Any] | None = None,
         gate: Gate | None = None,
         presence: Presence | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self._hub = hub
+        self._limiter = rate_limiter
+        self._bucket: TokenBucket | None = None
+        if rate_limiter is not None:
+            self._bucket = rate_limiter.connection_bucket(now, privileged=False)
         self._gate = gate
         self._presence = presence
         #: Channels subscribed with presence whose entering waits for the reply to be queued.
@@ -543,7 +560,7 @@ class Session:
             except TokenInvalid:
                 self._decide_close(CLOSE_UNAUTHENTICATED, "invalid token")
             else:
-                self._authenticate(claims)
+                self._authenticate(claims, now)
 
     # -- state ------------------------------------------------------------------
 
@@ -871,10 +888,11 @@ class Session:
         big while it was assembled): close with ``code``. Nothing if a close was decided."""
         self._decide_close(code, reason)
 
-    def going_away(self) -> None:
-        """The server is stopping: close 1001 "server shutting down" (the client reconnects
-        elsewhere and recovers with ``since``). Nothing if a close was decided already."""
-        self._decide_close(CLOSE_IDLE, "server shutting down")
+    def going_away(self, code: int = CLOSE_IDLE, reason: str = "server shutting down") -> None:
+        """The server is stopping: close 1001 "server shutting down", or as given (1012
+        "service restart": the listener restarts); the client reconnects, here or
+        elsewhere, and recovers with ``since``. Nothing if a close was decided already."""
+        self._decide_close(code, reason)
 
     def close(self) -> None:
         """The connection ended: leave every channel in the hub and drop the outbox.
@@ -955,6 +973,12 @@ class Session:
         except Malformed as malformed:
             return malformed.reply
         try:
+            if self._limiter is not None:
+                wait = self._limiter.admit(
+                    now, self._bucket, self._user, privileged=self._privileged
+                )
+                if wait:
+                    raise rate_limited(retry_after_ms(wait))
             local = _LOCAL.get(request.method)
             if local is None:
                 return self._rpc_call(request)
@@ -986,13 +1010,9 @@ class Session:
         if self._user is None:
             raise JsonRpcError(UNAUTHORIZED, "unauthorized", {"reason": "not authenticated"})
         params = method.decode(request.params)
-        if not method.permits(self._user, params, privileged=self._privileged):
-            reason = (
-                f"{method.name} is for operators and services"
-                if method.acting is None
-                else f"{method.name} acts for {method.acting} = the token's user only"
-            )
-            raise JsonRpcError(FORBIDDEN, "forbidden", {"reason": reason})
+        refused = method.refusal(self._user, params, privileged=self._privileged)
+        if refused is not None:
+            raise refused
         return Call(request, method, params)
 
     def _connect_method(self, params: ConnectParams, now: float) -> ConnectResult:
@@ -1024,13 +1044,16 @@ class Session:
             raise JsonRpcError(UNAUTHORIZED, "unauthorized", data) from None
         if self._user is not None and claims.user != self._user:
             raise JsonRpcError(FORBIDDEN, "forbidden", {"reason": "token names another user"})
-        self._authenticate(claims)
+        self._authenticate(claims, now)
         return ConnectResult(claims.user, claims.expires_at)
 
-    def _authenticate(self, claims: Claims) -> None:
+    def _authenticate(self, claims: Claims, now: float) -> None:
+        privileged = claims.operator or claims.service
+        if self._limiter is not None and privileged and not self._privileged:
+            self._bucket = self._limiter.connection_bucket(now, privileged=True)
         self._user, self._expires_at = claims.user, claims.expires_at
         self._operator = claims.operator
-        self._privileged = claims.operator or claims.service
+        self._privileged = privileged
 
     def _access(self, name: str) -> Access:
         """What the channel rules say about the user reading ``name``.
