@@ -345,7 +345,7 @@ def _settled(outcome: Outcome) -> tuple[list[Any], tuple[int, str] | None]:
 
 
 async def test_frames_split_at_every_byte_boundary_get_the_same_outcome(tmp_path: Path) -> None:
-    """A frame sequence written in two pieces, cut at each of its byte boundaries in turn, gets the same replies and the same close as when written at once."""  # noqa: E501
+    """A frame sequence written in two pieces, cut at each of its byte boundaries in turn, gets the same close as when written at once, and the same replies; when the server closes, the replies queued before the close but not yet begun may be dropped (the documented close rule), so then one reply list is a prefix of the other."""  # noqa: E501
 
     def run(server: Server) -> None:
         query = _token(server, "splitter", service=True)  # no rate limit to vary the replies
@@ -353,7 +353,12 @@ async def test_frames_split_at_every_byte_boundary_get_the_same_outcome(tmp_path
             whole = _settled(exchange(server.url, data, query=query))
             for at in range(1, len(data)):
                 split = _settled(exchange(server.url, data, query=query, chunks=[at]))
-                assert split == whole, (name, at, split, whole)
+                assert split[1] == whole[1], (name, at, split, whole)
+                if whole[1] is None or whole[1][0] == 1000:
+                    assert split[0] == whole[0], (name, at, split, whole)
+                else:
+                    shorter, longer = sorted((split[0], whole[0]), key=len)
+                    assert longer[: len(shorter)] == shorter, (name, at, split, whole)
 
     assert await _fuzzed(tmp_path, run) == []
 
