@@ -17,17 +17,18 @@ load drifts) and the attack::
 
 Processes: this one (starts the others, samples the server's CPU and memory), the
 server, the attacker (trio: opens the N connections, at most :data:`CONNECTING` at
-once, and reopens each one the server closes, so that N stay open for the whole
-phase) and the probe (trio: the normal client). Once the attacker holds its N, the
-probe measures for ``--seconds``, at :data:`PROBE_RATE` requests a second of each:
+once; with ``--reconnect`` it reopens each one the server closes, a sustained attack
+that is also a reconnect storm at every timeout) and the probe (trio: the normal
+client). Once the attacker holds its N, the probe measures, at :data:`PROBE_RATE`
+requests a second of each, for ``--seconds`` and then until the server has closed the
+attacker's N connections (so the window holds the attack and its end):
 
     ws ping    a JSON-RPC ``ping`` on one WebSocket authenticated with a user's token
     http rpc   ``POST /rpc`` ``social.counts`` on a new TCP connection each time (so the
                accept of a new client is measured too)
 
-Then the attacker stops reopening and waits for its first N to be closed by the
-server, and reports how long they lived (``lived_s``: their timeout, as the server
-applied it). Per attack: the probe's p50, p99 and max in milliseconds and its errors,
+The attacker reports how long its first N lived (``lived_s``: their timeout, as the
+server applied it). Per attack: the probe's p50, p99 and max in milliseconds and its errors,
 its p99 over the idle window's p99 (``x_idle``: the issue's budget is 2), the connections held
 when the probe started and ended, the server's and the attacker's CPU (100 % = one
 core), the server's RSS, and ``rest_cpu_pct``: what the rest of the machine used
@@ -106,12 +107,14 @@ RPC_REQUEST: Final = (
 
 @dataclass(frozen=True, slots=True)
 class AttackPlan:
-    """What the attacker does: ``connections`` of ``kind`` to ``host:port``."""
+    """What the attacker does: ``connections`` of ``kind`` to ``host:port``, reopened when
+    the server closes them if ``reconnect``."""
 
     kind: str
     connections: int
     host: str
     port: int
+    reconnect: bool = False
 
 
 class _Attack:
@@ -136,7 +139,8 @@ class _Attack:
         }[plan.kind]
 
     async def slot(self) -> None:
-        """One connection of the N, reopened each time the server closes it."""
+        """One connection of the N (reopened each time the server closes it, with
+        ``reconnect``)."""
         first = True
         while True:
             try:
@@ -167,6 +171,8 @@ class _Attack:
                     self.first_closed.set()
             else:
                 self.reopened += 1
+            if not self.plan.reconnect:
+                return
             first = False
 
 
@@ -257,24 +263,29 @@ def attacker_main(plan: AttackPlan, conn: Connection) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ProbePlan:
-    """The normal client: ``seconds`` of requests at ``rate`` a second of each kind."""
+    """The normal client: requests at ``rate`` a second of each kind until told to stop (at
+    most ``max_seconds``)."""
 
     host: str
     port: int
-    seconds: float
     rate: float
+    max_seconds: float
 
 
-async def _probe(plan: ProbePlan) -> dict[str, Any]:
+async def _probe(plan: ProbePlan, conn: Connection) -> dict[str, Any]:
     token = issue_token(SECRET.encode(), "alice", ttl_seconds=3600)
     url = f"ws://{plan.host}:{plan.port}/ws?token={token}"
     samples: dict[str, list[float]] = {"ws ping": [], "http rpc": []}
     errors = {"ws ping": 0, "http rpc": 0}
 
+    stop = trio.Event()
+
     async def paced(name: str, once: Callable[[], Awaitable[bool]]) -> None:
         start = trio.current_time()
-        for tick in range(int(plan.seconds * plan.rate)):
+        for tick in range(int(plan.max_seconds * plan.rate)):
             await trio.sleep_until(start + tick / plan.rate)
+            if stop.is_set():
+                return
             began = time.perf_counter()
             ok = False
             with trio.move_on_after(REQUEST_TIMEOUT):
@@ -304,15 +315,22 @@ async def _probe(plan: ProbePlan) -> dict[str, Any]:
             await ws.send_message(f'{{"jsonrpc":"2.0","id":{id},"method":"ping"}}')
             return await ws.get_message() == f'{{"jsonrpc":"2.0","result":{{}},"id":{id}}}'
 
+        async def stopped() -> None:
+            await trio.to_thread.run_sync(conn.recv, abandon_on_cancel=True)
+            stop.set()
+
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(paced, "ws ping", ws_ping)
-            nursery.start_soon(paced, "http rpc", http_rpc)
+            nursery.start_soon(stopped)
+            async with trio.open_nursery() as probes:
+                probes.start_soon(paced, "ws ping", ws_ping)
+                probes.start_soon(paced, "http rpc", http_rpc)
+            nursery.cancel_scope.cancel()
     return {"samples": samples, "errors": errors}
 
 
 def probe_main(plan: ProbePlan, conn: Connection) -> None:
-    """The probe process: measure, send the samples back."""
-    conn.send(trio.run(_probe, plan))
+    """The probe process: measure until told to stop, send the samples back."""
+    conn.send(trio.run(_probe, plan, conn))
 
 
 # -- the parent ------------------------------------------------------------------------
@@ -376,43 +394,50 @@ def _percentile(values: Sequence[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
 
 
-def phase(server: Server, kind: str, *, connections: int, seconds: float) -> dict[str, Any]:
-    """One phase: the attack ``kind`` (or ``idle``) held while the probe measures."""
+def phase(
+    server: Server, kind: str, *, connections: int, seconds: float, reconnect: bool = False
+) -> dict[str, Any]:
+    """One phase: the attack ``kind`` (or ``idle``) while the probe measures, for ``seconds``
+    and then until the server has closed the attacker's first connections."""
     context = multiprocessing.get_context("spawn")
     attacker = None
     ramp = math.nan
     held = 0
     if kind != "idle":
         ours, theirs = context.Pipe()
-        plan = AttackPlan(kind, connections, server.host, server.port)
+        plan = AttackPlan(kind, connections, server.host, server.port, reconnect)
         attacker = context.Process(target=attacker_main, args=(plan, theirs), daemon=True)
         attacker.start()
         if not ours.poll(READY_TIMEOUT + 30):
             raise RuntimeError(f"{kind}: the attacker did not report")
         _, held, ramp = ours.recv()
     probe_ours, probe_theirs = context.Pipe()
+    longest = seconds + FINISH_TIMEOUT + 60
     probe = context.Process(
         target=probe_main,
-        args=(ProbePlan(server.host, server.port, seconds, PROBE_RATE), probe_theirs),
+        args=(ProbePlan(server.host, server.port, PROBE_RATE, longest), probe_theirs),
         daemon=True,
     )
+    rss = rss_bytes(server.pid)  # the connections held
     attacking = attacker.pid if attacker is not None and attacker.pid is not None else None
     cpu, busy = cpu_seconds(server.pid), machine_cpu_seconds()
     attacker_cpu = cpu_seconds(attacking) if attacking is not None else 0.0
     began = time.monotonic()
     probe.start()
-    measured = probe_ours.recv()
-    window = time.monotonic() - began
-    cpu, busy = cpu_seconds(server.pid) - cpu, machine_cpu_seconds() - busy
-    if attacking is not None:
-        attacker_cpu = cpu_seconds(attacking) - attacker_cpu
-    rss = rss_bytes(server.pid)
-    probe.join()
+    time.sleep(seconds)
     report: dict[str, Any] = {}
     if attacker is not None:
         ours.send("finish")
         if ours.poll(FINISH_TIMEOUT + 30):
             _, report = ours.recv()
+    probe_ours.send("stop")
+    measured = probe_ours.recv()
+    window = time.monotonic() - began
+    cpu, busy = cpu_seconds(server.pid) - cpu, machine_cpu_seconds() - busy
+    if attacking is not None:
+        attacker_cpu = cpu_seconds(attacking) - attacker_cpu
+    probe.join()
+    if attacker is not None:
         attacker.join(STOP_TIMEOUT)
         if attacker.is_alive():
             attacker.kill()
@@ -431,6 +456,7 @@ def phase(server: Server, kind: str, *, connections: int, seconds: float) -> dic
     row["not_closed"] = report.get("not_closed", 0)
     row["reopened"] = report.get("reopened", 0)
     row["ramp_s"] = ramp
+    row["window_s"] = window
     row["server_cpu_pct"] = 100 * cpu / window
     row["attacker_cpu_pct"] = 100 * attacker_cpu / window
     row["rest_cpu_pct"] = 100 * (busy - cpu - attacker_cpu) / window
@@ -487,6 +513,7 @@ _SHOWN: Final = {
     "lived_median_s": "lived_s",
     "lived_max_s": "lived_max_s",
     "not_closed": "not_closed",
+    "window_s": "window_s",
     "server_cpu_pct": "server_cpu",
     "attacker_cpu_pct": "attacker_cpu",
     "rest_cpu_pct": "rest_cpu",
@@ -502,6 +529,7 @@ def run(
     seconds: float,
     runs: int,
     kinds: Sequence[str],
+    reconnect: bool = False,
     output: Path | None,
     console: Console,
 ) -> list[dict[str, Any]]:
@@ -514,17 +542,26 @@ def run(
             for kind in kinds:
                 console.print(f"run {number}/{runs}: idle, then {kind} …")
                 idle = phase(server, "idle", connections=connections, seconds=seconds)
-                attack = phase(server, kind, connections=connections, seconds=seconds)
+                attack = phase(
+                    server, kind, connections=connections, seconds=seconds, reconnect=reconnect
+                )
                 rows.append(_paired(idle, attack))
         every.append(rows)
         print_table(f"run {number}", [_shown(row) for row in every[-1]], console)
     result = medians(every)
-    title = f"exhaustion: {connections:,} connections, medians of {runs} run(s)"
+    how = "reopened when closed" if reconnect else "each closed once"
+    title = f"exhaustion: {connections:,} connections ({how}), medians of {runs} run(s)"
     print_table(title, [_shown(row) for row in result], console)
     path = write_json(
         "exhaustion",
         result,
-        {"connections": connections, "seconds": seconds, "probe_rate": PROBE_RATE, "runs": every},
+        {
+            "connections": connections,
+            "seconds": seconds,
+            "reconnect": reconnect,
+            "probe_rate": PROBE_RATE,
+            "runs": every,
+        },
         output,
     )
     console.print(f"wrote {path}")
@@ -537,7 +574,13 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
 
 @click.command("exhaustion")
 @click.option("--connections", default=CONNECTIONS, show_default=True, help="Held per attack.")
-@click.option("--seconds", default=10.0, show_default=True, help="Seconds the probe measures.")
+@click.option(
+    "--seconds",
+    default=10.0,
+    show_default=True,
+    help="Seconds the probe measures at least (an attack's window lasts until its "
+    "connections are closed).",
+)
 @click.option("--runs", default=3, show_default=True, help="Runs (medians), a fresh server each.")
 @click.option(
     "--kinds",
@@ -545,8 +588,21 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
     show_default=True,
     help="The attacks to run, comma-separated.",
 )
+@click.option(
+    "--reconnect",
+    is_flag=True,
+    help="Reopen each connection the server closes (a sustained attack: a reconnect storm "
+    "at every timeout).",
+)
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="JSON file.")
-def command(connections: int, seconds: float, runs: int, kinds: str, output: Path | None) -> None:
+def command(
+    connections: int,
+    seconds: float,
+    runs: int,
+    kinds: str,
+    reconnect: bool,
+    output: Path | None,
+) -> None:
     """A normal client's latency while N connections do nothing useful (issue 14).
 
     \b
@@ -563,6 +619,7 @@ def command(connections: int, seconds: float, runs: int, kinds: str, output: Pat
         seconds=seconds,
         runs=runs,
         kinds=chosen,
+        reconnect=reconnect,
         output=output,
         console=Console(width=220),
     )

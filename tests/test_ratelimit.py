@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from click.testing import CliRunner
 from trio_websocket import open_websocket_url
 from wsproto import ConnectionType
 from wsproto.connection import Connection as FrameParser
@@ -18,6 +19,8 @@ from wsproto.events import TextMessage
 
 from actors.realtime import Position, Publication, Recovery
 from auth.tokens import issue_token
+from cli import main
+from cli.guards import Guards
 from client import websocket_url
 from protocols.jsonrpc import RATE_LIMITED
 from protocols.ratelimit import (
@@ -30,6 +33,7 @@ from protocols.ratelimit import (
     retry_after_ms,
 )
 from protocols.websocket.session import Session
+from settings import ServeOptions
 from tests.in_process import serving
 
 SECRET = b"r" * 32
@@ -162,6 +166,34 @@ def test_http_clients_are_limited_per_address_only_when_asked() -> None:
     assert [limiter.admit_client(NOW, "10.0.0.1") for _ in range(3)][2] == 1.0
     assert limiter.admit_client(NOW, "10.0.0.2") == 0.0
     assert limiter.statistics().tracked_clients == 2
+
+
+def test_the_serve_flags_set_the_rates_and_timeouts() -> None:
+    """``Guards.apply`` puts the flags' timeouts and rates in the options ``serve`` runs
+    with, the WebSocket ones in its session limits."""
+    limits = RateLimits(user_connection=Rate(per_second=5, burst=10), privileged_token=None)
+    guards = Guards(
+        first_bytes_timeout=1.0,
+        keep_alive_timeout=2.0,
+        body_timeout=3.0,
+        ws_handshake_timeout=4.0,
+        ws_auth_timeout=5.0,
+        ws_idle_timeout=6.0,
+        rate_limits=limits,
+    )
+    options = guards.apply(ServeOptions())
+    assert (options.first_bytes_timeout, options.keep_alive_timeout) == (1.0, 2.0)
+    assert (options.body_timeout, options.ws_handshake_timeout) == (3.0, 4.0)
+    assert (options.ws_limits.auth_timeout, options.ws_limits.idle_timeout) == (5.0, 6.0)
+    assert options.rate_limits is limits
+
+
+def test_a_malformed_rate_flag_is_a_usage_error(runner: CliRunner) -> None:
+    """``starling serve --rate-user-token 100`` (no burst) stops before serving, exit code 2,
+    saying what a rate looks like."""
+    result = runner.invoke(main, ["serve", "--rate-user-token", "100"])
+    assert result.exit_code == 2
+    assert "RATE/BURST" in result.output
 
 
 # -- the session: -32011 replies, sans I/O -----------------------------------------------

@@ -42,6 +42,7 @@ from typing import Final, Protocol
 
 import trio
 from wsproto.connection import Connection as FrameParser
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
@@ -51,7 +52,12 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
-from protocols.websocket.codes import CLOSE_PROTOCOL_ERROR, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG
+from protocols.websocket.codes import (
+    CLOSE_INVALID_DATA,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_TOO_BIG,
+)
 from protocols.websocket.session import PendingCalls, Session
 
 KiB: Final = 1024
@@ -213,7 +219,16 @@ class Connection:
         session.queue_control(self._parser.send(ping.response()))
 
     def _peer_closed(self, event: CloseConnection) -> None:
-        """The client sent its close frame: answer it (unless ours crossed it) and end."""
+        """The client sent its close frame, or sent what the parser refused: answer it (unless
+        ours crossed it) and end.
+
+        The parser reports a refused frame as a close event while the connection is still
+        open. A text that is not UTF-8 gets a fixed reason: the decoder's own names byte
+        positions within whatever piece the socket read, which change with the TCP segments.
+        """
+        if event.code == CLOSE_INVALID_DATA and self._parser.state is ConnectionState.OPEN:
+            what = "close reason" if event.reason.startswith("Error decoding CLOSE") else "text"
+            event = CloseConnection(CLOSE_INVALID_DATA, f"{what} is not valid UTF-8")
         if not self._close_sent:
             self._close_sent = True
             self.session.queue_control(self._parser.send(event.response()))

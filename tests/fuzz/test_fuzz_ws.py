@@ -398,6 +398,30 @@ async def test_a_flood_of_garbage_frames_leaves_memory_bounded(tmp_path: Path) -
     assert await _fuzzed(tmp_path, run, Limits()) == []
 
 
+async def test_text_that_is_not_utf8_is_closed_1007_with_a_fixed_reason(tmp_path: Path) -> None:
+    """Invalid UTF-8 in a text message, whole, over fragments or split across TCP writes, and in a close reason, is closed 1007 with a reason that names what was wrong and not the decoder's byte positions within a socket read (they vary with the segments)."""  # noqa: E501
+    text = (codes.CLOSE_INVALID_DATA, "text is not valid UTF-8")
+    cases = [
+        (f(b'"\xff"'), None, text),
+        (f(b'"\xff"'), [7], text),
+        (f(b'"\xe2', fin=False) + f(b'"', opcode=0), None, text),
+        (f(b'"abc\xc0\xaf"'), [8, 2], text),
+        (
+            f((1000).to_bytes(2, "big") + b"\xff", opcode=8),
+            None,
+            (codes.CLOSE_INVALID_DATA, "close reason is not valid UTF-8"),
+        ),
+    ]
+
+    def run(server: Server) -> None:
+        query = _token(server, "decoder", service=True)
+        for data, chunks, close in cases:
+            outcome = exchange(server.url, data, query=query, chunks=chunks)
+            assert outcome.close == close, (data, chunks, outcome)
+
+    assert await _fuzzed(tmp_path, run) == []
+
+
 UNREAD: Final = 8 << 20
 """Bytes of answers a never-reading client is sent: past the outbox and the kernel's socket
 buffers (some 4 MiB on loopback)."""
