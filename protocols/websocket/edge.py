@@ -227,7 +227,11 @@ class Connection:
         positions within whatever piece the socket read, which change with the TCP segments.
         """
         if event.code == CLOSE_INVALID_DATA and self._parser.state is ConnectionState.OPEN:
-            what = "close reason" if event.reason.startswith("Error decoding CLOSE") else "text"
+            what = (
+                "close reason"
+                if (event.reason or "").startswith("Error decoding CLOSE")
+                else "text"
+            )
             event = CloseConnection(CLOSE_INVALID_DATA, f"{what} is not valid UTF-8")
         if not self._close_sent:
             self._close_sent = True
