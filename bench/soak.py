@@ -650,10 +650,12 @@ LOOSE = Criteria(
     leak_abs=20.0,
     p99_factor=3.0,
     p99_slack_ms=25.0,
-    min_rate_share=0.9,
+    min_rate_share=0.5,
 )
 """For a 2-minute run (CI): 90 s after a 30 s warm-up is too short for the allocator, the
-caches and the percentiles to settle; nothing may be lost all the same."""
+caches and the percentiles to settle; nothing may be lost all the same. The rates only
+have to show that every generator ran: on a shared CI machine a 90 s window at 0.7 feed
+builds a second swings by more than 10 % (speed is the 30-minute run's to judge)."""
 
 
 def theil_sen(points: Sequence[tuple[float, float]]) -> float:

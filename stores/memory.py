@@ -3,9 +3,10 @@
 Everything lives in this process and runs on the trio loop, without threads.
 The semantics follow Redis, so that the contract suite passes on both:
 
-- :class:`MemoryCache`: expiry is lazy (checked on read) and measured on
-  ``trio.current_time()``, so tests can drive it with the autojump clock; the
-  number of keys is bounded, the least recently used key going first.
+- :class:`MemoryCache`: expiry is checked on read and enforced on write (a
+  heap of deadlines), measured on ``trio.current_time()``, so tests can drive
+  it with the autojump clock; keys and bytes are bounded, the least recently
+  used key going first.
 - :class:`MemoryStream`: ids ``"<ms>-<seq>"`` from the wall clock that never go
   backwards; consumer groups with per-consumer pending entries, delivery counts
   and idle times (idle measured on ``trio.current_time()``); ``read_group``
@@ -18,6 +19,7 @@ The semantics follow Redis, so that the contract suite passes on both:
 from __future__ import annotations
 
 import bisect
+import heapq
 import re
 import time
 from collections import OrderedDict
@@ -34,6 +36,7 @@ from stores.sequence import NumberedEntry, channel_epoch, new_generation
 from stores.stream import StreamEntry, check_count
 
 DEFAULT_MAX_KEYS = 65_536
+DEFAULT_MAX_BYTES = 256 << 20
 DEFAULT_SUBSCRIPTION_BUFFER = 1024
 
 StreamKey = tuple[int, int]
@@ -43,22 +46,44 @@ _ID_PATTERN = re.compile(r"(\d+)(?:-(\d+))?", re.ASCII)
 
 
 class MemoryCache:
-    """A bounded in-process cache with lazy expiry.
+    """A bounded in-process cache whose keys expire on time, like Redis's.
+
+    Expiry is checked on every read (an expired key is never returned) and
+    enforced on every write: a heap of deadlines drops the keys whose time
+    passed, so a key written once with a TTL and never read again (a feed
+    snapshot, a lease, a claim) does not hold memory past its deadline. Times
+    are ``trio.current_time()`` (the autojump clock drives it in tests).
 
     Args:
         max_keys: most keys held; storing one more evicts the least recently
             used key.
+        max_bytes: most bytes of keys and values held (what ``len`` of each
+            counts, not Python's overhead); storing past it evicts the least
+            recently used keys, like Redis's ``maxmemory`` with ``allkeys-lru``.
+            A value larger than this on its own is not stored.
 
     Raises:
-        ValueError: ``max_keys`` < 1.
+        ValueError: ``max_keys`` or ``max_bytes`` < 1.
     """
 
-    def __init__(self, *, max_keys: int = DEFAULT_MAX_KEYS) -> None:
-        if max_keys < 1:
-            raise ValueError(f"max_keys must be >= 1, got {max_keys}")
+    def __init__(
+        self, *, max_keys: int = DEFAULT_MAX_KEYS, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        if max_keys < 1 or max_bytes < 1:
+            raise ValueError(f"max_keys and max_bytes must be >= 1, got {max_keys}, {max_bytes}")
         self._max_keys = max_keys
+        self._max_bytes = max_bytes
+        self._bytes = 0
         # key -> (value, deadline on trio.current_time() in seconds, or None)
         self._items: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
+        # (deadline, key) of every write with a TTL; an entry whose key was
+        # rewritten or deleted since is stale and skipped when it comes up.
+        self._deadlines: list[tuple[float, str]] = []
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(keys, bytes)`` held now, expired keys not yet dropped included."""
+        return len(self._items), self._bytes
 
     def _lookup(self, key: str) -> bytes | None:
         item = self._items.get(key)
@@ -66,10 +91,46 @@ class MemoryCache:
             return None
         value, deadline = item
         if deadline is not None and trio.current_time() >= deadline:
-            del self._items[key]
+            self._drop(key)
             return None
         self._items.move_to_end(key)
         return value
+
+    def _drop(self, key: str) -> None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self._bytes -= len(key) + len(item[0])
+
+    def _store(self, key: str, value: bytes, deadline: float | None) -> None:
+        """Write one key, then drop what expired and what is over the bounds."""
+        self._drop(key)
+        size = len(key) + len(value)
+        if size > self._max_bytes:
+            return
+        self._items[key] = (value, deadline)
+        self._bytes += size
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, key))
+        self._expire(trio.current_time())
+        while len(self._items) > self._max_keys or self._bytes > self._max_bytes:
+            oldest, (value, _) = self._items.popitem(last=False)
+            self._bytes -= len(oldest) + len(value)
+
+    def _expire(self, now: float) -> None:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            deadline, key = heapq.heappop(deadlines)
+            item = self._items.get(key)
+            if item is not None and item[1] == deadline:
+                self._drop(key)
+        # Rewrites leave stale entries behind: rebuild when they outnumber the keys.
+        if len(deadlines) > 2 * len(self._items) + 1024:
+            self._deadlines = [
+                (deadline, key)
+                for key, (_, deadline) in self._items.items()
+                if deadline is not None
+            ]
+            heapq.heapify(self._deadlines)
 
     async def get(self, key: str) -> bytes | None:
         """Return the value under ``key``, or ``None`` when absent or expired."""
@@ -95,17 +156,13 @@ class MemoryCache:
         if ttl is not None and ttl <= 0:
             raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
         await trio.lowlevel.checkpoint()
-        deadline = None if ttl is None else trio.current_time() + ttl
-        self._items[key] = (value, deadline)
-        self._items.move_to_end(key)
-        while len(self._items) > self._max_keys:
-            self._items.popitem(last=False)
+        self._store(key, value, None if ttl is None else trio.current_time() + ttl)
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; return whether it existed (an expired key did not)."""
         await trio.lowlevel.checkpoint()
         existed = self._lookup(key) is not None
-        self._items.pop(key, None)
+        self._drop(key)
         return existed
 
     async def add(self, key: str, value: bytes, *, ttl: float) -> bool:
@@ -119,9 +176,7 @@ class MemoryCache:
         await trio.lowlevel.checkpoint()
         if self._lookup(key) is not None:
             return False
-        self._items[key] = (value, trio.current_time() + ttl)
-        while len(self._items) > self._max_keys:
-            self._items.popitem(last=False)
+        self._store(key, value, trio.current_time() + ttl)
         return True
 
 

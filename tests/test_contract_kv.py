@@ -146,6 +146,44 @@ async def test_non_positive_ttl_is_rejected(kv: Backend, name: str, ttl: float) 
     assert await kv.cache.get(name) is None
 
 
+async def test_memory_cache_drops_expired_keys_nobody_reads_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """In-process only: keys written with a TTL and never read again (feed snapshots, leases)
+    leave the cache once their time has passed and the next write comes, so memory follows
+    what is live, not everything ever written (Redis expires them actively too)."""
+    cache = MemoryCache()
+    value = b"x" * 1000
+    for n in range(1_000):
+        await cache.set(f"snapshot:{n}", value, ttl=10)
+        await trio.sleep(0.1)  # 100 s of writes at 10 a second: ~100 live at a time
+    keys, held = cache.size
+    assert 99 <= keys <= 101, keys
+    assert held == sum(len(f"snapshot:{n}") + len(value) for n in range(1_000 - keys, 1_000))
+    await cache.set("snapshot:0", value, ttl=1)  # rewritten: its old deadline no longer counts
+    await trio.sleep(11)  # past every deadline
+    await cache.set("last", b"v")
+    assert cache.size == (1, len("last") + 1)
+    assert await cache.get("snapshot:999") is None
+
+
+async def test_memory_cache_holds_at_most_max_bytes_evicting_the_least_recently_used() -> None:
+    """In-process only: past ``max_bytes`` of keys and values the least recently used keys
+    go first; a value larger than the whole bound is not stored; bad bounds raise."""
+    cache = MemoryCache(max_bytes=3_000)
+    for key in ("a", "b", "c"):
+        await cache.set(key, b"v" * 999)  # 1,000 bytes each with the key
+    assert await cache.get("a") is not None  # a is now the most recently used
+    await cache.set("d", b"v" * 999)
+    assert await cache.get_many(["a", "b", "c", "d"]) == [b"v" * 999, None, b"v" * 999, b"v" * 999]
+    assert cache.size == (3, 3_000)
+    await cache.set("huge", b"v" * 3_000)
+    assert await cache.get("huge") is None
+    assert cache.size == (3, 3_000)
+    with pytest.raises(ValueError, match="max_bytes"):
+        MemoryCache(max_bytes=0)
+
+
 # --- stream ------------------------------------------------------------------
 
 
