@@ -69,7 +69,7 @@ from hypercorn.utils import wrap_app
 
 from protocols.teardown import LingeringStream, close_unread, lingering
 from protocols.websocket.codes import CLOSE_SERVICE_RESTART
-from protocols.websocket.edge import RECEIVE_BYTES
+from protocols.websocket.edge import receive
 from protocols.websocket.gateway import WebSocketGateway
 
 log = structlog.get_logger(__name__)
@@ -232,15 +232,15 @@ class HttpServer:
             outer.cancel_scope.cancel()
 
     async def _request_head(self, sock: socket.socket) -> bytes:
-        """The connection's first bytes (read: up to :data:`RECEIVE_BYTES`), as soon as they
-        tell a ``GET <ws_path>`` upgrade from HTTP; ``b""`` when the client left, or had not
+        """The connection's first bytes (read: up to 64 KiB, as soon as they tell a
+        ``GET <ws_path>`` upgrade from HTTP); ``b""`` when the client left, or had not
         sent that much within ``first_bytes_timeout``.
 
         One ``recv`` when the request line is there already (no timeout scope); else a
         wait for the socket per segment that arrives, never a poll.
         """
         try:
-            head = sock.recv(RECEIVE_BYTES)
+            head = receive(sock)
         except BlockingIOError:
             head = b""
         except OSError:
@@ -254,7 +254,7 @@ class HttpServer:
             while True:
                 await trio.lowlevel.wait_readable(sock)
                 try:
-                    data = sock.recv(RECEIVE_BYTES)
+                    data = receive(sock)
                 except BlockingIOError:
                     continue
                 except OSError:
@@ -281,7 +281,7 @@ class HttpServer:
             while True:
                 await trio.lowlevel.wait_readable(sock)
                 try:
-                    data = sock.recv(RECEIVE_BYTES)
+                    data = receive(sock)
                 except BlockingIOError:
                     continue
                 except OSError:

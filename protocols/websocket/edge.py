@@ -63,6 +63,28 @@ from protocols.websocket.session import PendingCalls, Session
 KiB: Final = 1024
 RECEIVE_BYTES: Final = 64 * KiB
 """Most bytes read from the socket at once."""
+
+_receive_buffer = bytearray(RECEIVE_BYTES)
+_received = memoryview(_receive_buffer)
+
+
+def receive(sock: socket.socket) -> bytes:
+    """What ``sock`` has (at most :data:`RECEIVE_BYTES`), or ``b""`` at its end.
+
+    Reads into one buffer shared by every connection (the trio thread only, copied out
+    before any other read) rather than ``sock.recv(64 KiB)``: that allocates 64 KiB from
+    malloc for every read and shrinks it to what came, and the remainders left between
+    longer-lived allocations fragmented the heap by ~10 MiB a minute under the soak's
+    churn (in use flat, free growing; ``mallinfo2``).
+
+    Raises:
+        BlockingIOError: nothing to read yet.
+        OSError: the connection failed.
+    """
+    size = sock.recv_into(_receive_buffer)
+    return _received[:size].tobytes()
+
+
 IOV_MAX: Final = 1024
 """Most buffers in one ``sendmsg`` (Linux's ``IOV_MAX``)."""
 
@@ -149,7 +171,7 @@ class Connection:
                     await self._room.wait()
                 await trio.lowlevel.wait_readable(sock)
                 try:
-                    data = sock.recv(RECEIVE_BYTES)
+                    data = receive(sock)
                 except BlockingIOError:
                     continue
                 except OSError:

@@ -60,7 +60,7 @@ from auth.tokens import Keyring
 from protocols.jsonrpc import Dispatcher
 from protocols.ratelimit import RateLimiter
 from protocols.websocket.codes import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER
-from protocols.websocket.edge import RECEIVE_BYTES, Connection
+from protocols.websocket.edge import Connection, receive
 from protocols.websocket.session import (
     DEFAULT_LIMITS,
     Call,
@@ -457,7 +457,7 @@ class WebSocketGateway:
         socket)."""
         if data is None:
             try:
-                data = sock.recv(RECEIVE_BYTES)
+                data = receive(sock)
             except BlockingIOError:
                 return _MORE
             except OSError:
