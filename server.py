@@ -23,10 +23,13 @@ directory, in-process cache/stream/pubsub).
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import gc
+import os
 import secrets
 import signal
+import sys
 import time
 from collections.abc import Awaitable
 
@@ -76,6 +79,29 @@ log = structlog.get_logger("starling")
 
 GC_THRESHOLDS = (20_000, 20, 100)
 """``gc.set_threshold`` while serving (CPython's defaults are 700, 10, 10)."""
+MALLOC_ARENAS = 2
+"""glibc malloc arenas a serving process may use (glibc's default: 8 per core)."""
+_M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
+
+
+def limit_malloc_arenas(count: int = MALLOC_ARENAS) -> bool:
+    """Let glibc's malloc use at most ``count`` arenas, unless ``MALLOC_ARENA_MAX`` is set;
+    whether the limit was set (``False`` off glibc, or when the environment decides).
+
+    Call it before threads start. The graph queries and feed builds run in worker
+    threads, and glibc gives each thread that meets a locked arena one of its own, which
+    keeps its own free space: under the soak's load the arenas held 16-46 MiB free
+    (``mallinfo2``), with two 6-29 MiB.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        return bool(libc.mallopt(_M_ARENA_MAX, count))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt arenas)
+        return False
+
+
 SECONDS = 1.0
 SHUTDOWN_GRACE = 10 * SECONDS
 """Seconds a stop may take (stop accepting, drain, stop children in reverse) before it is

@@ -18,7 +18,7 @@ from auth.tokens import load_secret
 from cli.common import make_console, run_command, starling_invocation
 from cli.load import load_demo
 from cli.options import backend_options, previous_secret_until_option
-from server import serve
+from server import limit_malloc_arenas, serve
 from settings import ServeOptions, Settings
 from supervisor import Supervisor
 
@@ -95,6 +95,7 @@ def demo_command(
         feeds=FeedSettings(params=horizon),
         previous_secret_until=previous_secret_until,
     )
+    limit_malloc_arenas()
     run_command(
         debug,
         lambda: trio.run(

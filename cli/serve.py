@@ -21,7 +21,7 @@ from protocols.app import AppConfig, RouteAccess
 from protocols.websocket import (
     Limits,
 )
-from server import serve
+from server import limit_malloc_arenas, serve
 from settings import ServeOptions, Settings
 from stores.backends import (
     DEFAULT_STREAM_MAX_LENGTH,
@@ -219,4 +219,5 @@ def serve_command(
         options = guards.apply(options)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    limit_malloc_arenas()
     run_command(debug, lambda: trio.run(functools.partial(serve, settings, options)))

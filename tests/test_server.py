@@ -20,7 +20,7 @@ import trio
 
 from actors.social import GraphReader
 from datasets.importers import import_edge_list, read_edge_list
-from server import serve
+from server import limit_malloc_arenas, serve
 from settings import ServeOptions, Settings
 from stores.backends import default_graph_url
 from supervisor import Supervisor
@@ -376,3 +376,14 @@ def test_loading_into_a_directory_a_server_holds_names_that_server(tmp_path: Pat
     assert f"the data directory is held by process {process.pid}" in last
     assert "cli serve --data-dir" in last
     assert "is the backend running" not in last
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_malloc_arenas_are_limited_unless_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """glibc takes the arena limit (mallopt answers 1); an operator's ``MALLOC_ARENA_MAX``
+    wins, and the process's malloc is left as glibc set it from the environment."""
+    assert limit_malloc_arenas() is True
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    assert limit_malloc_arenas() is False

@@ -21,54 +21,10 @@ from protocols.methods import CallContext, Services, build_dispatcher
 from server import serve
 from settings import ServeOptions, Settings
 from stores.neo4j import Neo4jGraph
+from tests.reliability.proxy import TcpProxy
 from tests.social_world import running_social
 
 pytestmark = pytest.mark.neo4j
-
-
-class TcpProxy:
-    """Relays loopback TCP connections to ``target_port`` until cut.
-
-    Args:
-        target_port: where the real server listens.
-    """
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self._scope = trio.CancelScope()
-        self._stopped = trio.Event()
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen (on the same port as before, if any) and relay until :meth:`cut`."""
-        self._scope = trio.CancelScope()
-        self._stopped = trio.Event()
-        try:
-            with self._scope:
-                listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
-                self.port = listeners[0].socket.getsockname()[1]
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(trio.serve_listeners, self._relay, listeners)
-                    task_status.started()
-        finally:
-            self._stopped.set()
-
-    async def cut(self) -> None:
-        """Close the listener and every relayed connection."""
-        self._scope.cancel()
-        await self._stopped.wait()
-
-    async def _relay(self, client: trio.SocketStream) -> None:
-        server = await trio.open_tcp_stream("127.0.0.1", self.target_port)
-        async with client, server, trio.open_nursery() as nursery:
-            nursery.start_soon(_pump, client, server)
-            nursery.start_soon(_pump, server, client)
-
-
-async def _pump(source: trio.SocketStream, sink: trio.SocketStream) -> None:
-    while data := await source.receive_some(65536):
-        await sink.send_all(data)
-    await sink.send_eof()
 
 
 async def test_neo4j_outage_is_backend_unavailable_then_recovers(

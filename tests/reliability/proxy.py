@@ -11,7 +11,8 @@ Two ways to break the link, as the network breaks it:
   delivers a partition's retransmissions (a client that gave up and closed still
   has its last command delivered late).
 
-Not a test module: the reliability tests import it from here.
+Not a test module: the reliability tests and ``tests/test_social_outage.py`` import it
+from here.
 """
 
 from __future__ import annotations
