@@ -85,6 +85,13 @@ log = structlog.get_logger("starling")
     "left (a reconnect within it recovers exactly with since).",
 )
 @click.option(
+    "--reorder-wait",
+    default=0.5,
+    show_default=True,
+    help="Seconds a publication that arrived before an earlier one of its channel (from "
+    "another process) waits for it; past it the gap is skipped and told with a gap notice.",
+)
+@click.option(
     "--presence-expiry",
     default=15.0,
     show_default=True,
@@ -155,6 +162,7 @@ def serve_command(
     transformers: int,
     history_size: int,
     following_grace: float,
+    reorder_wait: float,
     presence_expiry: float,
     ws_max_connections: int,
     ws_max_outbox_bytes: int,
@@ -186,6 +194,7 @@ def serve_command(
             transformers=transformers,
             history_size=history_size,
             following_grace=following_grace,
+            reorder_wait=reorder_wait,
             presence_expiry=presence_expiry,
             feed_stale_window=feed_stale_window,
             consumer=consumer or default_consumer(),

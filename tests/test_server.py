@@ -17,8 +17,10 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from click.testing import CliRunner
 
 from actors.social import GraphReader
+from cli import main
 from datasets.importers import import_edge_list, read_edge_list
 from server import limit_malloc_arenas, serve
 from settings import ServeOptions, Settings
@@ -387,3 +389,10 @@ def test_malloc_arenas_are_limited_unless_the_environment_says(
     assert limit_malloc_arenas() is True
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
     assert limit_malloc_arenas() is False
+
+
+def test_a_negative_reorder_wait_is_a_usage_error(runner: CliRunner) -> None:
+    """``starling serve --reorder-wait -1`` stops before serving, exit code 2, naming it."""
+    result = runner.invoke(main, ["serve", "--reorder-wait", "-1"])
+    assert result.exit_code == 2
+    assert "reorder_wait must be >= 0" in result.output
