@@ -26,12 +26,22 @@ Keys = Callable[[str], str]
 TITLE = "Graphs, «quoted» 'n' \"escaped\", \\ and a\nnewline"
 
 
-@pytest.fixture(params=["ladybug", pytest.param("neo4j", marks=pytest.mark.neo4j)])
+@pytest.fixture(
+    params=[
+        "ladybug",
+        pytest.param("neo4j", marks=pytest.mark.neo4j),
+        pytest.param("neo4j-routing", marks=pytest.mark.neo4j),
+    ]
+)
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
-    """The backend under test and where it lives (a path or a Bolt URL)."""
+    """The backend under test and where it lives: a path, a Bolt URL, or the same server
+    through a ``neo4j://`` routing URL (the driver asks it for a routing table and sends
+    reads to readers and writes to the writer, as a cluster would have them routed)."""
     if request.param == "ladybug":
         return "ladybug", str(tmp_path / "graph")
     url: str = request.getfixturevalue("neo4j_url")
+    if request.param == "neo4j-routing":
+        return "neo4j", "neo4j://" + url.split("://", 1)[1]
     return "neo4j", url
 
 
