@@ -113,8 +113,8 @@ class MemoryCache:
             heapq.heappush(self._deadlines, (deadline, key))
         self._expire(trio.current_time())
         while len(self._items) > self._max_keys or self._bytes > self._max_bytes:
-            oldest, (value, _) = self._items.popitem(last=False)
-            self._bytes -= len(oldest) + len(value)
+            oldest, (evicted, _) = self._items.popitem(last=False)
+            self._bytes -= len(oldest) + len(evicted)
 
     def _expire(self, now: float) -> None:
         deadlines = self._deadlines
