@@ -251,19 +251,11 @@ class HttpServer:
         if self._told(head):
             return head
         with trio.move_on_after(self.first_bytes_timeout):
-            while True:
-                await trio.lowlevel.wait_readable(sock)
-                try:
-                    data = receive(sock)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    return b""
-                if not data:
-                    return b""
+            while data := await _next_bytes(sock):
                 head += data
                 if self._told(head):
                     return head
+            return b""
         self._first_bytes_timeouts += 1
         return b""
 
@@ -278,20 +270,12 @@ class HttpServer:
         if _END_OF_HEAD.search(head) or len(head) > limit:
             return head
         with trio.move_on_after(self.config.keep_alive_timeout):
-            while True:
-                await trio.lowlevel.wait_readable(sock)
-                try:
-                    data = receive(sock)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    return b""
-                if not data:
-                    return b""
+            while data := await _next_bytes(sock):
                 searched = max(0, len(head) - 3)
                 head += data
                 if _END_OF_HEAD.search(head, searched) or len(head) > limit:
                     return head
+            return b""
         self._header_timeouts += 1
         return b""
 
@@ -447,3 +431,16 @@ class _Replayed:
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+async def _next_bytes(sock: socket.socket) -> bytes:
+    """The next bytes the client sends, once the socket has them; ``b""`` when it closed or
+    the connection failed."""
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            return receive(sock)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return b""
