@@ -42,11 +42,8 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing
-import os
 import resource
-import signal
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -56,15 +53,15 @@ from pathlib import Path
 from typing import Any, Final
 
 import click
-import httpx
 import trio
 from rich.console import Console
 from trio_websocket import open_websocket_url
 
 from auth.tokens import issue_token
-from bench.realtime import cpu_seconds, free_port, machine_cpu_seconds, starling_command
+from bench.realtime import cpu_seconds, machine_cpu_seconds
 from bench.realtime_native import rss_bytes
 from bench.report import print_table, write_json
+from bench.serving import serve_process
 
 KINDS: Final = ("silent", "http-slowloris", "ws-slowloris", "unauthenticated")
 """The attacks, in the order a run measures them (after ``idle``)."""
@@ -352,38 +349,18 @@ def running_server(connections: int) -> Iterator[Server]:
     Raises:
         RuntimeError: it did not answer ``/health`` in time (the message ends with its log).
     """
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STARLING_")}
-    env["STARLING_SECRET"] = SECRET
-    with tempfile.TemporaryDirectory(prefix="starling-bench-exhaustion-") as directory:
-        command = [*starling_command(), "serve", "--port", str(port), "--data-dir", directory]
-        command += ["--ws-max-connections", str(2 * connections + 100)]
-        log_path = Path(directory) / "server.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
-        try:
-            deadline = time.monotonic() + SERVER_START_TIMEOUT
-            while not _healthy(f"http://127.0.0.1:{port}"):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    tail = log_path.read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"starling serve did not start:\n{tail}")
-                time.sleep(0.1)
-            yield Server(process.pid, "127.0.0.1", port)
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
+    with (
+        tempfile.TemporaryDirectory(prefix="starling-bench-exhaustion-") as directory,
+        serve_process(
+            ["--ws-max-connections", str(2 * connections + 100)],
+            data_dir=Path(directory),
+            log=Path(directory) / "server.log",
+            secret=SECRET,
+            start_timeout=SERVER_START_TIMEOUT,
+            stop_timeout=STOP_TIMEOUT,
+        ) as (process, url),
+    ):
+        yield Server(process.pid, "127.0.0.1", int(url.rsplit(":", 1)[1]))
 
 
 def _percentile(values: Sequence[float], share: float) -> float:

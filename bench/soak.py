@@ -82,13 +82,12 @@ from bench.realtime import (
     BUDGET_CHANNELS,
     BUDGET_SUBSCRIBERS,
     cpu_seconds,
-    free_port,
     machine_cpu_seconds,
-    starling_command,
 )
 from bench.realtime_native import LOADGEN, Loadgen, rss_bytes
 from bench.report import RESULTS_DIR, print_table, write_json
 from bench.rpc_native import RpcLoadUnavailable, build_rpcload
+from bench.serving import log_tail, serve_process
 from settings import DEFAULT_DATA_DIR, Settings
 
 MIX_KNEE = 0.2
@@ -448,43 +447,18 @@ def serving(data_dir: Path, scratch: Path, *, stream_max_length: int) -> Iterato
     Raises:
         RuntimeError: it did not answer /health in time, or exited during the block.
     """
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STARLING_")}
-    env["STARLING_SECRET"] = SECRET
-    command = [*starling_command(), "serve", "--port", str(port), "--data-dir", str(data_dir)]
-    command += ["--stream-max-length", str(stream_max_length)]
     log = scratch / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=out, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while not _healthy(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"starling serve did not start:\n{_tail(log)}")
-            time.sleep(0.2)
+    with serve_process(
+        ["--stream-max-length", str(stream_max_length)],
+        data_dir=data_dir,
+        log=log,
+        secret=SECRET,
+        start_timeout=SERVER_START_TIMEOUT,
+        stop_timeout=STOP_TIMEOUT,
+    ) as (process, url):
         yield Server(process.pid, url, log)
         if process.poll() is not None:
-            raise RuntimeError(f"starling serve exited during the soak:\n{_tail(log)}")
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"starling serve exited during the soak:\n{log_tail(log)}")
 
 
 # -- sampling -----------------------------------------------------------------------------
