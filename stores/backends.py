@@ -4,7 +4,9 @@
   ``neo4j://…``, ``bolt://…`` (and their ``+s`` forms) → :class:`stores.neo4j.Neo4jGraph`.
 - cache, stream, pub/sub, presence: ``memory://`` (the in-process default) →
   :mod:`stores.memory` and :class:`stores.presence.MemoryPresence`; ``redis://…``,
-  ``rediss://…``, ``unix://…`` → :mod:`stores.redis` and :mod:`stores.redis_presence`.
+  ``rediss://…``, ``unix://…`` → :mod:`stores.redis` and :mod:`stores.redis_presence`;
+  ``redis+cluster://host:port,host:port,…`` (``rediss+cluster://``) → the same adapters on a
+  Redis Cluster (:mod:`stores.redis_cluster`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from stores.stream import Stream
 
 NEO4J_SCHEMES = {"neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"}
 REDIS_SCHEMES = {"redis", "rediss", "unix"}
+REDIS_CLUSTER_SCHEMES = {"redis+cluster", "rediss+cluster"}
 
 
 SECRET_QUERY_KEYS = ("password", "passwd", "secret", "token")
@@ -164,7 +167,7 @@ def open_key_value(
             _nothing,
             MemoryPresence(),
         )
-    if scheme in REDIS_SCHEMES:
+    if scheme in REDIS_SCHEMES or scheme in REDIS_CLUSTER_SCHEMES:
         from stores.redis import (
             RedisBackend,
             RedisCache,
@@ -174,7 +177,13 @@ def open_key_value(
         )
         from stores.redis_presence import RedisPresence
 
-        backend = RedisBackend.from_url(url, max_connections=max_connections)
+        backend: RedisBackend
+        if scheme in REDIS_CLUSTER_SCHEMES:
+            from stores.redis_cluster import RedisClusterBackend
+
+            backend = RedisClusterBackend.from_cluster_url(url, max_connections=max_connections)
+        else:
+            backend = RedisBackend.from_url(url, max_connections=max_connections)
         return KeyValueBackend(
             redact(url),
             RedisCache(backend),
@@ -186,5 +195,5 @@ def open_key_value(
             RedisPresence(backend),
         )
     raise ConfigError(
-        f"unknown cache URL scheme {scheme!r} in {redact(url)!r}: use memory:// or redis://HOST"
+        f"unknown cache URL scheme {scheme!r} in {redact(url)!r}: use memory://, redis://HOST or redis+cluster://HOST:PORT,…"
     )

@@ -269,6 +269,10 @@ class MemoryStream:
             raise QueryError(f"NOGROUP No such key {stream!r} or consumer group {group!r}")
         return log, state
 
+    def partitions(self, stream: str) -> tuple[str, ...]:
+        """``(stream,)``: an in-process stream is not split."""
+        return (stream,)
+
     async def append(self, stream: str, fields: Mapping[str, str]) -> str:
         """Append an entry and return its id.
 

@@ -31,6 +31,7 @@ Threading rules for redis-py (DESIGN.md, "Backends"):
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -40,10 +41,12 @@ from typing import Any, NoReturn, TypeVar, cast
 import redis
 import trio
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from stores.errors import BackendUnavailable, ConfigError, QueryError, StoreError
 from stores.memory import DEFAULT_SUBSCRIPTION_BUFFER, Subscription
+from stores.partitions import Partitions
 from stores.pubsub import Message
 from stores.resp import Command, Endpoint, RespConnection, RespError, RespPool, check
 from stores.sequence import (
@@ -63,6 +66,7 @@ MAX_BLOCK = 1.0  # seconds one XREADGROUP may block: how long a cancelled reader
 HEALTH_CHECK_INTERVAL = 30  # seconds a pooled connection may idle before a PING on reuse
 SUBSCRIPTION_POLL = 0.2  # seconds a subscription thread waits for a message between stop checks
 SUBSCRIPTION_BATCH = 256  # most messages handed to trio in one hop
+PARTITION_POLL = 0.01  # seconds between polls of a partitioned stream read by its own name
 
 T = TypeVar("T")
 
@@ -81,6 +85,8 @@ def _translated(work: Callable[[redis.Redis], T], client: redis.Redis) -> T:
         return work(client)
     except redis.RedisError as exc:
         raise _store_error(exc) from exc
+    except RedisClusterException as exc:  # not a RedisError: the cluster client's own
+        raise StoreError(f"Redis Cluster: {exc}") from exc
 
 
 class RedisBackend:
@@ -121,6 +127,11 @@ class RedisBackend:
         self.endpoint = _endpoint(pool)
         self.resp = RespPool(self.endpoint, size=pool.max_connections)
         """Connections on the trio thread, for the realtime hot path (:mod:`stores.resp`)."""
+        self.partitions = Partitions(1)
+        """How streams are split (one partition: plain keys; see :mod:`stores.partitions`)."""
+        self.cluster = False
+        """Whether this is a Redis Cluster: Pub/Sub is sharded (``SPUBLISH``/``SSUBSCRIBE``)
+        and multi-key reads are split by slot."""
 
     @classmethod
     def from_url(
@@ -179,6 +190,38 @@ class RedisBackend:
         """
         return await trio.to_thread.run_sync(_translated, work, self._client, limiter=self.limiter)
 
+    async def execute(
+        self, commands: Sequence[Command], *, key: str, extra_wait: float = 0.0
+    ) -> list[Any]:
+        """Send ``commands`` (a pipeline whose keys share ``key``'s slot) on the trio thread;
+        their replies in order, error replies in place (:meth:`stores.resp.RespPool.execute`).
+
+        On one server ``key`` only documents the pipeline; a cluster routes by it.
+
+        Raises:
+            stores.errors.BackendUnavailable: the server cannot be reached or timed out.
+        """
+        return await self.resp.execute(commands, extra_wait=extra_wait)
+
+    async def execute_on_masters(self, commands: Sequence[Command]) -> list[list[Any]]:
+        """Send ``commands`` to every master (one here) and return each one's replies.
+
+        Raises:
+            stores.errors.BackendUnavailable: a server cannot be reached or timed out.
+        """
+        return [await self.resp.execute(commands)]
+
+    def node_of(self, key: str) -> str:
+        """The id of the node that serves ``key`` ("" on one server: nothing to check)."""
+        return ""
+
+    async def subscription_endpoints(
+        self, topics: Sequence[str]
+    ) -> list[tuple[Endpoint, list[str]]]:
+        """Where to subscribe to ``topics``: each server with its topics (one here)."""
+        await trio.lowlevel.checkpoint()
+        return [(self.endpoint, list(topics))]
+
     async def ping(self) -> None:
         """Check the server answers.
 
@@ -224,6 +267,10 @@ class RedisCache:
         if not keys:
             await trio.lowlevel.checkpoint()
             return []
+        if self._backend.cluster:  # one MGET per slot (redis-py's cluster client splits them)
+            return await self._backend.run(
+                lambda client: cast("list[bytes | None]", client.mget_nonatomic(keys))  # type: ignore[attr-defined]
+            )
         return await self._backend.run(lambda client: cast("list[bytes | None]", client.mget(keys)))
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
@@ -273,14 +320,16 @@ def _field(value: bytes | str) -> str:
     return value.decode(errors="surrogateescape") if isinstance(value, bytes) else value
 
 
-def _flat_entry(entry_id: bytes, fields: list[bytes]) -> StreamEntry:
+def _flat_entry(entry_id: str, fields: list[bytes]) -> StreamEntry:
     """A stream entry from a raw RESP reply: its id and ``[name, value, name, value, …]``."""
     values = iter(fields)
     decoded = {_field(name): _field(value) for name, value in zip(values, values, strict=True)}
-    return StreamEntry(entry_id.decode(), decoded, 1)
+    return StreamEntry(entry_id, decoded, 1)
 
 
-def _entry(entry_id: bytes, fields: Mapping[bytes, bytes], deliveries: int = 1) -> StreamEntry:
+def _entry(
+    entry_id: bytes | str, fields: Mapping[bytes, bytes], deliveries: int = 1
+) -> StreamEntry:
     decoded = {_field(name): _field(value) for name, value in fields.items()}
     return StreamEntry(_text(entry_id), decoded, deliveries)
 
@@ -288,10 +337,18 @@ def _entry(entry_id: bytes, fields: Mapping[bytes, bytes], deliveries: int = 1) 
 class RedisStream:
     """The stream port on Redis Streams.
 
+    On a Redis Cluster a stream is split into partitions (:mod:`stores.partitions`):
+    an entry goes to the partition of its ``channel`` field (entries without one to
+    partition 0), its id carries the partition (``"<ms>-<seq>@<i>"``), and
+    :meth:`partitions` names the keys a reader reads one by one. Reading a
+    partitioned stream by its own name polls every partition (every
+    :data:`PARTITION_POLL` seconds while waiting); the nozzle reads each partition
+    instead, blocking.
+
     Args:
-        backend: the server.
+        backend: the server (or cluster).
         max_length: approximate cap on entries per stream (``XADD MAXLEN ~``;
-            ``None``: unbounded).
+            ``None``: unbounded), per partition.
     """
 
     def __init__(self, backend: RedisBackend, *, max_length: int | None = None) -> None:
@@ -299,6 +356,17 @@ class RedisStream:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         self._backend = backend
         self._max_length = max_length
+        self._partitions = backend.partitions
+
+    def partitions(self, stream: str) -> tuple[str, ...]:
+        """The keys that hold ``stream``'s entries, one per partition (``(stream,)`` on one
+        server)."""
+        return self._partitions.keys(stream)
+
+    def _where(self, stream: str) -> tuple[str, int | None]:
+        """``stream`` as a key and the partition it is (``None``: the whole logical stream,
+        or the only partition)."""
+        return stream, self._partitions.index_of_key(stream)
 
     async def append(self, stream: str, fields: Mapping[str, str]) -> str:
         """Append an entry and return its id.
@@ -306,10 +374,8 @@ class RedisStream:
         Raises:
             ValueError: ``fields`` is empty.
         """
-        if not fields:
-            raise ValueError("a stream entry needs at least one field")
-        (entry_id,) = await self._backend.resp.execute([self._xadd(stream, fields)])
-        return _text(check(entry_id))
+        (entry_id,) = await self.append_many(stream, [fields])
+        return entry_id
 
     def _xadd(self, stream: str, fields: Mapping[str, str]) -> Command:
         command: list[bytes | str | int] = ["XADD", stream]
@@ -321,7 +387,7 @@ class RedisStream:
         return command
 
     async def append_many(self, stream: str, entries: Sequence[Mapping[str, str]]) -> list[str]:
-        """Append entries in order, in one pipeline; return their ids.
+        """Append entries in order, in one pipeline per partition; return their ids.
 
         Raises:
             ValueError: an entry is empty.
@@ -331,19 +397,41 @@ class RedisStream:
         if not entries:
             await trio.lowlevel.checkpoint()
             return []
-        replies = await self._backend.resp.execute([self._xadd(stream, f) for f in entries])
-        return [_text(check(entry_id)) for entry_id in replies]
+        partitions = self._partitions
+        _, fixed = self._where(stream)
+        if partitions.count == 1 or fixed is not None:
+            index = fixed or 0
+            replies = await self._backend.execute(
+                [self._xadd(stream, f) for f in entries], key=stream
+            )
+            return [partitions.qualify(_text(check(i)), index) for i in replies]
+        parts: dict[int, list[int]] = {}
+        for position, fields in enumerate(entries):
+            parts.setdefault(partitions.of(fields.get("channel")), []).append(position)
+        ids: list[str] = [""] * len(entries)
+        for index, positions in parts.items():
+            key = partitions.key(stream, index)
+            replies = await self._backend.execute(
+                [self._xadd(key, entries[p]) for p in positions], key=key
+            )
+            for position, reply in zip(positions, replies, strict=True):
+                ids[position] = partitions.qualify(_text(check(reply)), index)
+        return ids
 
     async def ensure_group(self, stream: str, group: str) -> None:
-        """Create consumer group ``group`` at the start of ``stream`` if missing
-        (creating the stream too): ``XGROUP CREATE … 0 MKSTREAM``, ignoring ``BUSYGROUP``."""
+        """Create consumer group ``group`` at the start of ``stream`` (of each of its
+        partitions) if missing, creating the stream too: ``XGROUP CREATE … 0 MKSTREAM``,
+        ignoring ``BUSYGROUP``."""
+        _, fixed = self._where(stream)
+        keys = (stream,) if fixed is not None else self.partitions(stream)
 
         def create(client: redis.Redis) -> None:
-            try:
-                client.xgroup_create(stream, group, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if not str(exc).startswith("BUSYGROUP"):
-                    raise
+            for key in keys:
+                try:
+                    client.xgroup_create(key, group, id="0", mkstream=True)
+                except redis.ResponseError as exc:
+                    if not str(exc).startswith("BUSYGROUP"):
+                        raise
 
         await self._backend.run(create)
 
@@ -359,44 +447,78 @@ class RedisStream:
         """Read up to ``count`` new entries for ``consumer``, waiting at most ``block`` seconds.
 
         Waits longer than :attr:`RedisBackend.max_block` are split into several
-        ``XREADGROUP … BLOCK`` calls, each bounded by the socket timeout.
+        ``XREADGROUP … BLOCK`` calls, each bounded by the socket timeout. A
+        partitioned stream read by its own name is polled (up to ``count`` entries
+        of each partition per read).
 
         Args:
-            stream: the stream name.
+            stream: the stream name, or one partition's key (:meth:`partitions`).
             group: an existing consumer group.
             consumer: the reader's name within the group.
             count: most entries returned, >= 1.
             block: longest wait in seconds for a first entry; <= 0 does not wait.
 
         Returns:
-            The entries, oldest first, each with ``deliveries == 1``; empty when
-            nothing arrived in time. They are pending for ``consumer`` until :meth:`ack`.
+            The entries, oldest first within a partition, each with ``deliveries == 1``;
+            empty when nothing arrived in time. They are pending for ``consumer`` until
+            :meth:`ack`.
 
         Raises:
             ValueError: ``count`` < 1.
             stores.errors.QueryError: the group does not exist.
         """
         check_count(count)
+        _, fixed = self._where(stream)
+        if self._partitions.count > 1 and fixed is None:
+            return await self._poll(stream, group, consumer, count=count, block=block)
         deadline = trio.current_time() + block
         while True:
             wait = min(deadline - trio.current_time(), self._backend.max_block)
-            command: list[bytes | str | int] = ["XREADGROUP", "GROUP", group, consumer]
-            command += ["COUNT", count]
             block_ms = int(wait * 1000) if wait >= 0.001 else None  # None: don't block
-            if block_ms is not None:
-                command += ["BLOCK", block_ms]
-            command += ["STREAMS", stream, ">"]
-            (reply,) = await self._backend.resp.execute(
-                [command], extra_wait=(block_ms or 0) / 1000
-            )
-            entries = [
-                _flat_entry(entry_id, fields)
-                for _name, items in check(reply) or ()
-                for entry_id, fields in items
-                if fields is not None
-            ]
+            entries = await self._read(stream, fixed or 0, group, consumer, count, block_ms)
             if entries or block_ms is None:
                 return entries
+
+    async def _read(
+        self, key: str, index: int, group: str, consumer: str, count: int, block_ms: int | None
+    ) -> list[StreamEntry]:
+        command: list[bytes | str | int] = ["XREADGROUP", "GROUP", group, consumer]
+        command += ["COUNT", count]
+        if block_ms is not None:
+            command += ["BLOCK", block_ms]
+        command += ["STREAMS", key, ">"]
+        (reply,) = await self._backend.execute(
+            [command], key=key, extra_wait=(block_ms or 0) / 1000
+        )
+        qualify = self._partitions.qualify
+        return [
+            _flat_entry(qualify(entry_id.decode(), index), fields)
+            for _name, items in check(reply) or ()
+            for entry_id, fields in items
+            if fields is not None
+        ]
+
+    async def _poll(
+        self, stream: str, group: str, consumer: str, *, count: int, block: float
+    ) -> list[StreamEntry]:
+        deadline = trio.current_time() + block
+        while True:
+            entries = []
+            for index, key in enumerate(self.partitions(stream)):
+                entries += await self._read(key, index, group, consumer, count, None)
+            if entries or trio.current_time() >= deadline:
+                return entries
+            await trio.sleep(min(PARTITION_POLL, max(0.0, deadline - trio.current_time())))
+
+    def _by_partition(self, stream: str, ids: Sequence[str]) -> dict[str, list[str]]:
+        """Redis's own ids grouped by the key of their partition."""
+        _, fixed = self._where(stream)
+        grouped: dict[str, list[str]] = {}
+        for entry_id in ids:
+            index, raw = self._partitions.split(entry_id)
+            key = stream if fixed is not None else self._partitions.key(stream, index)
+            grouped.setdefault(key, []).append(raw)
+        return grouped
 
     async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
         """Acknowledge entries; return how many were pending (0 for a missing group).
@@ -407,8 +529,15 @@ class RedisStream:
         if not ids:
             await trio.lowlevel.checkpoint()
             return 0
-        (acked,) = await self._backend.resp.execute([["XACK", stream, group, *ids]])
-        return int(check(acked))
+        try:
+            grouped = self._by_partition(stream, ids)
+        except ValueError as exc:
+            raise QueryError(str(exc)) from None
+        acked = 0
+        for key, raw in grouped.items():
+            (reply,) = await self._backend.execute([["XACK", key, group, *raw]], key=key)
+            acked += int(check(reply))
+        return acked
 
     async def reclaim(
         self,
@@ -420,7 +549,8 @@ class RedisStream:
         count: int,
     ) -> list[StreamEntry]:
         """Move to ``consumer`` up to ``count`` entries pending on any consumer
-        for at least ``min_idle`` seconds, and return them (XAUTOCLAIM).
+        for at least ``min_idle`` seconds, and return them (XAUTOCLAIM), from ``stream``
+        (each of its partitions when it has several and is named by its own name).
 
         The delivery counts come from ``XPENDING`` in one pipeline after the
         claim, in the same unit of work.
@@ -431,40 +561,63 @@ class RedisStream:
         """
         check_count(count)
         min_idle_ms = max(0, math.ceil(min_idle * 1000))
+        _, fixed = self._where(stream)
+        keys = (
+            [(stream, fixed or 0)]
+            if fixed is not None or self._partitions.count == 1
+            else list(zip(self.partitions(stream), range(self._partitions.count), strict=True))
+        )
+        qualify = self._partitions.qualify
 
         def claim(client: redis.Redis) -> list[StreamEntry]:
-            _cursor, claimed, _deleted = client.xautoclaim(
-                stream, group, consumer, min_idle_ms, count=count
-            )
-            claimed = [(i, f) for i, f in claimed if f is not None]  # Redis < 7: trimmed
-            if not claimed:
-                return []
-            with client.pipeline(transaction=False) as pipe:
-                for entry_id, _fields in claimed:
-                    pipe.xpending_range(stream, group, entry_id, entry_id, 1, consumer)
-                replies = pipe.execute()
-            deliveries = {row["message_id"]: row["times_delivered"] for r in replies for row in r}
-            # An entry acknowledged between the two commands has no row left; a
-            # claimed entry has been delivered at least twice.
-            return [_entry(i, f, deliveries.get(i, 2)) for i, f in claimed]
+            found: list[StreamEntry] = []
+            for key, index in keys:
+                _cursor, claimed, _deleted = client.xautoclaim(
+                    key, group, consumer, min_idle_ms, count=count
+                )
+                claimed = [(i, f) for i, f in claimed if f is not None]  # Redis < 7: trimmed
+                if not claimed:
+                    continue
+                with client.pipeline(transaction=False) as pipe:
+                    for entry_id, _fields in claimed:
+                        pipe.xpending_range(key, group, entry_id, entry_id, 1, consumer)
+                    replies = pipe.execute()
+                deliveries = {
+                    row["message_id"]: row["times_delivered"] for r in replies for row in r
+                }
+                # An entry acknowledged between the two commands has no row left; a
+                # claimed entry has been delivered at least twice.
+                found += [
+                    _entry(qualify(_text(i), index), f, deliveries.get(i, 2)) for i, f in claimed
+                ]
+            return found
 
         return await self._backend.run(claim)
 
     async def pending(self, stream: str, group: str) -> int:
-        """Number of delivered but unacknowledged entries in ``group`` (``XPENDING`` summary).
+        """Number of delivered but unacknowledged entries in ``group`` (``XPENDING`` summary,
+        summed over the partitions).
 
         Raises:
             stores.errors.QueryError: the group does not exist.
         """
-        summary: dict[str, Any] = await self._backend.run(
-            lambda client: client.xpending(stream, group)
-        )
-        return int(summary["pending"])
+        _, fixed = self._where(stream)
+        keys = (stream,) if fixed is not None else self.partitions(stream)
+
+        def count(client: redis.Redis) -> int:
+            return sum(int(client.xpending(key, group)["pending"]) for key in keys)
+
+        return await self._backend.run(count)
 
     async def length(self, stream: str) -> int:
-        """Number of entries in ``stream`` (0 when it does not exist)."""
-        length: int = await self._backend.run(lambda client: client.xlen(stream))
-        return length
+        """Number of entries in ``stream`` (0 when it does not exist), over its partitions."""
+        _, fixed = self._where(stream)
+        keys = (stream,) if fixed is not None else self.partitions(stream)
+
+        def length(client: redis.Redis) -> int:
+            return sum(int(client.xlen(key)) for key in keys)
+
+        return await self._backend.run(length)
 
 
 def _reraise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
@@ -498,7 +651,8 @@ async def _confirm(connection: RespConnection, kind: bytes, topics: Sequence[str
 
 
 class RedisPubSub:
-    """The pub/sub port on Redis Pub/Sub.
+    """The pub/sub port on Redis Pub/Sub (on a Redis Cluster: sharded Pub/Sub, ``SPUBLISH`` and
+    ``SSUBSCRIBE``, Redis >= 7, so a topic's messages cross only the master of its slot).
 
     Args:
         backend: the server.
@@ -513,25 +667,29 @@ class RedisPubSub:
             raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
         self._backend = backend
         self._buffer_size = buffer_size
+        self._prefix = "S" if backend.cluster else ""
 
     async def publish(self, topic: str, data: bytes) -> int:
         """Send ``data`` to the current subscribers of ``topic``; return how many
         connections got it, across processes."""
-        (receivers,) = await self._backend.resp.execute([("PUBLISH", topic, data)])
+        (receivers,) = await self._backend.execute(
+            [(f"{self._prefix}PUBLISH", topic, data)], key=topic
+        )
         return int(check(receivers))
 
     @asynccontextmanager
     async def subscribe(self, *topics: str) -> AsyncIterator[Subscription]:
         """Subscribe to ``topics`` for the life of the context.
 
-        Entry returns once Redis has confirmed every ``SUBSCRIBE``; it waits
-        for a slot of :attr:`RedisBackend.subscription_slots` first. Exit
-        stops the subscription thread within :data:`SUBSCRIPTION_POLL` seconds.
+        Entry returns once Redis has confirmed every ``SUBSCRIBE`` (``SSUBSCRIBE``:
+        one connection per master that serves a topic); it waits for a slot of
+        :attr:`RedisBackend.subscription_slots` first.
 
         Yields:
             A :class:`~stores.memory.Subscription`. Its iteration ends when
             the context exits, or raises
-            :class:`~stores.errors.BackendUnavailable` if the connection is lost.
+            :class:`~stores.errors.BackendUnavailable` if a connection is lost (or,
+            sharded, a topic's slot moved to another master).
 
         Raises:
             ValueError: no topics.
@@ -542,24 +700,17 @@ class RedisPubSub:
             raise ValueError("subscribe needs at least one topic")
         unique = tuple(dict.fromkeys(topics))
         subscription = Subscription(self._buffer_size)
-        endpoint = self._backend.endpoint
-        async with self._backend.subscription_slots:
-            connection = await RespConnection.open(endpoint)
-            try:
-                with trio.fail_after(endpoint.socket_timeout):
-                    await connection.send([("SUBSCRIBE", *unique)])
-                    await _confirm(connection, b"subscribe", unique)
-            except trio.TooSlowError:
-                await connection.aclose()
-                raise BackendUnavailable(
-                    f"SUBSCRIBE not confirmed within {endpoint.socket_timeout} s"
-                ) from None
-            except BaseException:
-                await connection.aclose()
-                raise
+        kind = self._prefix.lower().encode()
+        async with self._backend.subscription_slots, contextlib.AsyncExitStack() as stack:
+            connections = []
+            for endpoint, some in await self._backend.subscription_endpoints(unique):
+                connection = await self._open(endpoint, some, kind)
+                stack.push_async_callback(_unsubscribe, connection, some, kind)
+                connections.append(connection)
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_listen, connection, subscription)
+                    for connection in connections:
+                        nursery.start_soon(_listen, connection, subscription, kind)
                     try:
                         yield subscription
                     finally:
@@ -568,29 +719,55 @@ class RedisPubSub:
                 _reraise_single(group)
             finally:
                 subscription.close()
-                await _unsubscribe(connection, unique)
+
+    async def _open(self, endpoint: Endpoint, topics: Sequence[str], kind: bytes) -> RespConnection:
+        """A connection subscribed to ``topics`` (confirmed)."""
+        connection = await RespConnection.open(endpoint)
+        command = f"{self._prefix}SUBSCRIBE"
+        try:
+            with trio.fail_after(endpoint.socket_timeout):
+                # Sharded: one command per topic (the topics of one command share a slot).
+                commands = [(command, t) for t in topics] if kind else [(command, *topics)]
+                await connection.send(commands)
+                await _confirm(connection, kind + b"subscribe", topics)
+        except trio.TooSlowError:
+            await connection.aclose()
+            raise BackendUnavailable(
+                f"{command} not confirmed within {endpoint.socket_timeout} s"
+            ) from None
+        except BaseException:
+            await connection.aclose()
+            raise
+        return connection
 
 
-async def _listen(connection: RespConnection, subscription: Subscription) -> None:
+async def _listen(connection: RespConnection, subscription: Subscription, kind: bytes) -> None:
     """Hand every message of ``connection`` to ``subscription`` until cancelled or it fails."""
-    message_kind = b"message"
+    message_kind = kind + b"message"
+    moved_kind = b"sunsubscribe"
     try:
         while True:
             reply = await connection.receive()
-            if isinstance(reply, list) and len(reply) == 3 and reply[0] == message_kind:
-                subscription.deliver(Message(reply[1].decode(), reply[2]))
+            if isinstance(reply, list) and len(reply) == 3:
+                if reply[0] == message_kind:
+                    subscription.deliver(Message(reply[1].decode(), reply[2]))
+                elif reply[0] == moved_kind:
+                    # Redis unsubscribes a sharded topic whose slot moved to another master.
+                    raise BackendUnavailable(f"the slot of topic {reply[1].decode()!r} moved")
     except BackendUnavailable as exc:
         subscription.close(exc)
 
 
-async def _unsubscribe(connection: RespConnection, topics: Sequence[str]) -> None:
+async def _unsubscribe(connection: RespConnection, topics: Sequence[str], kind: bytes) -> None:
     """Unsubscribe and wait (at most the socket timeout) for Redis to confirm, so that a
     publish made after the subscription's context exits reaches no one; then close."""
+    command = "SUNSUBSCRIBE" if kind else "UNSUBSCRIBE"
     with trio.CancelScope(shield=True), trio.move_on_after(connection.socket_timeout):
         if not connection.broken:
             try:
-                await connection.send([("UNSUBSCRIBE", *topics)])
-                await _confirm(connection, b"unsubscribe", topics)
+                commands = [(command, t) for t in topics] if kind else [(command, *topics)]
+                await connection.send(commands)
+                await _confirm(connection, kind + b"unsubscribe", topics)
             except (BackendUnavailable, QueryError):
                 pass
     await connection.aclose()
@@ -598,17 +775,33 @@ async def _unsubscribe(connection: RespConnection, topics: Sequence[str]) -> Non
 
 FUNCTIONS = """#!lua name=starling
 
+-- A partition whose keys are now on another node than the one that numbered its events
+-- last (a failover: the promoted replica may lack the last writes of its master, offsets
+-- included) starts a new generation, so no offset is handed out twice in one epoch.
+-- KEYS: the generation key, the master key. node: the caller's id of the node it called.
+local function check_master(generation_key, master_key, node, fresh)
+  if redis.call('GET', master_key) ~= node then
+    redis.call('SET', master_key, node)
+    redis.call('SET', generation_key, fresh)
+  end
+end
+
 -- starling_publish: number events per channel and append them to the stream, atomically.
--- KEYS: the stream, the offsets hash, the generation key.
+-- KEYS: the stream, the offsets hash, the generation key[, the master key (cluster)].
 -- ARGV: max stream length ("" for none), a fresh generation (kept if none is set),
---       then channel, data, channel, data, ...
+--       [the node id, with a master key,] then channel, data, channel, data, ...
 -- Returns: the generation, then entry id and offset of each event, in order.
 local function starling_publish(keys, args)
   local stream, offsets, generation_key = keys[1], keys[2], keys[3]
+  local first = 3
+  if #keys > 3 then
+    check_master(generation_key, keys[4], args[3], args[2])
+    first = 4
+  end
   redis.call('SET', generation_key, args[2], 'NX')
   local generation = redis.call('GET', generation_key)
   local result = {generation}
-  for i = 3, #args, 2 do
+  for i = first, #args, 2 do
     local channel = args[i]
     local offset = redis.call('HINCRBY', offsets, channel, 1)
     local id
@@ -625,24 +818,55 @@ local function starling_publish(keys, args)
   return result
 end
 
+-- starling_number: the next offsets of channels, without appending.
+-- KEYS: the offsets hash, the generation key[, the master key (cluster)].
+-- ARGV: a fresh generation, [the node id, with a master key,] then channel, count, ...
+-- Returns: the generation, then each channel's new top offset, in order.
+local function starling_number(keys, args)
+  local offsets, generation_key = keys[1], keys[2]
+  local first = 2
+  if #keys > 2 then
+    check_master(generation_key, keys[3], args[2], args[1])
+    first = 3
+  end
+  redis.call('SET', generation_key, args[1], 'NX')
+  local result = {redis.call('GET', generation_key)}
+  for i = first, #args, 2 do
+    result[#result + 1] = redis.call('HINCRBY', offsets, args[i], args[i + 1])
+  end
+  return result
+end
+
 redis.register_function('starling_publish', starling_publish)
+redis.register_function('starling_number', starling_number)
 """
-"""The Redis Function library ``starling`` (Redis >= 7), loaded by every process at start
-(:meth:`RedisSequencer.refresh`) and again if a ``FCALL`` finds it missing (a flushed Redis).
+"""The Redis Function library ``starling`` (Redis >= 7), loaded on every master by every
+process at start (:meth:`RedisSequencer.refresh`) and again if a ``FCALL`` finds it missing
+(a flushed Redis, a new master).
 
 Producers outside Starling that want their events ordered across processes call
 ``FCALL starling_publish 3 starling:events starling:offsets starling:generation
-"" <any string> <channel> <data> …`` instead of a bare ``XADD`` (docs/operations.md)."""
+"" <any string> <channel> <data> …`` instead of a bare ``XADD`` (docs/operations.md); on a
+Redis Cluster with the keys of the channel's partition (:mod:`stores.partitions`)."""
+
+MASTER_KEY = "starling:master"
+"""The key (per partition, Redis Cluster only) naming the node that numbered events last."""
 
 
 class RedisSequencer:
-    """Per-channel offsets in Redis, shared by every process (one transaction per call).
+    """Per-channel offsets in Redis, shared by every process (one Function call per partition).
 
-    ``SET starling:generation <new> NX``, ``GET starling:generation`` and one
-    ``HINCRBY starling:offsets <channel> <count>`` per distinct channel of
-    the call, in one ``MULTI`` transaction, so the offsets and the generation
-    their epochs derive from are read together. A channel's events of one
+    ``starling_number`` (:data:`FUNCTIONS`) sets the generation if there is none, reads it
+    and adds each channel's count to its offset, atomically, so the offsets and the
+    generation their epochs derive from are read together. A channel's events of one
     call get consecutive offsets, in the order given.
+
+    On a Redis Cluster each partition (:mod:`stores.partitions`) has its own offsets and
+    generation, in its slot, and every call names the node it was routed to: the first
+    call that reaches a partition on another node than the last one (a replica promoted
+    after its master failed) starts a new generation there, so the channels of that
+    partition change epoch, and a client that asks to recover from before gets
+    ``recovered: false`` instead of offsets that may have been handed out twice.
     """
 
     def __init__(
@@ -655,93 +879,121 @@ class RedisSequencer:
     ) -> None:
         self._backend = backend
         self._max_length = max_length
-        self._offsets_key = offsets_key
-        self._generation_key = generation_key
-        self._generation: str | None = None
+        self._partitions = backend.partitions
+        self._offsets_keys = self._partitions.keys(offsets_key)
+        self._generation_keys = self._partitions.keys(generation_key)
+        self._master_keys = self._partitions.keys(MASTER_KEY)
+        self._generations: list[str | None] = [None] * self._partitions.count
+
+    def _keys(self, index: int, *first: str) -> list[bytes | str | int]:
+        """The keys of a Function call on partition ``index`` (after ``first``), with their
+        count in front; and on a cluster the master key."""
+        keys = [*first, self._offsets_keys[index], self._generation_keys[index]]
+        if self._partitions.count > 1:
+            keys.append(self._master_keys[index])
+        return [len(keys), *keys]
+
+    def _node(self, index: int) -> list[bytes | str | int]:
+        """The node id argument of a call on partition ``index`` (cluster only)."""
+        if self._partitions.count == 1:
+            return []
+        return [self._backend.node_of(self._offsets_keys[index])]
+
+    async def _call(self, index: int, call: list[bytes | str | int]) -> list[Any]:
+        """``FCALL`` on partition ``index``, loading the library first where it is missing."""
+        key = self._offsets_keys[index]
+        (reply,) = await self._backend.execute([call], key=key)
+        if isinstance(reply, RespError) and "Function not found" in str(reply):
+            load = ("FUNCTION", "LOAD", "REPLACE", FUNCTIONS)
+            loaded, reply = await self._backend.execute([load, call], key=key)
+            check(loaded)
+        values: list[Any] = check(reply)
+        self._generations[index] = _text(values[0])
+        return values
+
+    def _by_partition(self, channels: Sequence[str]) -> dict[int, list[int]]:
+        parts: dict[int, list[int]] = {}
+        for position, channel in enumerate(channels):
+            parts.setdefault(self._partitions.of(channel), []).append(position)
+        return parts
 
     async def next_offsets(self, channels: Sequence[str]) -> list[tuple[int, str]]:
         """See :class:`stores.sequence.Sequencer`."""
         if not channels:
             await trio.lowlevel.checkpoint()
             return []
-
-        counts = Counter(channels)
-
-        commands: list[Command] = [
-            ("MULTI",),
-            ("SET", self._generation_key, new_generation(), "NX"),
-            ("GET", self._generation_key),
-        ]
-        commands += [("HINCRBY", self._offsets_key, c, n) for c, n in counts.items()]
-        commands.append(("EXEC",))
-        replies = check((await self._backend.resp.execute(commands))[-1])
-        for reply in replies:
-            check(reply)
-        generation, tops = _text(replies[1]), [int(top) for top in replies[2:]]
-        self._generation = generation
-        # The first offset of each channel's run: its new top minus its count, plus one.
-        following = {}
-        epochs = {}
-        for (channel, count), top in zip(counts.items(), tops, strict=True):
-            following[channel] = top - count + 1
-            epochs[channel] = channel_epoch(generation, channel)
-        numbered = []
-        for channel in channels:
-            offset = following[channel]
-            following[channel] = offset + 1
-            numbered.append((offset, epochs[channel]))
+        numbered: list[tuple[int, str]] = [(0, "")] * len(channels)
+        for index, positions in self._by_partition(channels).items():
+            counts = Counter(channels[p] for p in positions)
+            call: list[bytes | str | int] = ["FCALL", "starling_number", *self._keys(index)]
+            call += [new_generation(), *self._node(index)]
+            for channel, count in counts.items():
+                call += [channel, count]
+            values = await self._call(index, call)
+            generation = _text(values[0])
+            # The first offset of each channel's run: its new top minus its count, plus one.
+            following = {}
+            epochs = {}
+            for (channel, count), top in zip(counts.items(), values[1:], strict=True):
+                following[channel] = int(top) - count + 1
+                epochs[channel] = channel_epoch(generation, channel)
+            for position in positions:
+                channel = channels[position]
+                offset = following[channel]
+                following[channel] = offset + 1
+                numbered[position] = (offset, epochs[channel])
         return numbered
 
     async def append_numbered(
         self, stream: str, events: Sequence[tuple[str, bytes]]
     ) -> list[NumberedEntry]:
-        """See :class:`stores.sequence.Sequencer`: one ``FCALL starling_publish`` (the
-        library :data:`FUNCTIONS`, loaded on first use), so numbering and ``XADD`` are one
-        atomic step in Redis."""
+        """See :class:`stores.sequence.Sequencer`: one ``FCALL starling_publish`` per partition
+        (the library :data:`FUNCTIONS`, loaded on first use), so numbering and ``XADD`` are one
+        atomic step in Redis. On a cluster the entry ids carry their partition."""
         if not events:
             await trio.lowlevel.checkpoint()
             return []
-        call: list[bytes | str | int] = [
-            "FCALL", "starling_publish", 3, stream, self._offsets_key, self._generation_key,
-            "" if self._max_length is None else self._max_length, new_generation(),
-        ]  # fmt: skip
-        for channel, data in events:
-            call += [channel, data]
-        (reply,) = await self._backend.resp.execute([call])
-        if isinstance(reply, RespError) and "Function not found" in str(reply):
-            load = ("FUNCTION", "LOAD", "REPLACE", FUNCTIONS)
-            loaded, reply = await self._backend.resp.execute([load, call])
-            check(loaded)
-        values = check(reply)
-        generation = self._generation = _text(values[0])
-        numbered = []
-        epochs: dict[str, str] = {}
-        for (channel, _), entry, offset in zip(events, values[1::2], values[2::2], strict=True):
-            epoch = epochs.get(channel) or epochs.setdefault(
-                channel, channel_epoch(generation, channel)
-            )
-            numbered.append(NumberedEntry(_text(entry), int(offset), epoch))
-        return numbered
+        numbered: list[NumberedEntry | None] = [None] * len(events)
+        max_length = "" if self._max_length is None else self._max_length
+        partitions = self._partitions
+        for index, positions in self._by_partition([c for c, _ in events]).items():
+            call: list[bytes | str | int] = ["FCALL", "starling_publish"]
+            call += self._keys(index, partitions.key(stream, index))
+            call += [max_length, new_generation(), *self._node(index)]
+            for position in positions:
+                call += events[position]
+            values = await self._call(index, call)
+            generation = _text(values[0])
+            epochs: dict[str, str] = {}
+            for position, entry, offset in zip(positions, values[1::2], values[2::2], strict=True):
+                channel = events[position][0]
+                epoch = epochs.get(channel) or epochs.setdefault(
+                    channel, channel_epoch(generation, channel)
+                )
+                numbered[position] = NumberedEntry(
+                    partitions.qualify(_text(entry), index), int(offset), epoch
+                )
+        return [entry for entry in numbered if entry is not None]
 
     async def refresh(self) -> str:
         """See :class:`stores.sequence.Sequencer`. Also loads (replaces) the Function library
-        :data:`FUNCTIONS`, so producers outside Starling may ``FCALL starling_publish`` as
-        soon as a process has started."""
-        replies = await self._backend.resp.execute(
-            [
-                ("FUNCTION", "LOAD", "REPLACE", FUNCTIONS),
-                ("MULTI",),
-                ("SET", self._generation_key, new_generation(), "NX"),
-                ("GET", self._generation_key),
-                ("EXEC",),
-            ]
-        )
-        check(replies[0])
-        self._generation = _text(check(replies[-1])[1])
-        return self._generation
+        :data:`FUNCTIONS` on every master, so producers outside Starling may
+        ``FCALL starling_publish`` as soon as a process has started. Returns the generation
+        of the first partition (each partition has its own on a cluster)."""
+        for replies in await self._backend.execute_on_masters(
+            [("FUNCTION", "LOAD", "REPLACE", FUNCTIONS)]
+        ):
+            check(replies[0])
+        for index in range(self._partitions.count):
+            call: list[bytes | str | int] = ["FCALL", "starling_number", *self._keys(index)]
+            await self._call(index, [*call, new_generation(), *self._node(index)])
+        first = self._generations[0]
+        assert first is not None
+        return first
 
     def epoch(self, channel: str) -> str:
         """See :class:`stores.sequence.Sequencer`."""
-        if self._generation is None:
+        generation = self._generations[self._partitions.of(channel)]
+        if generation is None:
             raise RuntimeError("no generation read yet: await refresh() first")
-        return channel_epoch(self._generation, channel)
+        return channel_epoch(generation, channel)

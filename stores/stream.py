@@ -35,6 +35,11 @@ class StreamEntry:
 class Stream(Protocol):
     """Append-only streams with consumer groups."""
 
+    def partitions(self, stream: str) -> tuple[str, ...]:
+        """The names of ``stream``'s partitions, each read on its own (``(stream,)`` unless a
+        Redis Cluster splits it, :mod:`stores.partitions`). Each channel's entries are in one."""
+        ...
+
     async def append(self, stream: str, fields: Mapping[str, str]) -> str:
         """Append an entry and return its id."""
         ...

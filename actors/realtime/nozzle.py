@@ -78,6 +78,9 @@ class Nozzle:
         reclaim_idle: seconds an entry must have been pending before it is reclaimed.
         reclaim_every: seconds between reclaim passes.
         retry_after: seconds to wait after the backend failed.
+        partition: the stream partition it reads (:meth:`stores.stream.Stream.partitions`;
+            the whole stream by default).
+        name: its name among its siblings (``nozzle``; ``nozzle-<i>`` per partition).
 
     Raises:
         ValueError: no transformer.
@@ -96,10 +99,14 @@ class Nozzle:
         reclaim_idle: float = 30.0,
         reclaim_every: float = 10.0,
         retry_after: float = 1.0,
+        partition: str = STREAM,
+        name: str = "nozzle",
     ) -> None:
         if not transformers:
             raise ValueError("the nozzle needs at least one transformer")
         self._stream = stream
+        self.partition = partition
+        self.name = name
         self._transformers = tuple(transformers)
         self.consumer = consumer
         self.batch = batch
@@ -120,7 +127,7 @@ class Nozzle:
         Raises:
             stores.errors.BackendUnavailable: the stream cannot be reached at start.
         """
-        await self._stream.ensure_group(STREAM, GROUP)
+        await self._stream.ensure_group(self.partition, GROUP)
         self._scope = trio.CancelScope()
         self._state = "running"
         task_status.started(self)
@@ -132,7 +139,7 @@ class Nozzle:
                         next_reclaim = trio.current_time() + self.reclaim_every
                         await self._reclaim()
                     entries = await self._stream.read_group(
-                        STREAM, GROUP, self.consumer, count=self.batch, block=self.block
+                        self.partition, GROUP, self.consumer, count=self.batch, block=self.block
                     )
                 except BackendUnavailable as outage:
                     self.outages += 1
@@ -145,7 +152,7 @@ class Nozzle:
 
     async def _reclaim(self) -> None:
         entries = await self._stream.reclaim(
-            STREAM, GROUP, self.consumer, min_idle=self.reclaim_idle, count=self.batch
+            self.partition, GROUP, self.consumer, min_idle=self.reclaim_idle, count=self.batch
         )
         if entries:
             self.reclaimed += len(entries)

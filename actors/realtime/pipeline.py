@@ -14,6 +14,7 @@ so a restarted stage restarts every stage that feeds it::
     │                        revocations on unfollow and block
     ├── transformer-0..N-1   validate, enrich, number, render once, fan out, then ack
     ├── nozzle               XREADGROUP batches from starling:events → transformers
+    │                        (on a Redis Cluster: nozzle-0..P-1, one per stream partition)
     ├── realtime_events      domain events (follows, recommends, posts) → the stream
     ├── feed_stale           posts and recommendations → coalesced feed.stale notices to
                              connected users (:mod:`~actors.realtime.stale`)
@@ -239,7 +240,7 @@ class Realtime:
     settings: RealtimeSettings
     publisher_actor: PublisherActor
     transformers: Sequence[Transformer]
-    nozzle: Nozzle
+    nozzles: Sequence[Nozzle]
     relay: Relay | None = None
     audience: Audience | None = None
     presence: PresenceTracker | None = None
@@ -303,11 +304,11 @@ class Realtime:
 
     def statistics(self) -> RealtimeStatistics:
         """A snapshot of the pipeline's figures (O(transformers + subscribed channels))."""
-        nozzle = self.nozzle.statistics()
+        nozzles = [nozzle.statistics() for nozzle in self.nozzles]
         publisher = self.publisher.statistics()
         return RealtimeStatistics(
-            read=nozzle.read,
-            reclaimed=nozzle.reclaimed,
+            read=sum(nozzle.read for nozzle in nozzles),
+            reclaimed=sum(nozzle.reclaimed for nozzle in nozzles),
             events=sum(t.events for t in self.transformers),
             poison=sum(t.poison for t in self.transformers),
             published=publisher.published,
@@ -406,15 +407,21 @@ def realtime_subtree(
         )
         for i in range(settings.transformers)
     ]
-    nozzle = Nozzle(
-        stream,
-        [transformer.ref for transformer in transformers],
-        consumer=settings.consumer,
-        batch=settings.batch,
-        block=settings.block,
-        reclaim_idle=settings.reclaim_idle,
-        reclaim_every=settings.reclaim_every,
-    )
+    partitions = stream.partitions(STREAM)
+    nozzles = [
+        Nozzle(
+            stream,
+            [transformer.ref for transformer in transformers],
+            consumer=settings.consumer,
+            batch=settings.batch,
+            block=settings.block,
+            reclaim_idle=settings.reclaim_idle,
+            reclaim_every=settings.reclaim_every,
+            partition=partition,
+            name="nozzle" if len(partitions) == 1 else f"nozzle-{index}",
+        )
+        for index, partition in enumerate(partitions)
+    ]
     children = [ChildSpec(publisher_actor.name, publisher_actor.run)]
     relay = None
     if shared:
@@ -423,7 +430,7 @@ def realtime_subtree(
     if graph_audience is not None:
         children.append(ChildSpec(graph_audience.name, graph_audience.run))
     children += [ChildSpec(t.name, t.run) for t in transformers]
-    children.append(ChildSpec(nozzle.name, nozzle.run))
+    children += [ChildSpec(nozzle.name, nozzle.run) for nozzle in nozzles]
     stale = None
     if bus is not None and readers is not None:
         bridge = RealtimeBridge(bus, stream, readers)
@@ -465,7 +472,7 @@ def realtime_subtree(
         settings,
         publisher_actor,
         transformers,
-        nozzle,
+        nozzles,
         relay,
         graph_audience,
         tracker,
