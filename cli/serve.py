@@ -92,6 +92,14 @@ log = structlog.get_logger("starling")
     "another process) waits for it; past it the gap is skipped and told with a gap notice.",
 )
 @click.option(
+    "--monitor-interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between two health checks of each backend (/health shows one that fails "
+    "as degraded until it answers again).",
+)
+@click.option(
     "--presence-expiry",
     default=15.0,
     show_default=True,
@@ -163,6 +171,7 @@ def serve_command(
     history_size: int,
     following_grace: float,
     reorder_wait: float,
+    monitor_interval: float,
     presence_expiry: float,
     ws_max_connections: int,
     ws_max_outbox_bytes: int,
@@ -220,6 +229,7 @@ def serve_command(
         ws_max_connections=ws_max_connections,
         stream_max_length=stream_max_length,
         fault_injection=fault_injection,
+        monitor_interval=monitor_interval,
         previous_secret_until=previous_secret_until,
         health_access=doors.health_access,
         metrics_access=doors.metrics_access,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus, urlsplit
 
 from stores.cache import Cache
@@ -23,6 +24,9 @@ from stores.presence import PresenceStore
 from stores.pubsub import PubSub
 from stores.sequence import Sequencer
 from stores.stream import Stream
+
+if TYPE_CHECKING:
+    from stores.redis import RedisBackend
 
 NEO4J_SCHEMES = {"neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"}
 REDIS_SCHEMES = {"redis", "rediss", "unix"}
@@ -124,6 +128,22 @@ class KeyValueBackend:
         return not self.url.startswith("memory:")
 
 
+def open_redis(url: str, *, max_connections: int = 16) -> RedisBackend:
+    """The Redis backend of a ``redis://`` (``rediss://``, ``unix://``) or ``redis+cluster://``
+    URL (no I/O yet).
+
+    Raises:
+        ConfigError: an unusable URL.
+    """
+    from stores.redis import RedisBackend
+
+    if urlsplit(url).scheme in REDIS_CLUSTER_SCHEMES:
+        from stores.redis_cluster import RedisClusterBackend
+
+        return RedisClusterBackend.from_cluster_url(url, max_connections=max_connections)
+    return RedisBackend.from_url(url, max_connections=max_connections)
+
+
 async def _nothing() -> None:
     return None
 
@@ -169,7 +189,6 @@ def open_key_value(
         )
     if scheme in REDIS_SCHEMES or scheme in REDIS_CLUSTER_SCHEMES:
         from stores.redis import (
-            RedisBackend,
             RedisCache,
             RedisPubSub,
             RedisSequencer,
@@ -177,13 +196,7 @@ def open_key_value(
         )
         from stores.redis_presence import RedisPresence
 
-        backend: RedisBackend
-        if scheme in REDIS_CLUSTER_SCHEMES:
-            from stores.redis_cluster import RedisClusterBackend
-
-            backend = RedisClusterBackend.from_cluster_url(url, max_connections=max_connections)
-        else:
-            backend = RedisBackend.from_url(url, max_connections=max_connections)
+        backend = open_redis(url, max_connections=max_connections)
         return KeyValueBackend(
             redact(url),
             RedisCache(backend),

@@ -211,8 +211,9 @@ class RedisBackend:
         """
         return [await self.resp.execute(commands)]
 
-    def node_of(self, key: str) -> str:
+    async def node_of(self, key: str) -> str:
         """The id of the node that serves ``key`` ("" on one server: nothing to check)."""
+        await trio.lowlevel.checkpoint()
         return ""
 
     async def subscription_endpoints(
@@ -777,12 +778,13 @@ FUNCTIONS = """#!lua name=starling
 
 -- A partition whose keys are now on another node than the one that numbered its events
 -- last (a failover: the promoted replica may lack the last writes of its master, offsets
--- included) starts a new generation, so no offset is handed out twice in one epoch.
--- KEYS: the generation key, the master key. node: the caller's id of the node it called.
-local function check_master(generation_key, master_key, node, fresh)
+-- included) starts a new generation with its offsets back at 0, so no offset is handed out
+-- twice in one epoch. node: the caller's id of the node it called.
+local function check_master(offsets, generation_key, master_key, node, fresh)
   if redis.call('GET', master_key) ~= node then
     redis.call('SET', master_key, node)
     redis.call('SET', generation_key, fresh)
+    redis.call('DEL', offsets)
   end
 end
 
@@ -795,7 +797,7 @@ local function starling_publish(keys, args)
   local stream, offsets, generation_key = keys[1], keys[2], keys[3]
   local first = 3
   if #keys > 3 then
-    check_master(generation_key, keys[4], args[3], args[2])
+    check_master(offsets, generation_key, keys[4], args[3], args[2])
     first = 4
   end
   redis.call('SET', generation_key, args[2], 'NX')
@@ -826,7 +828,7 @@ local function starling_number(keys, args)
   local offsets, generation_key = keys[1], keys[2]
   local first = 2
   if #keys > 2 then
-    check_master(generation_key, keys[3], args[2], args[1])
+    check_master(offsets, generation_key, keys[3], args[2], args[1])
     first = 3
   end
   redis.call('SET', generation_key, args[1], 'NX')
@@ -865,8 +867,9 @@ class RedisSequencer:
     generation, in its slot, and every call names the node it was routed to: the first
     call that reaches a partition on another node than the last one (a replica promoted
     after its master failed) starts a new generation there, so the channels of that
-    partition change epoch, and a client that asks to recover from before gets
-    ``recovered: false`` instead of offsets that may have been handed out twice.
+    partition change epoch (their offsets start again at 1), and a client that asks to
+    recover from before gets ``recovered: false`` instead of offsets that may have been
+    handed out twice.
     """
 
     def __init__(
@@ -893,11 +896,11 @@ class RedisSequencer:
             keys.append(self._master_keys[index])
         return [len(keys), *keys]
 
-    def _node(self, index: int) -> list[bytes | str | int]:
+    async def _node(self, index: int) -> list[bytes | str | int]:
         """The node id argument of a call on partition ``index`` (cluster only)."""
         if self._partitions.count == 1:
             return []
-        return [self._backend.node_of(self._offsets_keys[index])]
+        return [await self._backend.node_of(self._offsets_keys[index])]
 
     async def _call(self, index: int, call: list[bytes | str | int]) -> list[Any]:
         """``FCALL`` on partition ``index``, loading the library first where it is missing."""
@@ -926,7 +929,7 @@ class RedisSequencer:
         for index, positions in self._by_partition(channels).items():
             counts = Counter(channels[p] for p in positions)
             call: list[bytes | str | int] = ["FCALL", "starling_number", *self._keys(index)]
-            call += [new_generation(), *self._node(index)]
+            call += [new_generation(), *(await self._node(index))]
             for channel, count in counts.items():
                 call += [channel, count]
             values = await self._call(index, call)
@@ -959,7 +962,7 @@ class RedisSequencer:
         for index, positions in self._by_partition([c for c, _ in events]).items():
             call: list[bytes | str | int] = ["FCALL", "starling_publish"]
             call += self._keys(index, partitions.key(stream, index))
-            call += [max_length, new_generation(), *self._node(index)]
+            call += [max_length, new_generation(), *(await self._node(index))]
             for position in positions:
                 call += events[position]
             values = await self._call(index, call)
@@ -986,7 +989,7 @@ class RedisSequencer:
             check(replies[0])
         for index in range(self._partitions.count):
             call: list[bytes | str | int] = ["FCALL", "starling_number", *self._keys(index)]
-            await self._call(index, [*call, new_generation(), *self._node(index)])
+            await self._call(index, [*call, new_generation(), *(await self._node(index))])
         first = self._generations[0]
         assert first is not None
         return first

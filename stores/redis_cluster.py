@@ -188,11 +188,6 @@ class ClusterRouter:
             raise BackendUnavailable(f"no Redis Cluster master serves the slot of {key!r}")
         return node
 
-    def node_id(self, key: str) -> str:
-        """The id of the master that serves ``key``'s slot in the map last loaded ("" if none)."""
-        node = self._slots[key_slot_of(key)]
-        return "" if node is None else node.id
-
     async def execute(
         self, commands: Sequence[Command], *, key: str, extra_wait: float = 0.0
     ) -> list[Any]:
@@ -404,9 +399,9 @@ class RedisClusterBackend(RedisBackend):
         """See :meth:`RedisBackend.execute_on_masters`."""
         return await self.router.execute_on_masters(commands)
 
-    def node_of(self, key: str) -> str:
-        """The id of the master that serves ``key`` in the slot map last loaded."""
-        return self.router.node_id(key)
+    async def node_of(self, key: str) -> str:
+        """The id of the master that serves ``key`` (the slot map loaded first if stale)."""
+        return (await self.router.node(key)).id
 
     async def subscription_endpoints(
         self, topics: Sequence[str]

@@ -22,7 +22,7 @@ presence is written on subscribe and unsubscribe, never per publication.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import redis
@@ -116,6 +116,27 @@ class RedisPresence:
             )
         return self._scripts
 
+    def _scripted(
+        self, client: redis.Redis, queue: Callable[[Any, tuple[Script, Script, Script]], None]
+    ) -> list[Any]:
+        """Run the pipeline ``queue`` fills with script calls. On a Redis Cluster a pipeline
+        does not load missing scripts (a new master after a failover, a flushed node): there
+        they are loaded on every master and the pipeline runs once more (its scripts only set
+        counts and expiries, so running one twice changes nothing)."""
+        scripts = self._loaded(client)
+        for attempt in range(2):
+            with client.pipeline(transaction=False) as pipe:
+                queue(pipe, scripts)
+                try:
+                    return pipe.execute()
+                except redis.ResponseError as exc:
+                    missing = "NOSCRIPT" in str(exc) or "No matching script" in str(exc)
+                    if attempt or not missing or not self._backend.cluster:
+                        raise
+            for script in scripts:
+                client.script_load(script.script)
+        raise AssertionError("unreachable")
+
     async def update(
         self, origin: str, changes: Mapping[str, Mapping[str, int]], *, ttl: float
     ) -> list[str]:
@@ -128,19 +149,17 @@ class RedisPresence:
         px = math.ceil(ttl * 1000)
         channels = list(changes)
 
+        def queue(pipe: Any, scripts: tuple[Script, Script, Script]) -> None:
+            for channel in channels:
+                args: list[str | int] = [origin, px]
+                for user, connections in changes[channel].items():
+                    args += [user, max(connections, 0)]
+                scripts[0](
+                    keys=[origins_key(channel), entry_key(channel, origin)], args=args, client=pipe
+                )
+
         def write(client: redis.Redis) -> list[Any]:
-            update = self._loaded(client)[0]
-            with client.pipeline(transaction=False) as pipe:
-                for channel in channels:
-                    args: list[str | int] = [origin, px]
-                    for user, connections in changes[channel].items():
-                        args += [user, max(connections, 0)]
-                    update(
-                        keys=[origins_key(channel), entry_key(channel, origin)],
-                        args=args,
-                        client=pipe,
-                    )
-                return pipe.execute()
+            return self._scripted(client, queue)
 
         existed = await self._backend.run(write)
         return [channel for channel, live in zip(channels, existed, strict=True) if not live]
@@ -154,16 +173,16 @@ class RedisPresence:
             return []
         px = math.ceil(ttl * 1000)
 
+        def queue(pipe: Any, scripts: tuple[Script, Script, Script]) -> None:
+            for channel in channels:
+                scripts[1](
+                    keys=[origins_key(channel), entry_key(channel, origin)],
+                    args=[origin, px],
+                    client=pipe,
+                )
+
         def touch(client: redis.Redis) -> list[Any]:
-            refresh = self._loaded(client)[1]
-            with client.pipeline(transaction=False) as pipe:
-                for channel in channels:
-                    refresh(
-                        keys=[origins_key(channel), entry_key(channel, origin)],
-                        args=[origin, px],
-                        client=pipe,
-                    )
-                return pipe.execute()
+            return self._scripted(client, queue)
 
         live = await self._backend.run(touch)
         return [channel for channel, found in zip(channels, live, strict=True) if not found]
@@ -201,15 +220,16 @@ class RedisPresence:
                 else:
                     gone.append((channels[index], origin))
             if gone:
-                forget = self._loaded(client)[2]
-                with client.pipeline(transaction=False) as pipe:
+
+                def queue(pipe: Any, scripts: tuple[Script, Script, Script]) -> None:
                     for channel, origin in gone:
-                        forget(
+                        scripts[2](
                             keys=[origins_key(channel), entry_key(channel, origin)],
                             args=[origin],
                             client=pipe,
                         )
-                    pipe.execute()
+
+                self._scripted(client, queue)
             return found
 
         return await self._backend.run(fetch)

@@ -4,10 +4,12 @@ Testing policy (after trio-websocket's): every adapter is tested against the
 real service it adapts. The test session starts a real Neo4j 5.26 (embedded,
 Bolt enabled, see ``tests/neo4j_server``) and a real ``redis-server`` on free
 loopback ports the first time a test asks for them, and stops what it
-started. ``STARLING_TEST_NEO4J_URL`` / ``STARLING_TEST_REDIS_URL`` point the
-tests at services already running instead. With ``CI=true`` a service that
-cannot be started fails the run; elsewhere its tests are skipped with one
-loud line saying why.
+started; likewise a Redis Cluster (``redis_cluster_url``; a test that kills
+nodes takes a fresh one of its own, ``redis_cluster``).
+``STARLING_TEST_NEO4J_URL`` / ``STARLING_TEST_REDIS_URL`` /
+``STARLING_TEST_REDIS_CLUSTER_URL`` point the tests at services already running
+instead. With ``CI=true`` a service that cannot be started fails the run;
+elsewhere its tests are skipped with one loud line saying why.
 
 Fixtures live here; helpers that are not fixtures live in modules of their
 own that are not test modules (``tests/services.py``: the backing services;
@@ -26,6 +28,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 import structlog
@@ -35,6 +38,9 @@ from click.testing import CliRunner
 
 from protocols.methods import build_dispatcher
 from tests.social_world import Expected, Rpc, Social, World, running_social, services_for
+
+if TYPE_CHECKING:
+    from tests.services import RedisClusterHandle
 
 # Plain one-line logs in tests: no colour, no rich tracebacks in captured output.
 structlog.configure(
@@ -68,10 +74,15 @@ def _service(
         return stack.enter_context(start(workdir))
     except Exception as exc:
         message = f"{name} could not be started ({type(exc).__name__}: {exc}); set {env_var}"
-        if _in_ci():
-            pytest.fail(f"CI=true and {message}", pytrace=False)
-        sys.stderr.write(f"\n!!!!! SKIPPING {name} TESTS: {message}\n")
-        pytest.skip(message)
+        _unavailable(name, message)
+
+
+def _unavailable(name: str, message: str) -> NoReturn:
+    """Fails the test under ``CI=true``; elsewhere skips it with one loud line on stderr."""
+    if _in_ci():
+        pytest.fail(f"CI=true and {message}", pytrace=False)
+    sys.stderr.write(f"\n!!!!! SKIPPING {name} TESTS: {message}\n")
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +113,36 @@ def redis_url(_service_stack: ExitStack, tmp_path_factory: pytest.TempPathFactor
         _service_stack,
         tmp_path_factory.mktemp("redis"),
     )
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(_service_stack: ExitStack, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``redis+cluster://`` URL of a real Redis Cluster (3 masters, 1 replica each) shared by the
+    session: tests must not break it (kill a node, move a slot), and must not assume it empty."""
+    return _service(
+        "Redis Cluster",
+        "STARLING_TEST_REDIS_CLUSTER_URL",
+        "redis_cluster_service",
+        _service_stack,
+        tmp_path_factory.mktemp("redis-cluster"),
+    )
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisClusterHandle]:
+    """A fresh real Redis Cluster (3 masters, 1 replica each) of this test's own, to kill and
+    restart nodes in; stopped after the test (about 2 s to start)."""
+    from tests import services  # imported lazily: only backend tests need it
+
+    workdir = tmp_path / "redis-cluster"
+    workdir.mkdir()
+    with ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(services.redis_cluster(workdir))
+        except Exception as exc:
+            message = f"Redis Cluster could not be started ({type(exc).__name__}: {exc})"
+            _unavailable("Redis Cluster", message)
+        yield cluster
 
 
 @pytest.fixture(scope="session")
@@ -228,12 +269,19 @@ def rpc(social: Social) -> Rpc:
 # -- the key-value backends' contract tests (tests/test_contract_*.py) --------------------
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis),
+    ]
+)
 def redis_or_none(request: pytest.FixtureRequest) -> str | None:
-    """``None`` for the in-process backend, else the URL of the real Redis."""
+    """``None`` for the in-process backend, else the URL of the real Redis or Redis Cluster."""
     if request.param == "memory":
         return None
-    url: str = request.getfixturevalue("redis_url")
+    fixture = "redis_url" if request.param == "redis" else "redis_cluster_url"
+    url: str = request.getfixturevalue(fixture)
     return url
 
 

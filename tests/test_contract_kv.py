@@ -19,6 +19,7 @@ import pytest
 import trio
 import trio.testing
 
+from stores.backends import open_redis
 from stores.cache import Cache
 from stores.errors import BackendUnavailable, QueryError
 from stores.memory import MemoryCache, MemoryPubSub, MemorySequencer, MemoryStream, Subscription
@@ -55,7 +56,7 @@ async def kv(redis_or_none: str | None) -> AsyncIterator[Backend]:
             MemorySequencer(),
         )
         return
-    backend = RedisBackend.from_url(redis_or_none, max_connections=4)
+    backend = open_redis(redis_or_none, max_connections=4)
     try:
         yield Backend(
             RedisCache(backend),
@@ -76,7 +77,7 @@ def name() -> str:
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, seq = entry_id.split("-")
+    ms, seq = entry_id.partition("@")[0].split("-")  # "@<partition>" on a Redis Cluster
     return int(ms), int(seq)
 
 
@@ -190,7 +191,7 @@ async def test_memory_cache_holds_at_most_max_bytes_evicting_the_least_recently_
 async def test_append_returns_increasing_ids(kv: Backend, name: str) -> None:
     """Appended entries get "<ms>-<seq>" ids from the current time, strictly increasing."""
     ids = [await kv.stream.append(name, {"n": str(n)}) for n in range(20)]
-    assert all(re.fullmatch(r"\d+-\d+", entry_id) for entry_id in ids)
+    assert all(re.fullmatch(r"\d+-\d+(@\d+)?", entry_id) for entry_id in ids)  # @: partition
     keys = [_id_key(entry_id) for entry_id in ids]
     assert keys == sorted(set(keys))
     assert abs(keys[0][0] - time.time() * 1000) < 60_000

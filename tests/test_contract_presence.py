@@ -16,8 +16,8 @@ import pytest
 import trio
 import trio.testing
 
+from stores.backends import open_redis
 from stores.presence import MemoryPresence, PresenceStore
-from stores.redis import RedisBackend
 from stores.redis_presence import RedisPresence
 
 TTL = 0.1  # seconds an entry lives in these tests
@@ -30,7 +30,7 @@ async def store(redis_or_none: str | None) -> AsyncIterator[PresenceStore]:
     if redis_or_none is None:
         yield MemoryPresence()
         return
-    backend = RedisBackend.from_url(redis_or_none, max_connections=4)
+    backend = open_redis(redis_or_none, max_connections=4)
     try:
         yield RedisPresence(backend)
     finally:

@@ -25,12 +25,13 @@ import org.neo4j.logging.log4j.Log4jLogProvider;
 /**
  * Embedded Neo4j (community) with the Bolt connector enabled, for tests.
  *
- * <p>Usage: {@code Neo4jTestServer DIR PORT}. {@code DIR} is the DBMS home directory (created if
- * missing; data under {@code DIR/data}, internal logs under {@code DIR/logs}); {@code PORT} is the
- * Bolt port on 127.0.0.1 and must be a real port (the caller picks a free one).
+ * <p>Usage: {@code Neo4jTestServer DIR PORT [HOST]}. {@code DIR} is the DBMS home directory
+ * (created if missing; data under {@code DIR/data}, internal logs under {@code DIR/logs}); {@code
+ * PORT} is the Bolt port and must be a real port (the caller picks a free one); {@code HOST} is the
+ * address Bolt listens on and advertises, 127.0.0.1 by default.
  *
  * <p>Protocol with the parent process: once the default database is available, exactly one line
- * {@code READY bolt://127.0.0.1:PORT} is printed to stdout. Nothing else is ever written to
+ * {@code READY bolt://HOST:PORT} is printed to stdout. Nothing else is ever written to
  * stdout; the user log goes to stderr. The process then runs until its stdin reaches end of file
  * (the parent closed the pipe or died) or it receives SIGTERM/SIGINT; either way the management
  * service is shut down cleanly by a shutdown hook. Exit code 0 on a clean stop, 1 on a startup
@@ -38,7 +39,7 @@ import org.neo4j.logging.log4j.Log4jLogProvider;
  */
 public final class Neo4jTestServer {
 
-  private static final String HOST = "127.0.0.1";
+  private static final String DEFAULT_HOST = "127.0.0.1";
   private static final long PAGE_CACHE_BYTES = ByteUnit.mebiBytes(256);
   private static final long TX_LOG_ROTATION_BYTES = ByteUnit.mebiBytes(16);
   private static final long AVAILABLE_TIMEOUT_SECONDS = 120;
@@ -49,18 +50,19 @@ public final class Neo4jTestServer {
   /**
    * Starts the server; see the class documentation.
    *
-   * @param args the DBMS home directory and the Bolt port
+   * @param args the DBMS home directory, the Bolt port and, optionally, the Bolt host
    */
   public static void main(String[] args) {
     // Keep stdout reserved for the READY line: anything else printing to System.out goes to stderr.
     PrintStream stdout = System.out;
     System.setOut(System.err);
 
-    if (args.length != 2) {
-      System.err.println("usage: Neo4jTestServer DIR PORT");
+    if (args.length != 2 && args.length != 3) {
+      System.err.println("usage: Neo4jTestServer DIR PORT [HOST]");
       System.exit(2);
     }
     Path home = Path.of(args[0]).toAbsolutePath();
+    String host = args.length == 3 ? args[2] : DEFAULT_HOST;
     int port;
     try {
       port = Integer.parseInt(args[1]);
@@ -75,7 +77,7 @@ public final class Neo4jTestServer {
     DatabaseManagementService service;
     try {
       Files.createDirectories(home);
-      service = start(home, port);
+      service = start(home, host, port);
     } catch (Throwable e) {
       System.err.println("Neo4jTestServer: startup failed: " + e);
       e.printStackTrace(System.err);
@@ -96,20 +98,20 @@ public final class Neo4jTestServer {
                 },
                 "neo4j-test-server-shutdown"));
 
-    stdout.println("READY bolt://" + HOST + ":" + port);
+    stdout.println("READY bolt://" + host + ":" + port);
     stdout.flush();
 
     waitForEndOfInput(System.in);
     System.exit(0); // runs the shutdown hook
   }
 
-  private static DatabaseManagementService start(Path home, int port) {
+  private static DatabaseManagementService start(Path home, String host, int port) {
     DatabaseManagementService service =
         new DatabaseManagementServiceBuilder(home)
             .setUserLogProvider(new Log4jLogProvider(unclosable(System.err), Level.INFO))
             .setConfig(BoltConnector.enabled, true)
-            .setConfig(BoltConnector.listen_address, new SocketAddress(HOST, port))
-            .setConfig(BoltConnector.advertised_address, new SocketAddress(HOST, port))
+            .setConfig(BoltConnector.listen_address, new SocketAddress(host, port))
+            .setConfig(BoltConnector.advertised_address, new SocketAddress(host, port))
             .setConfig(GraphDatabaseSettings.auth_enabled, false)
             .setConfig(GraphDatabaseSettings.pagecache_memory, PAGE_CACHE_BYTES)
             // Small, non-preallocated transaction logs keep test data directories small.
