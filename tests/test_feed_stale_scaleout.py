@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
@@ -48,12 +47,12 @@ async def until_marker(ws: WebSocketConnection) -> list[dict[str, Any]]:
 
 
 async def test_a_user_on_two_processes_is_told_of_a_post_once(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, shared_redis: str
 ) -> None:
     """A post published through process A makes the author's follower, connected to both
     processes, stale: both sessions get the one feed.stale notice (one offset) and no second
     one from process B, which saw the post over Pub/Sub and lost the window's claim."""
-    redis.Redis.from_url(redis_url).flushall()
+    redis_url = shared_redis  # emptied
     # in process A's embedded graph
     await load_graph(tmp_path, "reader writer\n", data_dir=tmp_path / "a")
     with (

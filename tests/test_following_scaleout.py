@@ -10,13 +10,12 @@ real time, so waits poll under a bound.
 from __future__ import annotations
 
 import json
-import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
@@ -58,10 +57,10 @@ async def nothing_within(ws: WebSocketConnection, seconds: float) -> list[Any]:
 
 
 @pytest.fixture
-async def two_processes(tmp_path: Path, redis_url: str, neo4j_url: str) -> Any:
+async def two_processes(tmp_path: Path, shared_redis: str, neo4j_url: str) -> Any:
     """Users <p>1..<p>4 in Neo4j (1 follows 2; 3 follows 2), two processes a and b."""
-    redis.Redis.from_url(redis_url).flushall()
-    prefix = f"fo{os.getpid()}x"
+    redis_url = shared_redis  # emptied
+    prefix = f"fo{uuid.uuid4().hex[:8]}x"  # fresh users: the session's Neo4j keeps old edges
     edges = f"{prefix}1 {prefix}2\n{prefix}3 {prefix}2\n{prefix}4 {prefix}3\n"
     await load_graph(tmp_path, edges, graph_url=neo4j_url)
     with (
