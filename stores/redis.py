@@ -41,7 +41,7 @@ from typing import Any, NoReturn, TypeVar, cast
 import redis
 import trio
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException
+from redis.exceptions import RedisClusterException, RedisClusterUnreachableError
 from redis.retry import Retry
 
 from stores.errors import BackendUnavailable, ConfigError, QueryError, StoreError
@@ -80,11 +80,14 @@ def _store_error(exc: redis.RedisError) -> StoreError:
     return StoreError(f"{type(exc).__name__}: {exc}")
 
 
-def _translated(work: Callable[[redis.Redis], T], client: redis.Redis) -> T:
+def translated(work: Callable[[redis.Redis], T], client: redis.Redis) -> T:
+    """``work(client)`` with the driver's errors as the port's (:func:`_store_error`)."""
     try:
         return work(client)
     except redis.RedisError as exc:
         raise _store_error(exc) from exc
+    except RedisClusterUnreachableError as exc:
+        raise BackendUnavailable(f"Redis Cluster: {exc}") from exc
     except RedisClusterException as exc:  # not a RedisError: the cluster client's own
         raise StoreError(f"Redis Cluster: {exc}") from exc
 
@@ -188,7 +191,7 @@ class RedisBackend:
             stores.errors.BackendUnavailable: the server cannot be reached or timed out.
             stores.errors.QueryError: the server rejected a command.
         """
-        return await trio.to_thread.run_sync(_translated, work, self._client, limiter=self.limiter)
+        return await trio.to_thread.run_sync(translated, work, self._client, limiter=self.limiter)
 
     async def execute(
         self, commands: Sequence[Command], *, key: str, extra_wait: float = 0.0

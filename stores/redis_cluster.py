@@ -37,13 +37,16 @@ redis.io/docs/latest/develop/interact/pubsub (Redis 7.0).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Any, cast
+import functools
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 import trio
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 
 from stores.errors import BackendUnavailable, ConfigError
 from stores.partitions import Partitions, key_slot_of
@@ -55,6 +58,7 @@ from stores.redis import (
     SOCKET_CONNECT_TIMEOUT,
     SOCKET_TIMEOUT,
     RedisBackend,
+    translated,
 )
 from stores.resp import Command, Endpoint, RespConnection, RespError, RespPool, check
 
@@ -66,6 +70,7 @@ nozzle read a bigger batch."""
 REFRESH_INTERVAL = 0.25
 """Seconds between two reloads of the slot map (a burst of failures reloads it once)."""
 SLOTS = 16_384
+T = TypeVar("T")
 REDIRECTS = 3
 """Redirections a command follows before it gives up (a slot still moving)."""
 
@@ -311,7 +316,7 @@ class RedisClusterBackend(RedisBackend):
 
     def __init__(
         self,
-        client: RedisCluster,
+        connect: Callable[[], RedisCluster],
         router: ClusterRouter,
         *,
         partitions: int,
@@ -320,8 +325,9 @@ class RedisClusterBackend(RedisBackend):
         socket_timeout: float,
     ) -> None:
         # Not RedisBackend.__init__: there is no single pool; the attributes it sets are set here.
-        self._cluster = client
-        self._client = cast("redis.Redis", client)  # same commands, routed by key
+        self._connect = connect
+        self._cluster: RedisCluster | None = None
+        self._cluster_lock = threading.Lock()
         self.router = router
         self.socket_timeout = socket_timeout
         self.max_block = min(socket_timeout / 2, MAX_BLOCK)
@@ -363,7 +369,8 @@ class RedisClusterBackend(RedisBackend):
             connect_timeout=socket_connect_timeout,
         )
         nodes = [ClusterNode(host, port) for host, port in parsed.seeds]  # type: ignore[no-untyped-call]
-        client = RedisCluster(
+        connect = functools.partial(
+            RedisCluster,
             startup_nodes=nodes,
             username=parsed.username,
             password=parsed.password,
@@ -377,13 +384,33 @@ class RedisClusterBackend(RedisBackend):
         )
         router = ClusterRouter(parsed.seeds, template, size=max_connections)
         return cls(
-            client,
+            connect,
             router,
             partitions=parsed.partitions,
             max_connections=max_connections,
             max_subscriptions=max_subscriptions,
             socket_timeout=socket_timeout,
         )
+
+    async def run(self, work: Callable[[redis.Redis], T]) -> T:
+        """See :meth:`RedisBackend.run`: ``work`` gets redis-py's cluster client (the same
+        commands, routed by key), made in the first call (it connects at once, so not on the
+        trio thread).
+
+        Raises:
+            stores.errors.BackendUnavailable: no node can be reached, or one timed out.
+            stores.errors.QueryError: the cluster rejected a command.
+        """
+        return await trio.to_thread.run_sync(self._in_thread, work, limiter=self.limiter)
+
+    def _in_thread(self, work: Callable[[redis.Redis], T]) -> T:
+        with self._cluster_lock:
+            if self._cluster is None:
+                try:
+                    self._cluster = self._connect()
+                except (redis.RedisError, RedisClusterException) as exc:
+                    raise BackendUnavailable(f"Redis Cluster: {exc}") from exc
+        return translated(work, cast("redis.Redis", self._cluster))  # same commands, by key
 
     async def execute(
         self, commands: Sequence[Command], *, key: str, extra_wait: float = 0.0
@@ -433,4 +460,6 @@ class RedisClusterBackend(RedisBackend):
     async def aclose(self) -> None:
         """Close both clients' connections (idempotent)."""
         await self.router.aclose()
-        await trio.to_thread.run_sync(self._cluster.close, limiter=self.limiter)
+        cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            await trio.to_thread.run_sync(cluster.close, limiter=self.limiter)

@@ -19,8 +19,10 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 from actors.realtime.streams import GROUP, STREAM
 from auth.tokens import issue_token
-from stores.partitions import Partitions
-from stores.redis_cluster import DEFAULT_PARTITIONS, parse_cluster_url
+from stores.errors import BackendUnavailable
+from stores.partitions import Partitions, key_slot_of
+from stores.redis import RedisCache
+from stores.redis_cluster import DEFAULT_PARTITIONS, RedisClusterBackend, parse_cluster_url
 from tests.processes import SECRET, server_process, wait_healthy
 
 pytestmark = pytest.mark.redis
@@ -323,3 +325,32 @@ async def test_a_master_killed_mid_stream_fails_over_and_every_loss_is_told(
     assert moved, "no partition started a new epoch after the failover"
     assert told_channels >= moved
     assert [status for _, status in health][-1] == "ok"
+
+
+async def test_the_router_follows_a_moved_slot_and_skips_dead_seeds(redis_cluster_url: str) -> None:
+    """A stale slot map (as after a resharding) is corrected by the MOVED answer; a dead node
+    named first in the URL is skipped; a cluster with no live node is a clear outage."""
+    live = redis_cluster_url.removeprefix("redis+cluster://")
+    backend = RedisClusterBackend.from_cluster_url(
+        f"redis+cluster://127.0.0.1:1,{live}", max_connections=2
+    )
+    try:
+        router = backend.router
+        key = "starling-test:moved"
+        right = await router.node(key)
+        wrong = next(node for node in router.masters() if node != right)
+        router._slots[key_slot_of(key)] = wrong  # a stale map
+        replies = await backend.execute([("SET", key, "1"), ("GET", key)], key=key)
+        assert replies == [b"OK", b"1"]
+        assert await router.node(key) == right
+        assert router.reloads == 2
+    finally:
+        await backend.aclose()
+    dead = RedisClusterBackend.from_cluster_url("redis+cluster://127.0.0.1:1,127.0.0.1:2")
+    try:
+        with pytest.raises(BackendUnavailable, match=r"no Redis Cluster node answered: 127\.0"):
+            await dead.ping()
+        with pytest.raises(BackendUnavailable, match="Redis Cluster cannot be connected"):
+            await RedisCache(dead).get("x")  # redis-py's cluster client, in a worker thread
+    finally:
+        await dead.aclose()

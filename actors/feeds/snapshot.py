@@ -4,8 +4,9 @@ A snapshot is one ranking of one user's feed: the stories in order with their
 scores and reasons. Pages are cut from one snapshot (a cursor names it and a
 position in it), so paging never shows a story twice or skips one because
 the ranking changed meanwhile. Snapshots are stored in the cache backend
-(msgspec MessagePack, TTL) under ``starling:feed:<user>:<snapshot>``, and the
-user's newest snapshot id under ``starling:feed:<user>:latest``.
+(msgspec MessagePack, TTL) under ``starling:feed:{<user>}:<snapshot>``, and the
+user's newest snapshot id under ``starling:feed:{<user>}:latest`` (the braces: a Redis
+Cluster hash tag, so a user's keys share a slot).
 """
 
 from __future__ import annotations
@@ -72,12 +73,12 @@ def decode_snapshot(data: bytes) -> FeedSnapshot:
 
 def snapshot_key(user: str, snapshot: str) -> str:
     """The cache key of one snapshot."""
-    return f"{KEY_PREFIX}{user}:{snapshot}"
+    return f"{KEY_PREFIX}{{{user}}}:{snapshot}"
 
 
 def latest_key(user: str) -> str:
     """The cache key holding the id of the user's newest snapshot."""
-    return f"{KEY_PREFIX}{user}:latest"
+    return f"{KEY_PREFIX}{{{user}}}:latest"
 
 
 def reasons_for(
