@@ -226,8 +226,10 @@ class Actor(Generic[MessageT]):
             call whose :meth:`batch_key` is not ``None`` also takes the calls queued
             right behind it with the same key (without waiting for more) and
             answers them together: "group commit" for requests that one query can
-            answer as cheaply as one. Order is kept: the first queued message
-            with another key is handled next.
+            answer as cheaply as one. Casts (``send``) are batched the same way,
+            never mixed with calls: :meth:`handle_batch` gets the queued casts of one
+            key and its outcomes are dropped. Order is kept: the first queued message
+            with another key (or of the other kind) is handled next.
 
     Raises:
         ValueError: a mailbox size, concurrency or idle timeout out of range.
@@ -281,16 +283,17 @@ class Actor(Generic[MessageT]):
         raise NotImplementedError
 
     def batch_key(self, request: MessageT) -> object | None:
-        """The key under which calls of ``request``'s kind may be answered together by
-        :meth:`handle_batch`, or ``None`` (the default) to answer it alone."""
+        """The key under which calls (or casts) of ``request``'s kind may be handled together
+        by :meth:`handle_batch`, or ``None`` (the default) to handle it alone."""
         return None
 
     async def handle_batch(self, requests: list[MessageT]) -> list[Any]:
-        """Answer several calls of one :meth:`batch_key` at once (``max_batch`` > 1).
+        """Answer several calls (or take several casts) of one :meth:`batch_key` at once
+        (``max_batch`` > 1).
 
         Returns:
             One outcome per request, in order: its reply, or a :class:`Rejection`
-            instance to answer that one call with an error.
+            instance to answer that one call with an error (ignored for casts).
 
         Any exception raised crashes the actor (every call of the batch gets
         :class:`ActorCrashed`).
@@ -396,25 +399,32 @@ class Actor(Generic[MessageT]):
                 if not taken:
                     return
                 held = taken[0]
-            key = self.batch_key(held.request) if isinstance(held, Call) else None
+            is_call = isinstance(held, Call)
+            key = self.batch_key(held.request if isinstance(held, Call) else held)
             if key is None:
                 await self._handle_one(held)
                 continue
-            batch: list[Call[Any]] = [held]  # type: ignore[list-item]
+            batch: list[Any] = [held]
             while len(batch) < self.max_batch:
                 try:
                     queued = receive.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-                if isinstance(queued, Call) and self.batch_key(queued.request) == key:
+                same_kind = isinstance(queued, Call) == is_call
+                request = queued.request if isinstance(queued, Call) else queued
+                if same_kind and self.batch_key(request) == key:
                     batch.append(queued)
                 else:
                     self._held = queued
                     break
             if len(batch) == 1:
                 await self._handle_one(held)
-            else:
+            elif is_call:
                 await self._handle_calls(batch)
+            else:
+                self._raise_fault()
+                await self.handle_batch(batch)
+                self._handled += len(batch)
 
     async def _handle_calls(self, calls: list[Call[Any]]) -> None:
         """Answer ``calls`` with one :meth:`handle_batch`."""

@@ -206,6 +206,23 @@ class RedisBackend:
         """
         return await self.resp.execute(commands, extra_wait=extra_wait)
 
+    async def execute_many(
+        self, groups: Sequence[tuple[str, Sequence[Command]]]
+    ) -> list[list[Any]]:
+        """Several pipelines, each ``(key, commands)`` with its keys in ``key``'s slot, in as
+        few round trips as the servers allow (one here; one per master on a cluster); each
+        pipeline's replies, in order.
+
+        Raises:
+            stores.errors.BackendUnavailable: a server cannot be reached or timed out.
+        """
+        replies = await self.resp.execute([c for _, commands in groups for c in commands])
+        results, start = [], 0
+        for _, commands in groups:
+            results.append(replies[start : start + len(commands)])
+            start += len(commands)
+        return results
+
     async def execute_on_masters(self, commands: Sequence[Command]) -> list[list[Any]]:
         """Send ``commands`` to every master (one here) and return each one's replies.
 
@@ -413,11 +430,13 @@ class RedisStream:
         for position, fields in enumerate(entries):
             parts.setdefault(partitions.of(fields.get("channel")), []).append(position)
         ids: list[str] = [""] * len(entries)
+        groups = []
         for index, positions in parts.items():
             key = partitions.key(stream, index)
-            replies = await self._backend.execute(
-                [self._xadd(key, entries[p]) for p in positions], key=key
-            )
+            groups.append((key, [self._xadd(key, entries[p]) for p in positions]))
+        for (index, positions), replies in zip(
+            parts.items(), await self._backend.execute_many(groups), strict=True
+        ):
             for position, reply in zip(positions, replies, strict=True):
                 ids[position] = partitions.qualify(_text(check(reply)), index)
         return ids
@@ -537,10 +556,10 @@ class RedisStream:
             grouped = self._by_partition(stream, ids)
         except ValueError as exc:
             raise QueryError(str(exc)) from None
-        acked = 0
-        for key, raw in grouped.items():
-            (reply,) = await self._backend.execute([["XACK", key, group, *raw]], key=key)
-            acked += int(check(reply))
+        replies = await self._backend.execute_many(
+            [(key, [["XACK", key, group, *raw]]) for key, raw in grouped.items()]
+        )
+        acked = sum(int(check(reply)) for (reply,) in replies)
         return acked
 
     async def reclaim(
@@ -905,17 +924,23 @@ class RedisSequencer:
             return []
         return [await self._backend.node_of(self._offsets_keys[index])]
 
-    async def _call(self, index: int, call: list[bytes | str | int]) -> list[Any]:
-        """``FCALL`` on partition ``index``, loading the library first where it is missing."""
-        key = self._offsets_keys[index]
-        (reply,) = await self._backend.execute([call], key=key)
-        if isinstance(reply, RespError) and "Function not found" in str(reply):
-            load = ("FUNCTION", "LOAD", "REPLACE", FUNCTIONS)
-            loaded, reply = await self._backend.execute([load, call], key=key)
-            check(loaded)
-        values: list[Any] = check(reply)
-        self._generations[index] = _text(values[0])
-        return values
+    async def _calls(self, calls: list[tuple[int, list[bytes | str | int]]]) -> list[list[Any]]:
+        """``FCALL`` each ``(partition, call)``, all in one round trip per master; a call that
+        finds the library missing loads it there and runs again. Their values, in order."""
+        keys = [self._offsets_keys[index] for index, _ in calls]
+        replies = await self._backend.execute_many(
+            [(key, [call]) for key, (_, call) in zip(keys, calls, strict=True)]
+        )
+        results = []
+        for key, (index, call), (reply,) in zip(keys, calls, replies, strict=True):
+            if isinstance(reply, RespError) and "Function not found" in str(reply):
+                load = ("FUNCTION", "LOAD", "REPLACE", FUNCTIONS)
+                loaded, reply = await self._backend.execute([load, call], key=key)
+                check(loaded)
+            values: list[Any] = check(reply)
+            self._generations[index] = _text(values[0])
+            results.append(values)
+        return results
 
     def _by_partition(self, channels: Sequence[str]) -> dict[int, list[int]]:
         parts: dict[int, list[int]] = {}
@@ -929,13 +954,18 @@ class RedisSequencer:
             await trio.lowlevel.checkpoint()
             return []
         numbered: list[tuple[int, str]] = [(0, "")] * len(channels)
-        for index, positions in self._by_partition(channels).items():
+        parts = self._by_partition(channels)
+        counted = []
+        calls = []
+        for index, positions in parts.items():
             counts = Counter(channels[p] for p in positions)
             call: list[bytes | str | int] = ["FCALL", "starling_number", *self._keys(index)]
             call += [new_generation(), *(await self._node(index))]
             for channel, count in counts.items():
                 call += [channel, count]
-            values = await self._call(index, call)
+            counted.append((positions, counts))
+            calls.append((index, call))
+        for (positions, counts), values in zip(counted, await self._calls(calls), strict=True):
             generation = _text(values[0])
             # The first offset of each channel's run: its new top minus its count, plus one.
             following = {}
@@ -962,13 +992,16 @@ class RedisSequencer:
         numbered: list[NumberedEntry | None] = [None] * len(events)
         max_length = "" if self._max_length is None else self._max_length
         partitions = self._partitions
-        for index, positions in self._by_partition([c for c, _ in events]).items():
+        parts = self._by_partition([c for c, _ in events])
+        calls = []
+        for index, positions in parts.items():
             call: list[bytes | str | int] = ["FCALL", "starling_publish"]
             call += self._keys(index, partitions.key(stream, index))
             call += [max_length, new_generation(), *(await self._node(index))]
             for position in positions:
                 call += events[position]
-            values = await self._call(index, call)
+            calls.append((index, call))
+        for (index, positions), values in zip(parts.items(), await self._calls(calls), strict=True):
             generation = _text(values[0])
             epochs: dict[str, str] = {}
             for position, entry, offset in zip(positions, values[1::2], values[2::2], strict=True):
@@ -990,9 +1023,11 @@ class RedisSequencer:
             [("FUNCTION", "LOAD", "REPLACE", FUNCTIONS)]
         ):
             check(replies[0])
+        calls = []
         for index in range(self._partitions.count):
             call: list[bytes | str | int] = ["FCALL", "starling_number", *self._keys(index)]
-            await self._call(index, [*call, new_generation(), *(await self._node(index))])
+            calls.append((index, [*call, new_generation(), *(await self._node(index))]))
+        await self._calls(calls)
         first = self._generations[0]
         assert first is not None
         return first

@@ -231,6 +231,46 @@ class ClusterRouter:
                 asking = True
         raise BackendUnavailable(f"the slot of {key!r} kept moving ({REDIRECTS} redirections)")
 
+    async def execute_many(
+        self, groups: Sequence[tuple[str, Sequence[Command]]]
+    ) -> list[list[Any]]:
+        """Several pipelines, each ``(key, commands)`` in ``key``'s slot: the pipelines of one
+        master go out together, one round trip per master (keys of different slots may share
+        a pipeline, not a command). A pipeline answered with a redirection is sent again alone
+        (:meth:`execute`). Each pipeline's replies, in order.
+
+        Raises:
+            stores.errors.BackendUnavailable: a master cannot be reached.
+        """
+        if self._stale:
+            await self.reload()
+        by_node: dict[Node, list[int]] = {}
+        for position, (key, _) in enumerate(groups):
+            node = self._slots[key_slot_of(key)]
+            if node is None:
+                raise BackendUnavailable(f"no Redis Cluster master serves the slot of {key!r}")
+            by_node.setdefault(node, []).append(position)
+        results: list[list[Any]] = [[] for _ in groups]
+        again = []
+        for node, positions in by_node.items():
+            flat = [command for p in positions for command in groups[p][1]]
+            try:
+                replies = await self._pool(node).execute(flat)
+            except BackendUnavailable as exc:
+                self._stale = True
+                raise BackendUnavailable(f"Redis Cluster master {node.address}: {exc}") from exc
+            start = 0
+            for position in positions:
+                count = len(groups[position][1])
+                results[position] = replies[start : start + count]
+                start += count
+                if _redirect(results[position]) is not None:
+                    again.append(position)
+        for position in again:
+            key, commands = groups[position]
+            results[position] = await self.execute(commands, key=key)
+        return results
+
     async def execute_on_masters(self, commands: Sequence[Command]) -> list[list[Any]]:
         """Send ``commands`` to every master; each one's replies.
 
@@ -305,6 +345,13 @@ def _redirect(replies: Sequence[Any]) -> tuple[str, str, int] | None:
                 host, _, port = address.rpartition(":")
                 return kind, host.strip("[]"), int(port)
     return None
+
+
+def _raise_down(replies: Sequence[Any]) -> None:
+    """Raise BackendUnavailable for a ``CLUSTERDOWN``/``TRYAGAIN`` reply among ``replies``."""
+    for reply in replies:
+        if isinstance(reply, RespError) and str(reply).startswith(("CLUSTERDOWN", "TRYAGAIN")):
+            raise BackendUnavailable(f"Redis Cluster: {reply}")
 
 
 class RedisClusterBackend(RedisBackend):
@@ -417,10 +464,17 @@ class RedisClusterBackend(RedisBackend):
     ) -> list[Any]:
         """See :meth:`RedisBackend.execute`: routed to the master of ``key``'s slot."""
         replies = await self.router.execute(commands, key=key, extra_wait=extra_wait)
-        for reply in replies:
-            if isinstance(reply, RespError) and str(reply).startswith(("CLUSTERDOWN", "TRYAGAIN")):
-                raise BackendUnavailable(f"Redis Cluster: {reply}")
+        _raise_down(replies)
         return replies
+
+    async def execute_many(
+        self, groups: Sequence[tuple[str, Sequence[Command]]]
+    ) -> list[list[Any]]:
+        """See :meth:`RedisBackend.execute_many`: one round trip per master."""
+        results = await self.router.execute_many(groups)
+        for replies in results:
+            _raise_down(replies)
+        return results
 
     async def execute_on_masters(self, commands: Sequence[Command]) -> list[list[Any]]:
         """See :meth:`RedisBackend.execute_on_masters`."""

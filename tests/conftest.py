@@ -31,15 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import pytest
-import redis
-import redis.cluster
 import structlog
 import trio
 import trio.testing
 from click.testing import CliRunner
 
 from protocols.methods import build_dispatcher
-from stores.redis_cluster import parse_cluster_url
+from tests.redis_clients import flush
 from tests.social_world import Expected, Rpc, Social, World, running_social, services_for
 
 if TYPE_CHECKING:
@@ -297,17 +295,9 @@ def redis_or_none(request: pytest.FixtureRequest) -> str | None:
 def shared_redis(request: pytest.FixtureRequest) -> str:
     """The URL of a real Redis, then of a real Redis Cluster, emptied: what processes share to
     scale out (the scale-out tests run on both)."""
-    if request.param == "redis":
-        url: str = request.getfixturevalue("redis_url")
-        redis.Redis.from_url(url).flushall()
-        return url
-    url = request.getfixturevalue("redis_cluster_url")
-    host, port = parse_cluster_url(url).seeds[0]
-    cluster = redis.cluster.RedisCluster(host=host, port=port)
-    try:
-        cluster.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
-    finally:
-        cluster.close()
+    fixture = "redis_url" if request.param == "redis" else "redis_cluster_url"
+    url: str = request.getfixturevalue(fixture)
+    flush(url)
     return url
 
 

@@ -1217,7 +1217,8 @@ class RedisClusterHandle:
 
         Healthy: every live node says ``cluster_state:ok``, sees all 16384 slots
         served (``cluster_slots_ok``), knows every node and flags no live one as
-        failing; all agree who serves which slot; every live master serves slots
+        failing; all agree who serves which slot and who is a master; every live master
+        serves slots
         and every live replica has ``master_link_status:up``.
 
         Args:
@@ -1271,9 +1272,16 @@ class RedisClusterHandle:
             for entry in view:
                 if entry.node_id in live_ids and entry.flags & {"fail", "fail?"}:
                     return f"{node.address} flags live node {entry.node_id} {','.join(entry.flags)}"
-            slot_maps.add(tuple(sorted((e.node_id, e.slots) for e in view if e.slots)))
+            # Slots and roles: a node learns another's role by gossip, so a new replica
+            # may still look like a master (without slots) to the others for a while.
+            slot_maps.add(
+                (
+                    tuple(sorted((e.node_id, e.slots) for e in view if e.slots)),
+                    tuple(sorted((e.node_id, e.is_master) for e in view if e.node_id in live_ids)),
+                )
+            )
         if len(slot_maps) > 1:
-            return "the live nodes disagree about who serves which slot"
+            return "the live nodes disagree about who serves which slot or who is a master"
         return None
 
     def _live_logs(self, lines: int = 8) -> str:

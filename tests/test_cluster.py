@@ -24,23 +24,16 @@ from stores.partitions import Partitions, key_slot_of
 from stores.redis import RedisCache
 from stores.redis_cluster import DEFAULT_PARTITIONS, RedisClusterBackend, parse_cluster_url
 from tests.processes import SECRET, server_process, wait_healthy
+from tests.redis_clients import client_for, flush
 
 pytestmark = pytest.mark.redis
 
 
 def cluster_client(url: str) -> RedisCluster:
-    """redis-py's cluster client on the cluster of ``url`` (its first node)."""
-    host, port = parse_cluster_url(url).seeds[0]
-    return RedisCluster(host=host, port=port, decode_responses=True)
-
-
-def flush(url: str) -> None:
-    """Empty every master of the cluster."""
-    client = cluster_client(url)
-    try:
-        client.flushall(target_nodes=RedisCluster.PRIMARIES)
-    finally:
-        client.close()
+    """redis-py's cluster client on the cluster of ``url``, with text replies."""
+    client = client_for(url, decode_responses=True)
+    assert isinstance(client, RedisCluster)
+    return client
 
 
 def pubs(frame: str | bytes) -> list[dict[str, Any]]:

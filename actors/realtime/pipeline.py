@@ -396,6 +396,7 @@ def realtime_subtree(
             origin=origin,
             settings=AudienceSettings(grace=settings.following_grace),
         )
+    partitions = stream.partitions(STREAM)
     transformers = [
         Transformer(
             stream,
@@ -403,11 +404,12 @@ def realtime_subtree(
             cache,
             fanout,
             name=f"transformer-{i}",
+            mailbox_size=max(4, len(partitions)),  # a batch of each nozzle may wait
+            merge_entries=settings.batch,
             following=graph_audience.index if graph_audience is not None else None,
         )
         for i in range(settings.transformers)
     ]
-    partitions = stream.partitions(STREAM)
     nozzles = [
         Nozzle(
             stream,

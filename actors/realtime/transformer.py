@@ -62,6 +62,8 @@ log = structlog.get_logger(__name__)
 
 PROFILE_TTL = 60.0
 """Seconds a user's display fields are reused before they are read again."""
+MERGE_BATCHES = 16
+"""Most queued nozzle batches transformed as one (:meth:`Transformer.handle_batch`)."""
 SHIPPING_QUEUE = 16
 """Delivered batches waiting to be announced and acknowledged (then the transformer waits;
 batches left over from an earlier run may add to them once)."""
@@ -155,6 +157,8 @@ class Transformer(Actor[Any]):
         fanout: where rendered batches go.
         following: the listening followers of each author (``None``: no ``following:``
             fan-out).
+        merge_entries: most entries of queued batches transformed as one (the nozzle's
+            batch size: merging small batches never makes a bigger delivery than one full).
     """
 
     def __init__(
@@ -168,8 +172,10 @@ class Transformer(Actor[Any]):
         mailbox_size: int = 4,
         max_profiles: int = 10_000,
         following: FollowingIndex | None = None,
+        merge_entries: int = 256,
     ) -> None:
-        super().__init__(name, mailbox_size=mailbox_size)
+        super().__init__(name, mailbox_size=mailbox_size, max_batch=MERGE_BATCHES)
+        self._merge_entries = merge_entries
         self._following = following
         self.fanned_out = 0
         self._stream = stream
@@ -222,6 +228,24 @@ class Transformer(Actor[Any]):
                 await self._transform([(entry.id, entry.fields) for entry in entries])
             case _:
                 raise TypeError(f"{self.name} cannot handle {type(message).__name__}")
+
+    def batch_key(self, request: Any) -> object | None:
+        return Batch if isinstance(request, Batch) else None
+
+    async def handle_batch(self, requests: list[Any]) -> list[Any]:
+        """Transform the small batches queued together (the nozzles of several partitions) as
+        one, up to ``merge_entries`` entries: one sequencer round trip, one delivery, one
+        announcement for all of them; a delivery is never bigger than a full nozzle batch.
+        Each channel's entries still come in stream order (a channel is in one partition,
+        read by one nozzle, whose batches queue in order)."""
+        merged: list[tuple[str, Any]] = []
+        for batch in requests:
+            if merged and len(merged) + len(batch.entries) > self._merge_entries:
+                await self._transform(merged)
+                merged = []
+            merged += [(entry.id, entry.fields) for entry in batch.entries]
+        await self._transform(merged)
+        return [None] * len(requests)
 
     async def _transform(self, entries: list[tuple[str, Any]]) -> None:
         parsed: list[Parsed] = []

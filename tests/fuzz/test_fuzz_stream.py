@@ -18,7 +18,6 @@ from typing import Any, Final
 
 import msgspec
 import pytest
-import redis
 import trio
 import trio.testing
 from hypothesis import given
@@ -43,6 +42,7 @@ from stores.backends import open_key_value
 from stores.memory import MemoryCache, MemorySequencer, MemoryStream
 from stores.stream import StreamEntry
 from tests.fuzz.budget import fuzzing
+from tests.redis_clients import client_for, flush
 
 any_text = st.text(st.characters(exclude_categories=()), max_size=12)  # lone surrogates too
 DEEP: Final = 5_000
@@ -244,7 +244,7 @@ async def test_poison_entries_are_acknowledged_counted_and_do_not_stop_delivery(
 ) -> None:
     """Poison entries XADDed between valid events (deep or out-of-range JSON, odd offsets, lone surrogates, and on Redis bytes that are not UTF-8) are acknowledged and counted; the valid events are delivered in order with offsets 1, 2, 3, and no stage of the pipeline restarts."""  # noqa: E501
     if redis_or_none is not None:
-        redis.Redis.from_url(redis_or_none).flushall()
+        flush(redis_or_none)
     kv = open_key_value(redis_or_none or "memory://")
     settings = RealtimeSettings(
         batch=4,
@@ -277,9 +277,10 @@ async def test_poison_entries_are_acknowledged_counted_and_do_not_stop_delivery(
                     await kv.stream.append(STREAM, _event(index // 4))
                 await kv.stream.append(STREAM, bad)
             if redis_or_none is not None:
-                client = redis.Redis.from_url(redis_or_none)
+                client = client_for(redis_or_none)
+                first = kv.stream.partitions(STREAM)[0]  # entries without a UTF-8 channel
                 for raw in NOT_UTF8:
-                    await trio.to_thread.run_sync(functools.partial(client.xadd, STREAM, raw))
+                    await trio.to_thread.run_sync(functools.partial(client.xadd, first, raw))
             await _until(lambda: realtime.statistics().poison == poisoned)
             await _until(lambda: len(subscriber.got) == valid)
             assert [(offset, data["seq"]) for _, offset, data in subscriber.got] == [
