@@ -382,6 +382,33 @@ async def test_calls_queued_together_are_answered_by_one_batch_in_order() -> Non
     assert actor.statistics().messages_handled == 7
 
 
+async def test_casts_queued_together_are_taken_by_one_batch_never_mixed_with_calls() -> None:
+    """Square casts queued behind a busy actor are taken together (max_batch at a time); a
+    Square call between them is not mixed into the casts' batch, and order is kept."""
+    actor = Squarer()
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actor.run)
+        replies: list[Any] = []
+
+        async def ask(request: Any) -> None:
+            replies.append(await ref.call(request))
+
+        nursery.start_soon(ask, Hold())
+        await trio.testing.wait_all_tasks_blocked()
+        for n in (1, 2, 3, 4):
+            await ref.send(Square(n))
+        nursery.start_soon(ask, Square(5))
+        await trio.testing.wait_all_tasks_blocked()
+        await ref.send(Square(6))
+        actor.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        ref.request_stop()
+
+    assert actor.log == [(1, 2, 3), 4, 5, 6]
+    assert replies == ["waited", 25]
+    assert actor.statistics().messages_handled == 7
+
+
 async def crash_a_batch(actor: Squarer, outcomes: list[BaseException]) -> None:
     """Queue Square(12) and Square(13) behind a busy squarer; 13 crashes its batch."""
     async with trio.open_nursery() as nursery:
