@@ -313,11 +313,11 @@ async def test_a_master_killed_mid_stream_fails_over_and_every_loss_is_told(
         f"channels with a new epoch {len(moved)}/{len(channels)}, told by recovered:false "
         f"{len(told_channels)}, gap notices {len(gaps)}"
     )
-    assert silent == []
-    assert degraded, "health never showed the outage"
+    assert silent == [], f"silent losses (channel, offset, epoch, seq): {silent[:10]}"
+    assert degraded, f"health never showed the outage: {health}"
     assert moved, "no partition started a new epoch after the failover"
-    assert told_channels >= moved
-    assert [status for _, status in health][-1] == "ok"
+    assert told_channels >= moved, (told_channels, moved, recovery)
+    assert health[-1][1] == "ok", health[-5:]
 
 
 async def test_the_router_follows_a_moved_slot_and_skips_dead_seeds(redis_cluster_url: str) -> None:
