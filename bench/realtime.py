@@ -15,6 +15,8 @@ One run, every process on this machine::
 
     parent (this module)     starts everything below, samples CPU from /proc/<pid>/stat
     ├── redis-server         (redis backend, no --redis-url) private, no persistence
+    │   or 6 redis-servers   (redis-cluster backend, no --redis-url) a private Redis
+    │                        Cluster, 3 masters + 3 replicas, from tests/services.py
     ├── starling serve       a temp data dir, a free port, STARLING_SECRET shared with clients
     ├── subscribers × P      trio + trio-websocket; subscriber i reads channel i % C
     └── producer             trio; every TICK_SECONDS appends the events due so far,
@@ -41,6 +43,21 @@ used meanwhile (busy time in /proc/stat minus ours): a shared machine's noise,
 to read beside the latencies. Caveat: ``sent`` is stamped when the producer sends
 a batch; if the producer falls behind its schedule the delay it suffered is
 not in the latency (``producer_lag_ms`` shows it, and events/s falls short).
+
+Redis Cluster (``--backend redis-cluster``, native clients only): ``starling serve
+--redis-url redis+cluster://…`` on a private 3-master/3-replica cluster, which
+``python tests/services.py redis-cluster`` (the test suite's launcher, run as a
+child process from the source checkout) forms for each run and stops after it;
+the stream is split into partitions (:mod:`stores.partitions`, 12 by default)
+and the loadgen appends each event to its channel's partition, one ``FCALL
+starling_publish`` per partition per tick. ``redis_cpu_pct`` is then the six
+nodes' together. With both ``redis`` and ``redis-cluster`` measured, the JSON's
+``cluster_overhead`` holds, per rate, the cluster's server CPU per event over
+the single Redis's, minus one (budget: :data:`CLUSTER_OVERHEAD_BUDGET`).
+
+With several backends and no ``--knee``, the runs are interleaved (each
+repeat runs every backend in turn), so that a busy machine's noise falls on
+all of them alike.
 
 ``--knee`` steps the rate up a ladder until a rate misses (p99 > 25 ms, a
 loss, a dropped connection, or fewer than 95% of the events entering), then
@@ -83,6 +100,7 @@ import gc
 import math
 import multiprocessing
 import os
+import select
 import shutil
 import signal
 import socket
@@ -96,6 +114,7 @@ from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import click
 import httpx
@@ -112,6 +131,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from actors.realtime.streams import STREAM
 from auth.tokens import issue_token
 from bench import following
 from bench.following import FOLLOWING_COLUMNS, FollowLists, read_follow_lists
@@ -119,8 +139,12 @@ from bench.realtime_native import Loadgen, LoadgenPlan, Workload, loadgen_binary
 from bench.report import print_table, write_json
 from protocols.jsonrpc import MAX_BATCH
 from settings import DEFAULT_DATA_DIR, Settings
+from stores.partitions import Partitions
+from stores.redis_cluster import CLUSTER_SCHEMES, parse_cluster_url
+from stores.sequence import GENERATION_KEY, OFFSETS_KEY
 
-Backend = Literal["memory", "redis"]
+Backend = Literal["memory", "redis", "redis-cluster"]
+BACKENDS: tuple[Backend, ...] = ("memory", "redis", "redis-cluster")
 Clients = Literal["native", "python"]
 
 BUDGET_RATE = 20_000
@@ -130,6 +154,13 @@ BUDGET_CHANNELS = 200
 BUDGET_P99_MS = 25.0
 MIN_RATE_SHARE = 0.95
 """A run passes only if at least this share of the target rate entered the stream."""
+
+CLUSTER_OVERHEAD_BUDGET = 0.20
+"""The cluster's extra server CPU per event over a single Redis, at most (issue 16)."""
+CLUSTER_START_TIMEOUT = 120.0
+"""Seconds ``tests/services.py redis-cluster`` may take to form the cluster."""
+SERVICES_SCRIPT = Path(__file__).resolve().parents[1] / "tests" / "services.py"
+"""The test suite's service launcher (a source checkout's), run for a private Redis Cluster."""
 
 KNEE_LADDER = (100, 250, 500, 1_000, 2_500, 5_000, 10_000, 20_000, 30_000, 40_000)
 """Rates (events/s) the knee search steps through, lowest first."""
@@ -188,7 +219,7 @@ class Scenario:
     """One benchmark run's settings.
 
     Attributes:
-        backend: ``memory`` (in-process stream) or ``redis``.
+        backend: ``memory`` (in-process stream), ``redis`` or ``redis-cluster``.
         rate: events per second the producer aims at (idle, storm: none, 0).
         subscribers: WebSocket subscribers; subscriber ``i`` reads channel ``i % channels``.
         channels: channels ``post:bench-0`` .. ``post:bench-<channels - 1>``.
@@ -230,6 +261,8 @@ class Scenario:
     def __post_init__(self) -> None:
         if self.clients == "python" and self.workload in NATIVE_WORKLOADS:
             raise ValueError(f"the {self.workload} scenario needs the native clients")
+        if self.clients == "python" and self.backend == "redis-cluster":
+            raise ValueError("the redis-cluster backend needs the native clients")
         if self.workload == "following" and self.data_dir is None:
             raise ValueError("the following scenario needs the demo world's data directory")
         if self.subscribers < 1 or self.channels < 1:
@@ -450,10 +483,90 @@ def private_redis() -> Iterator[tuple[str, int]]:
             _stop(process)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Graceful (SIGINT), then brutal (SIGKILL) after :data:`STOP_TIMEOUT`."""
+@contextlib.contextmanager
+def private_redis_cluster() -> Iterator[tuple[str, list[int]]]:
+    """A private Redis Cluster (3 masters, 3 replicas, no persistence) for one run;
+    yields its ``redis+cluster://`` URL and the pids of its ``redis-server`` nodes.
+
+    It is the test suite's (``python tests/services.py redis-cluster``, stdlib only,
+    so it runs in this venv), started as a child process of the source checkout and
+    stopped with SIGTERM: the benchmarks' distribution cannot import ``tests``.
+
+    Raises:
+        RuntimeError: not a source checkout, or the cluster did not form in
+            :data:`CLUSTER_START_TIMEOUT` seconds (the message ends with the
+            launcher's output).
+    """
+    if not SERVICES_SCRIPT.exists():
+        raise RuntimeError(f"a private Redis Cluster needs a source checkout ({SERVICES_SCRIPT})")
+    with tempfile.TemporaryDirectory(prefix="starling-bench-cluster-") as directory:
+        log_path = Path(directory) / "launcher.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, str(SERVICES_SCRIPT), "redis-cluster", "--workdir", directory],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        try:
+            url = _first_line(process, CLUSTER_START_TIMEOUT)
+            if not url.startswith("redis+cluster://"):
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the Redis Cluster did not start: {url!r}\n{tail}")
+            yield url, _child_pids(process.pid)
+        finally:
+            _stop(process, signal.SIGTERM)
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+def _first_line(process: subprocess.Popen[bytes], timeout: float) -> str:
+    """The first line ``process`` writes on its stdout ("" if it ends or says nothing in time)."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n") and (remaining := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([process.stdout], [], [], remaining)
+        if not readable:
+            break
+        byte = os.read(process.stdout.fileno(), 1)
+        if not byte:
+            break
+        line += byte
+    return line.decode(errors="replace").strip()
+
+
+def _child_pids(pid: int) -> list[int]:
+    """The children of process ``pid`` (/proc/<pid>/task/*/children; [] if it is gone)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            children += [int(child) for child in (task / "children").read_text().split()]
+    return children
+
+
+def partition_keys(url: str) -> tuple[tuple[str, str, str], ...]:
+    """Each stream partition's (stream, offsets, generation) keys on the cluster of ``url``
+    (a ``redis+cluster://`` URL, its ``?partitions=N`` or the server's default), the keys
+    ``starling serve`` reads and numbers; ``()`` for any other URL."""
+    if urlsplit(url).scheme not in CLUSTER_SCHEMES:
+        return ()
+    partitions = Partitions(parse_cluster_url(url).partitions)
+    return tuple(
+        zip(
+            partitions.keys(STREAM),
+            partitions.keys(OFFSETS_KEY),
+            partitions.keys(GENERATION_KEY),
+            strict=True,
+        )
+    )
+
+
+def _stop(process: subprocess.Popen[bytes], graceful: signal.Signals = signal.SIGINT) -> None:
+    """Graceful (``graceful``, SIGINT by default), then brutal (SIGKILL) after
+    :data:`STOP_TIMEOUT`."""
     if process.poll() is None:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(graceful)
         try:
             process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -1025,22 +1138,40 @@ def run_once(
     return _run_native(scenario, redis_url, log)
 
 
+def is_cluster_url(url: str) -> bool:
+    """``url`` names a Redis Cluster (``redis+cluster://``, ``rediss+cluster://``)."""
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
+def store_url_for(backend: Backend, redis_url: str | None) -> str | None:
+    """The existing store ``--redis-url`` gives ``backend``: a cluster URL serves the
+    redis-cluster backend, any other the redis backend; ``None``: start a private one."""
+    if redis_url is None or backend == "memory":
+        return None
+    return redis_url if is_cluster_url(redis_url) == (backend == "redis-cluster") else None
+
+
 def _services(
     stack: contextlib.ExitStack, scenario: Scenario, redis_url: str | None
-) -> tuple[Server, str, int | None]:
-    """The stream (private redis-server unless given) and ``starling serve``, until ``stack`` ends.
+) -> tuple[Server, str, list[int]]:
+    """The stream (a private redis-server or Redis Cluster unless ``redis_url`` serves the
+    backend, :func:`store_url_for`) and ``starling serve``, until ``stack`` ends.
 
     Returns:
-        The server, the stream's URL, the private redis-server's pid (``None`` if not ours).
+        The server, the stream's URL, the pids of the private Redis processes ([] if not ours).
     """
-    redis_pid: int | None = None
+    redis_pids: list[int] = []
+    existing = store_url_for(scenario.backend, redis_url)
     if scenario.backend == "memory":
         store_url = "memory://"
-    elif redis_url is not None:
-        store_url = redis_url
+    elif existing is not None:
+        store_url = existing
+    elif scenario.backend == "redis-cluster":
+        store_url, redis_pids = stack.enter_context(private_redis_cluster())
     else:
         store_url, redis_pid = stack.enter_context(private_redis())
-    return stack.enter_context(running_server(scenario, store_url)), store_url, redis_pid
+        redis_pids = [redis_pid]
+    return stack.enter_context(running_server(scenario, store_url)), store_url, redis_pids
 
 
 def _cpu_sample(pids: dict[str, list[int]]) -> dict[str, float]:
@@ -1069,7 +1200,7 @@ def _run_python(scenario: Scenario, redis_url: str | None) -> dict[str, Any]:
     """One run with the Python subscriber processes and producer."""
     run = _run_id()
     with contextlib.ExitStack() as stack:
-        server, store_url, redis_pid = _services(stack, scenario, redis_url)
+        server, store_url, redis_pids = _services(stack, scenario, redis_url)
         children = stack.enter_context(_children())
         share, extra = divmod(scenario.subscribers, scenario.client_processes)
         first = 0
@@ -1096,7 +1227,7 @@ def _run_python(scenario: Scenario, redis_url: str | None) -> dict[str, Any]:
             "server": [server.pid],
             "client": [c.process.pid for c in clients if c.process.pid is not None],
             "producer": [producer.process.pid] if producer.process.pid is not None else [],
-            "redis": [redis_pid] if redis_pid is not None else [],
+            "redis": redis_pids,
         }
         _wait_until(window.start)
         cpu_before = _cpu_sample(pids)
@@ -1192,7 +1323,7 @@ def _loadgen_run(
     """
     binary = _loadgen_binary()
     with contextlib.ExitStack() as stack:
-        server, store_url, redis_pid = _services(stack, scenario, redis_url)
+        server, store_url, redis_pids = _services(stack, scenario, redis_url)
         memory = scenario.backend == "memory"
         plan = LoadgenPlan(
             workload=scenario.workload,
@@ -1207,6 +1338,7 @@ def _loadgen_run(
             drain=scenario.drain,
             producer="http" if memory else "redis",
             redis_url=None if memory else store_url,
+            partition_keys=() if memory else partition_keys(store_url),
             publish_many=scenario.publish_many,
             dial_concurrency=scenario.dial_concurrency,
             bare_xadd=scenario.bare_xadd,
@@ -1221,7 +1353,7 @@ def _loadgen_run(
             "server": [server.pid],
             "client": [loadgen.pid],
             "producer": [],  # in the loadgen
-            "redis": [redis_pid] if redis_pid is not None else [],
+            "redis": redis_pids,
         }
         _wait_until(window.start)
         cpu_before = _cpu_sample(pids)
@@ -1378,7 +1510,7 @@ def _row(
         "deliveries_expected": sum(r.expected for r in reports),
         "producer_errors": produced.errors,
         "producer_lag_ms": round(produced.max_lag_ms, 2),
-        **_cpu_columns(cpu, scenario.duration, frame_messages),
+        **_cpu_columns(cpu, scenario.duration, frame_messages, produced.in_window),
         **_server_columns(stats),
     }
     row["passed"] = passes(row)
@@ -1428,7 +1560,7 @@ def _native_row(
         "producer_lag_ms": producer["max_lag_ms"],
         "producer_unsent": producer["unsent"],
         "producer_mode": producer["mode"],
-        **_cpu_columns(cpu, scenario.duration, frames["messages_in_window"]),
+        **_cpu_columns(cpu, scenario.duration, frames["messages_in_window"], producer["in_window"]),
         **_server_columns(stats),
         "connect_error": connect["first_error"] or producer["first_error"] or None,
     }
@@ -1436,10 +1568,13 @@ def _native_row(
     return row
 
 
-def _cpu_columns(cpu: dict[str, float | None], seconds: float, deliveries: int) -> dict[str, Any]:
+def _cpu_columns(
+    cpu: dict[str, float | None], seconds: float, deliveries: int, events: int | None = None
+) -> dict[str, Any]:
     """CPU % of one core per party over the window, and µs of CPU per delivery
     (``deliveries``: the ``pub``s received in the window) of the server and of
-    the load generators (subscribers and producer together)."""
+    the load generators (subscribers and producer together); with ``events``
+    (those sent in the window), the server's and Redis's µs of CPU per event."""
     load = [v for k, v in cpu.items() if k in ("client", "producer") and v is not None]
     return {
         "server_cpu_pct": _pct(cpu["server"]),
@@ -1451,7 +1586,14 @@ def _cpu_columns(cpu: dict[str, float | None], seconds: float, deliveries: int) 
         "client_cpu_us_per_delivery": _per_delivery(
             sum(load) if load else None, seconds, deliveries
         ),
-    }
+    } | (
+        {}
+        if events is None
+        else {
+            "server_cpu_us_per_event": _per_delivery(cpu["server"], seconds, events),
+            "redis_cpu_us_per_event": _per_delivery(cpu["redis"], seconds, events),
+        }
+    )
 
 
 def _per_delivery(pct: float | None, seconds: float, deliveries: int) -> float | None:
@@ -1544,21 +1686,31 @@ class Session:
 
     def measure(self, scenario: Scenario) -> dict[str, Any]:
         """Run ``scenario`` ``repeat`` times; the medians row."""
-        runs = []
-        for attempt in range(1, self.repeat + 1):
-            self.console.log(f"{_described(scenario)} (run {attempt}/{self.repeat})")
-            row = run_once(scenario, self.redis_url, log=self._progress)
-            self.console.log(_outcome(row))
-            if row["connect_error"] is not None:
-                self.console.log(
-                    f"  [red]{scenario.subscribers - row['connected']} subscribers failed "
-                    f"to connect[/]: {escape(row['connect_error'][:300])}"
-                )
-            runs.append(row)
-        self.runs += runs
-        summary = medians(runs)
-        self.summary.append(summary)
+        [summary] = self.measure_interleaved([scenario])
         return summary
+
+    def measure_interleaved(self, scenarios: Sequence[Scenario]) -> list[dict[str, Any]]:
+        """Run each of ``scenarios`` ``repeat`` times, taking turns (run 1 of each, then
+        run 2 of each, …) so that a busy machine's noise falls on all alike; their
+        medians rows, in order."""
+        runs: list[list[dict[str, Any]]] = [[] for _ in scenarios]
+        for attempt in range(1, self.repeat + 1):
+            for scenario, rows in zip(scenarios, runs, strict=True):
+                self.console.log(f"{_described(scenario)} (run {attempt}/{self.repeat})")
+                row = run_once(scenario, self.redis_url, log=self._progress)
+                self.console.log(_outcome(row))
+                if row["connect_error"] is not None:
+                    self.console.log(
+                        f"  [red]{scenario.subscribers - row['connected']} subscribers failed "
+                        f"to connect[/]: {escape(row['connect_error'][:300])}"
+                    )
+                rows.append(row)
+        summaries = []
+        for rows in runs:
+            self.runs += rows
+            summaries.append(medians(rows))
+        self.summary += summaries
+        return summaries
 
     def _progress(self, line: str) -> None:
         self.console.log(f"  {line}", markup=False, highlight=False)
@@ -1625,6 +1777,68 @@ def knee(session: Session, base: Scenario, ladder: Sequence[int]) -> dict[str, A
     return {"backend": base.backend, "knee_rate": passed, "first_miss": failed}
 
 
+def cluster_overhead(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per rate measured on both ``redis`` and ``redis-cluster``, from their medians rows:
+    each one's server (and Redis) CPU per event and per delivery, and the cluster's
+    extra server CPU per event, ``cluster / single - 1`` (``passed``: within
+    :data:`CLUSTER_OVERHEAD_BUDGET`)."""
+    rows = {(r["backend"], r.get("rate")): r for r in summary}
+    overhead = []
+    for (backend, rate), cluster in rows.items():
+        single = rows.get(("redis", rate))
+        if backend != "redis-cluster" or single is None:
+            continue
+        row: dict[str, Any] = {"rate": rate}
+        for key in (
+            "server_cpu_us_per_event",
+            "server_cpu_us_per_delivery",
+            "redis_cpu_us_per_event",
+            "p50_ms",
+            "p99_ms",
+        ):
+            row[f"single_{key}"], row[f"cluster_{key}"] = single.get(key), cluster.get(key)
+        for key in ("server_cpu_us_per_event", "server_cpu_us_per_delivery"):
+            ratio = _ratio(cluster.get(key), single.get(key))
+            row[key.replace("server_cpu_us_per", "extra_server_cpu_per")] = ratio
+        extra = row["extra_server_cpu_per_event"]
+        row["passed"] = extra is not None and extra <= CLUSTER_OVERHEAD_BUDGET
+        overhead.append(row)
+    return overhead
+
+
+OVERHEAD_COLUMNS = {
+    "rate": "target/s",
+    "single_server_cpu_us_per_event": "redis: server µs/event",
+    "cluster_server_cpu_us_per_event": "cluster: server µs/event",
+    "extra_server_cpu_per_event": "extra /event",
+    "extra_server_cpu_per_delivery": "extra /dlv",
+    "single_redis_cpu_us_per_event": "redis: redis µs/event",
+    "cluster_redis_cpu_us_per_event": "cluster: redis µs/event",
+    "single_p99_ms": "redis: p99 ms",
+    "cluster_p99_ms": "cluster: p99 ms",
+    "passed": "budget",
+}
+"""The cluster overhead table's columns (row key → heading); all of them are in the JSON."""
+
+
+def _overhead_shown(row: dict[str, Any]) -> dict[str, Any]:
+    shown = {}
+    for key, heading in OVERHEAD_COLUMNS.items():
+        value = row.get(key)
+        if key.startswith("extra_") and value is not None:
+            shown[heading] = f"{value:+.1%}"
+        else:
+            shown[heading] = _shown(key, value)
+    return shown
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    """``value / base - 1``, rounded to 3 places; ``None`` if either is missing or ``base`` is 0."""
+    if value is None or not base:
+        return None
+    return round(value / base - 1, 3)
+
+
 def _at(base: Scenario, rate: int) -> Scenario:
     return replace(base, rate=rate)
 
@@ -1650,7 +1864,9 @@ TABLE_COLUMNS = {
     "producer_cpu_pct": "producer %",
     "redis_cpu_pct": "redis %",
     "other_cpu_pct": "others %",
+    "server_cpu_us_per_event": "server µs/event",
     "server_cpu_us_per_delivery": "server µs/dlv",
+    "redis_cpu_us_per_event": "redis µs/event",
     "client_cpu_us_per_delivery": "clients µs/dlv",
     "runs": "runs",
     "passed": "budget",
@@ -1699,6 +1915,29 @@ def _shown(key: str, value: Any) -> Any:
     return value
 
 
+def parse_backends(text: str) -> list[Backend]:
+    """``"redis,redis-cluster"`` → ``["redis", "redis-cluster"]``; ``both`` is memory and redis.
+
+    Raises:
+        ValueError: an unknown name, or none.
+    """
+    backends: list[Backend] = []
+    for part in text.split(","):
+        name = part.strip().lower()
+        if not name:
+            continue
+        names = ["memory", "redis"] if name == "both" else [name]
+        for backend in names:
+            if backend not in BACKENDS:
+                known = ", ".join([*BACKENDS, "both"])
+                raise ValueError(f"unknown backend {part.strip()!r} (known: {known})")
+            if backend not in backends:
+                backends.append(backend)
+    if not backends:
+        raise ValueError("no backend given")
+    return backends
+
+
 def parse_rates(values: Sequence[str]) -> tuple[int, ...]:
     """``("20000", "5k,10k")`` → ``(20000, 5000, 10000)``.
 
@@ -1744,6 +1983,9 @@ def run(
     session = Session(console, repeat, redis_url)
     connections = base.workload in CONNECTION_WORKLOADS
     knees = []
+    if not (connections or knee_search):
+        for rate in rates:  # interleaved: each repeat runs every backend in turn
+            session.measure_interleaved([replace(base, backend=b, rate=rate) for b in backends])
     for backend in backends:
         scenario = replace(base, backend=backend)
         if connections:
@@ -1755,9 +1997,6 @@ def run(
             )
             if base.workload == "fanout" and not measured:
                 session.measure(_at(scenario, BUDGET_RATE))  # the budget point, always
-        else:
-            for rate in rates:
-                session.measure(_at(scenario, rate))
     out = Console(width=240)
     columns = CONNECTION_COLUMNS if connections else TABLE_COLUMNS
     if base.workload == "following":
@@ -1784,13 +2023,22 @@ def run(
     if knees:
         p99 = budget["p99_ms"]
         print_table(f"knee: highest rate with p99 <= {p99:g} ms, 0 lost", knees, out)
+    overhead = cluster_overhead(session.summary)
+    if overhead:
+        budget["cluster_overhead"] = CLUSTER_OVERHEAD_BUDGET
+        limit = f"{CLUSTER_OVERHEAD_BUDGET:.0%}"
+        title = f"Redis Cluster vs single Redis: extra server CPU per event (budget {limit})"
+        print_table(title, [_overhead_shown(row) for row in overhead], out)
     extra = {
         "budget": budget,
         "settings": {**asdict(base), "backends": list(backends), "repeat": repeat},
         "summary": session.summary,
         "knee": knees,
+        "cluster_overhead": overhead,
     }
     name = "realtime" if base.workload == "fanout" else f"realtime-{base.workload}"
+    if "redis-cluster" in backends:
+        name += "-cluster"
     path = write_json(name, session.runs, extra, output)
     out.print(f"wrote {path}")
     return extra
@@ -1815,10 +2063,11 @@ def run(
 )
 @click.option(
     "--backend",
-    type=click.Choice(["memory", "redis", "both"]),
     default="both",
     show_default=True,
-    help="The stream: in-process (memory://) or Redis.",
+    help="The stream: memory (in-process), redis, redis-cluster (a private 3+3-node Redis "
+    "Cluster, native clients), comma-separated for several (runs interleaved); "
+    "both: memory,redis.",
 )
 @click.option("--subscribers", type=int, help="[default: 1,000; hot, idle, storm: 10,000]")
 @click.option(
@@ -1860,7 +2109,11 @@ def run(
     "of FCALL starling_publish (numbered as they enter the stream).",
 )
 @click.option("--repeat", default=1, show_default=True, help="Runs per rate (medians).")
-@click.option("--redis-url", help="An existing Redis [default: a private redis-server per run].")
+@click.option(
+    "--redis-url",
+    help="An existing Redis, or a Redis Cluster (redis+cluster://h:p,h:p) for the redis-cluster "
+    "backend [default: a private redis-server or cluster per run].",
+)
 @click.option("--knee", is_flag=True, help="Search the highest rate within the budget.")
 @click.option("--transformers", default=1, show_default=True, help="Passed to starling serve.")
 @click.option(
@@ -1911,6 +2164,7 @@ def command(
       starling bench realtime
       starling bench realtime --backend memory --rate 5k,10k,20k --repeat 3
       starling bench realtime --backend redis --knee
+      starling bench realtime --backend redis,redis-cluster --rate 5k,11k --repeat 3
       starling bench realtime --subscribers 20 --channels 4 --rate 200 --duration 2
       starling bench realtime --scenario hot --backend redis
       starling bench realtime --scenario idle --backend memory
@@ -1934,6 +2188,9 @@ def command(
     if workload == "hot":
         default_rate = 10 * channels
     try:
+        backends = parse_backends(backend)
+        if clients == "python" and "redis-cluster" in backends:
+            raise ValueError("the redis-cluster backend needs the native clients: make bench-tools")
         parsed = parse_rates(rates)
         if workload in CONNECTION_WORKLOADS and (parsed or knee):
             raise ValueError(f"--rate and --knee do not apply to the {workload} scenario")
@@ -1960,8 +2217,6 @@ def command(
             raise ValueError("repeat must be >= 1")
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
-    both: list[Backend] = ["memory", "redis"]
-    backends = [b for b in both if backend in (b, "both")]
     ladder = parsed or (KNEE_LADDER if knee else (default_rate,))
     try:
         run(

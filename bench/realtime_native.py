@@ -63,6 +63,10 @@ class LoadgenPlan:
         duration, warmup, drain: seconds (fanout, hot).
         hold: seconds the connections are held (idle, storm); ``None``: its default.
         producer: ``redis`` (to ``redis_url``), ``http`` (POST /rpc), ``none``.
+        partition_keys: producer redis on a ``redis+cluster://`` URL: each partition's
+            (stream, offsets, generation) keys, in partition order
+            (:func:`bench.realtime.partition_keys`); the loadgen routes a channel's
+            events to partition ``crc32(name) % len(partition_keys)``.
         bare_xadd: producer redis: a bare ``XADD`` per event instead of one
             ``FCALL starling_publish`` per tick (events numbered by the transformer).
         publish_many: producer http: ``realtime.publish_many`` calls instead of batches.
@@ -86,6 +90,7 @@ class LoadgenPlan:
     hold: float | None = None
     producer: Producer = "none"
     redis_url: str | None = None
+    partition_keys: tuple[tuple[str, str, str], ...] = ()
     publish_many: bool = False
     dial_concurrency: int | None = None
     bare_xadd: bool = False
@@ -102,6 +107,10 @@ class LoadgenPlan:
             arguments += ["--warmup", _go_seconds(self.warmup), "--drain", _go_seconds(self.drain)]
         if self.redis_url is not None:
             arguments += ["--redis-url", self.redis_url]
+        if self.partition_keys:
+            streams, offsets, generations = zip(*self.partition_keys, strict=True)
+            arguments += ["--stream-keys", ",".join(streams), "--offsets-keys", ",".join(offsets)]
+            arguments += ["--generation-keys", ",".join(generations)]
         if self.publish_many:
             arguments.append("--publish-many")
         if self.producer == "redis":

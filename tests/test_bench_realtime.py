@@ -38,7 +38,16 @@ from click.testing import CliRunner
 
 from bench import following
 from bench.following import FollowLists, read_follow_lists
-from bench.realtime import TABLE_COLUMNS, command, medians, parse_rates
+from bench.realtime import (
+    TABLE_COLUMNS,
+    cluster_overhead,
+    command,
+    medians,
+    parse_backends,
+    parse_rates,
+    partition_keys,
+    store_url_for,
+)
 from bench.realtime_native import LOADGEN, LoadgenPlan
 from cli import main
 from settings import Settings
@@ -167,6 +176,71 @@ def test_rates_parse_with_k_suffix_and_commas() -> None:
     assert parse_rates(["20000", "2.5k, 5k"]) == (20_000, 2_500, 5_000)
     with pytest.raises(ValueError, match="must be >= 1"):
         parse_rates(["0"])
+
+
+def test_backends_parse_as_a_comma_list() -> None:
+    """``--backend`` takes one name or several, ``both`` meaning memory and redis."""
+    assert parse_backends("both") == ["memory", "redis"]
+    assert parse_backends("redis, redis-cluster") == ["redis", "redis-cluster"]
+    assert parse_backends("redis,both") == ["redis", "memory"]
+    with pytest.raises(ValueError, match="unknown backend 'cluster'"):
+        parse_backends("cluster")
+
+
+def test_redis_url_serves_the_backend_of_its_scheme() -> None:
+    """A ``redis+cluster://`` URL stands for the cluster backend, another for the single Redis;
+    the other backend gets a private service."""
+    cluster, single = "redis+cluster://127.0.0.1:7000,127.0.0.1:7001", "redis://127.0.0.1:6379/0"
+    assert store_url_for("redis-cluster", cluster) == cluster
+    assert store_url_for("redis", cluster) is None
+    assert store_url_for("redis", single) == single
+    assert store_url_for("redis-cluster", single) is None
+    assert store_url_for("memory", single) is None
+
+
+def test_cluster_producer_gets_the_servers_partition_keys() -> None:
+    """The loadgen gets each partition's stream, offsets and generation keys as the server
+    names them (stores.partitions), in partition order; a single Redis gets none."""
+    keys = partition_keys("redis+cluster://127.0.0.1:7000?partitions=3")
+    assert len(keys) == 3
+    assert [k[0].rpartition(":{")[0] for k in keys] == ["starling:events"] * 3
+    assert all(len({k.rpartition(":")[2] for k in triple}) == 1 for triple in keys)  # one tag
+    assert len(partition_keys("redis+cluster://127.0.0.1:7000")) == 12
+    assert partition_keys("redis://127.0.0.1:6379/0") == ()
+    plan = LoadgenPlan(
+        workload="fanout",
+        server="http://127.0.0.1:1",
+        secret="s",
+        run="r",
+        subscribers=20,
+        channels=4,
+        rate=200,
+        producer="redis",
+        redis_url="redis+cluster://127.0.0.1:7000?partitions=3",
+        partition_keys=keys,
+    )
+    arguments = plan.arguments()
+    flags = dict(zip(arguments[::2], arguments[1::2], strict=True))
+    assert flags["--stream-keys"] == ",".join(k[0] for k in keys)
+    assert flags["--offsets-keys"] == ",".join(k[1] for k in keys)
+    assert flags["--generation-keys"] == ",".join(k[2] for k in keys)
+
+
+def test_cluster_overhead_compares_server_cpu_per_event_at_each_rate() -> None:
+    """The overhead row is the cluster's server CPU per event over the single Redis's, minus one,
+    per rate measured on both, and passes within 20 %."""
+    summary = [
+        {"backend": "redis", "rate": 5000, "server_cpu_us_per_event": 100.0},
+        {"backend": "redis-cluster", "rate": 5000, "server_cpu_us_per_event": 115.0},
+        {"backend": "redis", "rate": 11000, "server_cpu_us_per_event": 80.0},
+        {"backend": "redis-cluster", "rate": 11000, "server_cpu_us_per_event": 100.0},
+        {"backend": "memory", "rate": 5000, "server_cpu_us_per_event": 50.0},
+    ]
+    low, high = cluster_overhead(summary)
+    assert (low["rate"], low["extra_server_cpu_per_event"], low["passed"]) == (5000, 0.15, True)
+    assert (high["rate"], high["extra_server_cpu_per_event"]) == (11000, 0.25)
+    assert not high["passed"]
+    assert cluster_overhead(summary[:1]) == []
 
 
 def test_table_headings_cover_the_budget_figures() -> None:

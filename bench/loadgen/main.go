@@ -62,7 +62,11 @@ type config struct {
 	producer        string // redis | http | none
 	redisAppend     string // fcall | xadd (producer redis)
 	redisURL        string
+	redisCluster    bool // redisURL is redis+cluster://: the stream is split into partitions
 	stream          string
+	streamKeys      []string // cluster: each partition's stream key (--stream-keys)
+	offsetsKeys     []string // cluster: each partition's offsets key (--offsets-keys)
+	generationKeys  []string // cluster: each partition's generation key (--generation-keys)
 	publishMany     bool
 	httpInflight    int
 	dialConcurrency int
@@ -97,7 +101,7 @@ var scenarioDefaults = map[string]struct {
 func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("starling-loadgen", flag.ContinueOnError)
 	c := &config{}
-	var secretFlag string
+	var secretFlag, streamKeys, offsetsKeys, generationKeys string
 	fs.StringVar(&c.scenario, "scenario", "fanout", "fanout | hot | idle | storm | following | churn")
 	fs.StringVar(&c.server, "server", "http://127.0.0.1:8080", "the server's base URL (GET /ws, POST /rpc)")
 	fs.StringVar(&secretFlag, "secret", "", "token secret (default: $STARLING_SECRET)")
@@ -116,6 +120,9 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.redisAppend, "redis-append", "fcall", "producer redis: fcall (numbered as appended) | xadd (bare)")
 	fs.StringVar(&c.redisURL, "redis-url", "redis://127.0.0.1:6379/0", "the server's Redis (producer redis)")
 	fs.StringVar(&c.stream, "stream", "starling:events", "the stream the producer appends to (producer redis)")
+	fs.StringVar(&streamKeys, "stream-keys", "", "Redis Cluster: the stream's key in each partition, comma-separated, in partition order")
+	fs.StringVar(&offsetsKeys, "offsets-keys", "", "Redis Cluster: the offsets hash of each partition (FCALL), comma-separated")
+	fs.StringVar(&generationKeys, "generation-keys", "", "Redis Cluster: the generation key of each partition (FCALL), comma-separated")
 	fs.BoolVar(&c.publishMany, "publish-many", false, "producer http: one realtime.publish_many call per request instead of a batch")
 	fs.IntVar(&c.httpInflight, "http-inflight", 4, "producer http: requests in flight (each owns a share of the channels)")
 	fs.IntVar(&c.dialConcurrency, "dial-concurrency", -1, "handshakes in progress at once (0: all at once; default per scenario)")
@@ -210,6 +217,9 @@ func parseFlags(args []string) (*config, error) {
 	case c.interval < 0:
 		return nil, errors.New("--interval must be >= 0")
 	}
+	if err := c.partitionKeys(streamKeys, offsetsKeys, generationKeys); err != nil {
+		return nil, err
+	}
 	if c.scenario == "churn" {
 		if c.lifetime <= 0 || c.reconnectDelay < 0 {
 			return nil, errors.New("churn: --lifetime must be > 0, --reconnect-delay >= 0")
@@ -219,6 +229,31 @@ func parseFlags(args []string) (*config, error) {
 		}
 	}
 	return c, nil
+}
+
+// partitionKeys reads the partitions' keys of a cluster --redis-url (producer redis):
+// as many stream, offsets and generation keys, the last two for FCALL only.
+func (c *config) partitionKeys(streamKeys, offsetsKeys, generationKeys string) error {
+	split := func(list string) []string {
+		if list == "" {
+			return nil
+		}
+		return strings.Split(list, ",")
+	}
+	c.redisCluster = c.producer == "redis" && isClusterURL(c.redisURL)
+	c.streamKeys, c.offsetsKeys, c.generationKeys = split(streamKeys), split(offsetsKeys), split(generationKeys)
+	switch {
+	case !c.redisCluster && (c.streamKeys != nil || c.offsetsKeys != nil || c.generationKeys != nil):
+		return errors.New("--stream-keys, --offsets-keys and --generation-keys need --producer redis and a redis+cluster:// --redis-url")
+	case !c.redisCluster:
+		return nil
+	case len(c.streamKeys) == 0:
+		return errors.New("a redis+cluster:// --redis-url needs --stream-keys (one per partition)")
+	case c.redisAppend == "fcall" && (len(c.offsetsKeys) != len(c.streamKeys) || len(c.generationKeys) != len(c.streamKeys)):
+		return fmt.Errorf("--redis-append fcall on a cluster: %d stream keys but %d offsets and %d generation keys",
+			len(c.streamKeys), len(c.offsetsKeys), len(c.generationKeys))
+	}
+	return nil
 }
 
 // raiseFileLimit lifts RLIMIT_NOFILE's soft limit to its hard limit: one

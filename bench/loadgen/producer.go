@@ -18,6 +18,15 @@ package main
 // most one event per channel (several batches follow each other when a
 // worker is behind); realtime.publish_many carries up to 1,000 in order.
 //
+// redis on a Redis Cluster (--redis-url redis+cluster://h:p,h:p): the stream
+// is split into partitions (stores/partitions.py); --stream-keys,
+// --offsets-keys and --generation-keys name each partition's keys (the
+// driver computes them, so the hash tags are chosen in one place), and a
+// channel's events go to partition crc32(name) % len(keys), the server's
+// rule. A tick is one pipeline of one FCALL per partition (or of XADDs),
+// which the cluster client splits by master; a channel's events stay in one
+// partition, in order.
+//
 // following (following.go): the events are activities, seq numbering them
 // across authors and posts, and the producer is one ordered sequence so
 // that every following:<f> channel should see them in seq order: redis as
@@ -28,8 +37,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math/rand"
 	"net/http"
@@ -63,7 +74,8 @@ type producer struct {
 	names       [][]byte
 	windowStart int64
 	windowEnd   int64
-	redis       *redis.Client
+	redis       redis.UniversalClient // *redis.Client, or *redis.ClusterClient on a cluster
+	partitionOf []int                 // cluster: each channel's partition (index into cfg.streamKeys)
 	http        *http.Client
 	workers     []chan []event
 	fellBack    atomic.Bool
@@ -113,12 +125,25 @@ func newProducer(cfg *config) (*producer, error) {
 	}
 	switch cfg.producer {
 	case "redis":
-		options, err := redis.ParseURL(cfg.redisURL)
-		if err != nil {
-			return nil, fmt.Errorf("--redis-url: %w", err)
+		if cfg.redisCluster {
+			options, err := parseClusterURL(cfg.redisURL)
+			if err != nil {
+				return nil, fmt.Errorf("--redis-url: %w", err)
+			}
+			options.PoolSize = 2 // per master
+			p.redis = redis.NewClusterClient(options)
+			p.partitionOf = make([]int, len(p.names))
+			for i, name := range p.names {
+				p.partitionOf[i] = partitionOf(name, len(cfg.streamKeys))
+			}
+		} else {
+			options, err := redis.ParseURL(cfg.redisURL)
+			if err != nil {
+				return nil, fmt.Errorf("--redis-url: %w", err)
+			}
+			options.PoolSize = 2
+			p.redis = redis.NewClient(options)
 		}
-		options.PoolSize = 2
-		p.redis = redis.NewClient(options)
 		if err := p.redis.Ping(context.Background()).Err(); err != nil {
 			return nil, fmt.Errorf("redis at %s: %w", cfg.redisURL, err)
 		}
@@ -201,6 +226,10 @@ func (p *producer) run(ctx context.Context, start, end time.Time) producerReport
 			next = (next + 1) % p.cfg.channels
 		}
 		if p.redis != nil {
+			if p.partitionOf != nil {
+				p.appendPartitioned(ctx, events)
+				continue
+			}
 			if p.cfg.redisAppend == "xadd" {
 				p.xadd(ctx, events)
 			} else {
@@ -345,6 +374,107 @@ func (p *producer) fcall(ctx context.Context, events []event) {
 	}
 	if err != nil {
 		err = fmt.Errorf("FCALL starling_publish: %w", err)
+	}
+	p.accept(events, ok, sentNs, err)
+}
+
+// -- redis cluster -----------------------------------------------------------------
+
+// isClusterURL says whether --redis-url names a Redis Cluster (Starling's redis+cluster scheme).
+func isClusterURL(raw string) bool {
+	return strings.HasPrefix(raw, "redis+cluster://") || strings.HasPrefix(raw, "rediss+cluster://")
+}
+
+// parseClusterURL reads Starling's redis+cluster://[user:password@]host:port,host:port[?partitions=N]
+// (stores/redis_cluster.py); the query is the server's, not the client's.
+func parseClusterURL(raw string) (*redis.ClusterOptions, error) {
+	scheme, rest, _ := strings.Cut(raw, "://")
+	if scheme != "redis+cluster" && scheme != "rediss+cluster" {
+		return nil, fmt.Errorf("not a redis+cluster:// URL: %q", raw)
+	}
+	rest, _, _ = strings.Cut(rest, "?")
+	rest = strings.TrimSuffix(strings.TrimSuffix(rest, "/0"), "/")
+	options := &redis.ClusterOptions{}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		user, password, hasPassword := strings.Cut(rest[:at], ":")
+		if hasPassword {
+			options.Username, options.Password = user, password
+		} else {
+			options.Password = user
+		}
+		rest = rest[at+1:]
+	}
+	for _, addr := range strings.Split(rest, ",") {
+		if addr = strings.TrimSpace(addr); addr != "" {
+			options.Addrs = append(options.Addrs, addr)
+		}
+	}
+	if len(options.Addrs) == 0 {
+		return nil, fmt.Errorf("no host:port in %q", raw)
+	}
+	if scheme == "rediss+cluster" {
+		options.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return options, nil
+}
+
+// partitionOf is a channel's partition among count: CRC-32 (IEEE) of its
+// UTF-8 name modulo count, stores.partitions.partition_of (Python's zlib.crc32).
+func partitionOf(name []byte, count int) int {
+	if count <= 1 {
+		return 0
+	}
+	return int(crc32.ChecksumIEEE(name) % uint32(count))
+}
+
+// appendPartitioned appends a tick's events on a cluster: one pipeline of one
+// FCALL starling_publish per partition with events (or of one XADD per event),
+// each on its partition's keys; a channel's events keep their order.
+func (p *producer) appendPartitioned(ctx context.Context, events []event) {
+	parts := make([][]int, len(p.cfg.streamKeys)) // partition -> positions in events
+	for i, e := range events {
+		part := p.partitionOf[e.channel]
+		parts[part] = append(parts[part], i)
+	}
+	sentNs := time.Now().UnixNano()
+	pipe := p.redis.Pipeline()
+	commands := make([]redis.Cmder, 0, len(events))
+	order := make([][]int, 0, len(parts)) // per command, the positions of its events
+	for part, positions := range parts {
+		if len(positions) == 0 {
+			continue
+		}
+		if p.cfg.redisAppend == "xadd" {
+			for _, i := range positions {
+				e := events[i]
+				data := p.appendData(make([]byte, 0, 160), e, sentNs)
+				values := []any{"channel", p.names[e.channel], "data", data}
+				commands = append(commands, pipe.XAdd(ctx, &redis.XAddArgs{Stream: p.cfg.streamKeys[part], Values: values}))
+				order = append(order, []int{i})
+			}
+			continue
+		}
+		keys := []string{p.cfg.streamKeys[part], p.cfg.offsetsKeys[part], p.cfg.generationKeys[part]}
+		args := make([]any, 0, 2+2*len(positions))
+		args = append(args, "", strconv.FormatInt(sentNs, 16))
+		for _, i := range positions {
+			e := events[i]
+			args = append(args, p.names[e.channel], p.appendData(make([]byte, 0, 160), e, sentNs))
+		}
+		commands = append(commands, pipe.FCall(ctx, "starling_publish", keys, args...))
+		order = append(order, positions)
+	}
+	_, err := pipe.Exec(ctx)
+	ok := make([]bool, len(events))
+	for k, command := range commands {
+		if command.Err() == nil {
+			for _, i := range order[k] {
+				ok[i] = true
+			}
+		}
+	}
+	if err != nil {
+		err = fmt.Errorf("cluster %s pipeline: %w", p.cfg.redisAppend, err)
 	}
 	p.accept(events, ok, sentNs, err)
 }
