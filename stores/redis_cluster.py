@@ -63,10 +63,11 @@ from stores.redis import (
 from stores.resp import Command, Endpoint, RespConnection, RespError, RespPool, check
 
 CLUSTER_SCHEMES = {"redis+cluster", "rediss+cluster"}
-DEFAULT_PARTITIONS = 12
-"""Stream partitions on a cluster: 4 per master of a 3-master cluster (spread evenly over
-any number of masters that divides it). More spread the stream wider; fewer give each
-nozzle read a bigger batch."""
+DEFAULT_PARTITIONS = 3
+"""Stream partitions on a cluster: one per master of a 3-master cluster. Each partition is
+one more nozzle read per batch and one more acknowledgement round trip, so more partitions
+than masters cost server CPU (12 partitions: +56 % per event at 5,000 events/s, 3: +32 %;
+docs/benchmarks.md); set ``?partitions=`` to the number of masters."""
 REFRESH_INTERVAL = 0.25
 """Seconds between two reloads of the slot map (a burst of failures reloads it once)."""
 SLOTS = 16_384
