@@ -2,7 +2,8 @@
 # Installs the non-Python things the test suite needs on a Debian machine, and
 # pre-builds the Neo4j test server so that the tests never wait for Maven:
 #
-#   * redis-server                 (apt, only if not on PATH)
+#   * redis-server, redis-cli      (apt, only if not on PATH; the Redis Cluster tests need >= 7)
+#   * ip (iproute2)                (apt, only if not on PATH: the network-namespace host tests)
 #   * chromium, chromium-driver    (apt, only if not on PATH: the browser test)
 #   * a JDK (17+) and Maven        (apt, only if javac or mvn is not on PATH)
 #   * tests/neo4j_server's jar     (Maven; downloads ~130 MB into ~/.m2 the first time)
@@ -24,6 +25,8 @@ die() { printf 'install-test-deps: error: %s\n' "$*" >&2; exit 1; }
 # --- system packages ---------------------------------------------------------
 packages=()
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || packages+=(redis-tools)
+command -v ip >/dev/null 2>&1 || packages+=(iproute2)
 if ! command -v javac >/dev/null 2>&1; then
   packages+=(default-jdk-headless)
 fi
@@ -45,6 +48,8 @@ if ((${#packages[@]} > 0)); then
 fi
 
 command -v redis-server >/dev/null 2>&1 || die "redis-server is still not on PATH"
+redis_major="$(redis-server --version | sed -n 's/.*v=\([0-9]*\)\..*/\1/p')"
+((redis_major >= 7)) || die "redis-server $redis_major.x is too old: the Redis Cluster tests need 7 (sharded Pub/Sub, Functions)"
 # apt's redis-server package starts a system service on port 6379; the tests do
 # not use it (they start their own servers on free ports), so it is left alone.
 

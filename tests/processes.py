@@ -53,6 +53,9 @@ def server_process(
     graph_url: str | None = None,
     *,
     options: Sequence[str] = (),
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    wrap: Sequence[str] = (),
 ) -> Iterator[Process]:
     """``starling serve`` on a free port, its data in ``directory/name``, its log in
     ``directory/name.log``; stopped with SIGINT on exit (killed if it does not stop).
@@ -60,19 +63,23 @@ def server_process(
     Args:
         graph_url: the graph (``--graph-url``); the embedded one under its data dir if ``None``.
         options: more ``serve`` flags, e.g. ``("--presence-expiry", "3")``.
+        host: the address it listens on (``--host``), the one in its URL.
+        port: its port; a free one when ``None`` (a restarted server keeps its URL).
+        wrap: an argv prefix that runs it elsewhere and execs it (its pid is the server's),
+            e.g. a network namespace's ``("ip", "netns", "exec", NS)`` (tests/hosts.py).
     """
-    port = free_port()
+    port = free_port() if port is None else port
     env = os.environ | {"STARLING_SECRET": SECRET}
     command = [
-        sys.executable, "-c", "from cli import main; main()", "serve",
+        *wrap, sys.executable, "-c", "from cli import main; main()", "serve",
         "--data-dir", str(directory / name), "--redis-url", redis_url,
-        "--port", str(port), "--consumer", name, "--readers", "1",
+        "--host", host, "--port", str(port), "--consumer", name, "--readers", "1",
         *(["--graph-url", graph_url] if graph_url else []), *options,
     ]  # fmt: skip
     log = (directory / f"{name}.log").open("w")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        yield Process(f"http://127.0.0.1:{port}", process)
+        yield Process(f"http://{host}:{port}", process)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
