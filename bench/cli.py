@@ -43,6 +43,7 @@ class LazyGroup(click.Group):
         "realtime": "bench.realtime:command",
         "soak": "bench.soak:command",
         "exhaustion": "bench.exhaustion:command",
+        "simulate-cluster": "bench.simulate_cluster:command",
     },
 )
 def bench_group() -> None:
