@@ -51,6 +51,7 @@ from bench.realtime import (
 from bench.realtime_native import LOADGEN, LoadgenPlan
 from cli import main
 from settings import Settings
+from stores.redis_cluster import DEFAULT_PARTITIONS
 
 SUBSCRIBERS, CHANNELS, RATE = 20, 4, 200
 WARMUP, DURATION = 1, 2
@@ -205,7 +206,7 @@ def test_cluster_producer_gets_the_servers_partition_keys() -> None:
     assert len(keys) == 3
     assert [k[0].rpartition(":{")[0] for k in keys] == ["starling:events"] * 3
     assert all(len({k.rpartition(":")[2] for k in triple}) == 1 for triple in keys)  # one tag
-    assert len(partition_keys("redis+cluster://127.0.0.1:7000")) == 12
+    assert len(partition_keys("redis+cluster://127.0.0.1:7000")) == DEFAULT_PARTITIONS
     assert partition_keys("redis://127.0.0.1:6379/0") == ()
     plan = LoadgenPlan(
         workload="fanout",
