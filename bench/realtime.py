@@ -48,7 +48,7 @@ Redis Cluster (``--backend redis-cluster``, native clients only): ``starling ser
 --redis-url redis+cluster://…`` on a private 3-master/3-replica cluster, which
 ``python tests/services.py redis-cluster`` (the test suite's launcher, run as a
 child process from the source checkout) forms for each run and stops after it;
-the stream is split into partitions (:mod:`stores.partitions`, 12 by default)
+the stream is split into partitions (:mod:`stores.partitions`, 3 by default)
 and the loadgen appends each event to its channel's partition, one ``FCALL
 starling_publish`` per partition per tick. ``redis_cpu_pct`` is then the six
 nodes' together. With both ``redis`` and ``redis-cluster`` measured, the JSON's
